@@ -1,0 +1,19 @@
+//! Perceptual video fingerprints for recognising re-streamed broadcasts.
+//!
+//! This crate is the pure core of Offside: bytes and pixels in, values out. It does no IO,
+//! spawns no threads, never logs and has no async code, so the service can call it from any
+//! context (typically `spawn_blocking` or a worker thread) and tests can exercise it directly.
+//!
+//! What it owns:
+//! - [`Hash256`]: a 256-bit perceptual hash with hex form and Hamming distance.
+//! - [`Luma`]: an 8-bit greyscale image, the one pixel format every algorithm here consumes.
+//! - [`Error`]: the crate's one error type, with a `#[non_exhaustive]` [`ErrorKind`].
+#![deny(missing_docs)]
+
+mod error;
+mod hash;
+mod luma;
+
+pub use error::{Error, ErrorKind};
+pub use hash::Hash256;
+pub use luma::Luma;

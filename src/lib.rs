@@ -1,0 +1,5 @@
+//! Offside: recognises pirated re-streams of broadcasts in live video and acts on them.
+//!
+//! The service crate. The pure recognition core lives in the `fingerprints` crate; this crate
+//! owns everything with IO: the command line, configuration, storage, queues, media decoding
+//! with FFmpeg, the HTTP API, the worker pipeline and enforcement.
