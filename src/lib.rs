@@ -3,3 +3,5 @@
 //! The service crate. The pure recognition core lives in the `fingerprints` crate; this crate
 //! owns everything with IO: the command line, configuration, storage, queues, media decoding
 //! with FFmpeg, the HTTP API, the worker pipeline and enforcement.
+
+pub mod cli;
