@@ -7,13 +7,17 @@
 //! What it owns:
 //! - [`Hash256`]: a 256-bit perceptual hash with hex form and Hamming distance.
 //! - [`Luma`]: an 8-bit greyscale image, the one pixel format every algorithm here consumes.
+//! - [`pdq`], [`pdq_dihedral`], [`pdq_rgb`]: Meta's PDQ hash with quality and the eight
+//!   dihedral variants from one DCT, bit-compatible with the reference implementation.
 //! - [`Error`]: the crate's one error type, with a `#[non_exhaustive]` [`ErrorKind`].
 #![deny(missing_docs)]
 
 mod error;
 mod hash;
 mod luma;
+mod pdq;
 
 pub use error::{Error, ErrorKind};
 pub use hash::Hash256;
 pub use luma::Luma;
+pub use pdq::{Dihedral, PdqHash, pdq, pdq_dihedral, pdq_dihedral_rgb, pdq_rgb};
