@@ -9,15 +9,23 @@
 //! - [`Luma`]: an 8-bit greyscale image, the one pixel format every algorithm here consumes.
 //! - [`pdq`], [`pdq_dihedral`], [`pdq_rgb`]: Meta's PDQ hash with quality and the eight
 //!   dihedral variants from one DCT, bit-compatible with the reference implementation.
+//! - [`centre_crop`], [`CropVariant`]: centred 9:16, 1:1 and 4:3 crops of reference frames, so
+//!   portrait and 4:3 re-streams of a landscape broadcast match.
+//! - [`StreamMatcher`]: per-stream temporal evidence, votes of keyframe [`Hit`]s for a
+//!   (reference, time offset) that must agree over distinct reference times ([`Evidence`]).
 //! - [`Error`]: the crate's one error type, with a `#[non_exhaustive]` [`ErrorKind`].
 #![deny(missing_docs)]
 
+mod crops;
 mod error;
 mod hash;
 mod luma;
 mod pdq;
+mod temporal;
 
+pub use crops::{CropVariant, centre_crop};
 pub use error::{Error, ErrorKind};
 pub use hash::Hash256;
 pub use luma::Luma;
 pub use pdq::{Dihedral, PdqHash, pdq, pdq_dihedral, pdq_dihedral_rgb, pdq_rgb};
+pub use temporal::{Evidence, EvidenceHit, Hit, MatcherConfig, StreamMatcher, broadness_weight};

@@ -1,0 +1,705 @@
+//! Temporal evidence: turning per-keyframe hits into "this stream is reference R, shifted by D".
+//!
+//! One matching frame proves nothing: black frames, slates, logos and look-alike shots match
+//! by chance. A re-stream, however, plays the reference *in order*: keyframe after keyframe hits
+//! the same reference at the same time offset (`reference_ts - stream_ts`), each time at a new
+//! reference time. [`StreamMatcher`] keeps one matcher per stream and accumulates exactly that:
+//!
+//! - **votes per (reference, offset cluster)**: a hit joins a candidate of its reference when its
+//!   offset agrees with the candidate's, within [`MatcherConfig::offset_tolerance_ms`] plus a
+//!   drift allowance of [`MatcherConfig::max_drift`] times the stream time elapsed, so a stream
+//!   played a few percent fast (its offset slides) still clusters;
+//! - **one vote per keyframe per candidate**: references are hashed densely, so one keyframe
+//!   usually hits several adjacent reference frames; the candidate keeps the best of them;
+//! - **distinct reference times only**: a keyframe counts only if its reference time is at least
+//!   [`MatcherConfig::min_reference_gap_ms`] from every reference time already counted, so a
+//!   frozen picture matching the same reference frame again and again is not progress;
+//! - **weights**: each hit carries the caller's prior weight (see [`broadness_weight`] for frames
+//!   that match too broadly), and a keyframe that supports several candidates at once splits its
+//!   one vote between them, favouring the closest (see [`MatcherConfig::share_temperature`]).
+//!
+//! The matcher does not know where hits come from (PDQ lookups, local features, live windows):
+//! anything that can say "this keyframe looks like reference R at time T, this much" feeds it.
+//! Its memory is bounded: at most [`MatcherConfig::max_candidates`] candidates, each keeping at
+//! most [`MatcherConfig::max_hits_per_candidate`] hits.
+//!
+//! ```
+//! use fingerprints::{Hit, MatcherConfig, StreamMatcher};
+//!
+//! let cfg = MatcherConfig::default();
+//! let mut m = StreamMatcher::new(cfg.clone());
+//! // A stream that started 60 s into reference 7: keyframes every 2 s match it.
+//! for k in 0..6 {
+//!     let ts = k * 2_000;
+//!     m.observe(ts, &[Hit { reference: 7, reference_ts_ms: 60_000 + ts, distance: 12, weight: 1.0 }]);
+//! }
+//! let best = m.best().unwrap();
+//! assert_eq!((best.reference, best.offset_ms), (7, 60_000));
+//! assert!(best.is_conclusive(&cfg));
+//! ```
+
+use std::collections::VecDeque;
+
+/// One piece of raw evidence: a query keyframe looks like `reference` at `reference_ts_ms`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// The reference's numeric id (the caller maps its own ids to these).
+    pub reference: u64,
+    /// The matched frame's time in the reference, in milliseconds.
+    pub reference_ts_ms: i64,
+    /// How far the match is: Hamming distance for PDQ, or any "smaller is closer" score the
+    /// source of the hit uses, on the same scale as [`MatcherConfig::max_distance`].
+    pub distance: u32,
+    /// The caller's prior trust in this hit, in `[0, 1]` (1 = a normal, specific frame). Lower it
+    /// for reference frames that match too broadly ([`broadness_weight`]). Values above 1 are
+    /// treated as 1; zero, negative and non-finite weights make the hit ignored.
+    pub weight: f32,
+}
+
+/// A hit that was counted as evidence, as reported to trust and safety.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceHit {
+    /// Stream time of the keyframe, in milliseconds.
+    pub stream_ts_ms: i64,
+    /// Reference time of the frame it matched, in milliseconds.
+    pub reference_ts_ms: i64,
+    /// The hit's distance.
+    pub distance: u32,
+}
+
+/// Every threshold of the matcher. The defaults are reasoned starting points, to be replaced by
+/// values measured on the development set (`offside eval`); they are plain fields on purpose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatcherConfig {
+    /// Hits farther than this are ignored. Default 31: PDQ's customary match radius (at 31 of
+    /// 256 bits unrelated frames practically never collide, while re-encodes, colour shifts and
+    /// de-bordered frames mostly stay under it).
+    pub max_distance: u32,
+    /// How far (ms) a hit's offset may be from the candidate's last offset and still vote for
+    /// it, before the drift allowance. Default 1000: keyframes arrive about every 2 s and may
+    /// match a reference frame a fraction of a second away from the true one (slow motion,
+    /// near-duplicate pruning of reference frames, encoder timestamp jitter), while a wrong
+    /// offset by chance needs a hit within ±1 s of a specific reference time.
+    pub offset_tolerance_ms: i64,
+    /// The largest relative speed difference between stream and reference tolerated: the
+    /// offset may slide by this fraction of the stream time elapsed. Default 0.05: pirates speed
+    /// streams up by a few percent (4 % in the development set) to dodge matching.
+    pub max_drift: f64,
+    /// Two counted hits of one candidate must be at least this far apart in reference time
+    /// (ms); a keyframe whose only hits repeat a counted reference time is not progress.
+    /// Default 500: a quarter of the 2 s keyframe interval, far above timestamp jitter.
+    pub min_reference_gap_ms: i64,
+    /// When one keyframe supports several candidates, its vote is split by a softmax of their
+    /// best distances with this temperature (distance units): a candidate this much farther
+    /// than the best gets e^-1 times its share. Default 3.0 bits: PDQ distances of one true
+    /// match vary by a few bits from frame to frame, so only clearly worse candidates lose
+    /// most of the vote. A keyframe matching N candidates equally well gives each 1/N.
+    pub share_temperature: f32,
+    /// A gap between two consecutive matched keyframes counts at most this much (ms) towards
+    /// [`Evidence::matched_seconds`], so two lucky hits a minute apart are not "a minute of
+    /// matching". Default 6000: three keyframe intervals, tolerating a couple of keyframes that
+    /// miss (scene cuts, overlays) without crediting long silences.
+    pub max_gap_ms: i64,
+    /// Decision rule: at least this many counted keyframes. Default 3: the plain bag-of-frames
+    /// baseline of the development set needed 3 keyframes for zero false flags without any
+    /// timing constraint; with offset agreement 3 is stricter still.
+    pub min_keyframes: u32,
+    /// Decision rule: at least this many [`Evidence::matched_seconds`]. Default 4.0: three
+    /// consecutive keyframes at the 2 s cadence; a policy's `min_match_seconds` replaces it
+    /// ([`Evidence::is_conclusive_after`]).
+    pub min_matched_seconds: f64,
+    /// Decision rule: at least this [`Evidence::score`] (sum of the counted hits' weighted vote
+    /// shares). Default 2.0: three fully trusted keyframes clear it with margin to spare for a
+    /// shared vote, while keyframes whose votes are spread over many look-alike candidates
+    /// (static shots, broad frames) need proportionally more evidence.
+    pub min_score: f32,
+    /// Memory cap: candidates kept per stream. Default 512: one keyframe rarely supports more
+    /// than a few dozen candidates; the weakest are dropped first.
+    pub max_candidates: usize,
+    /// Memory cap: counted hits kept per candidate (the oldest are dropped; the counters keep
+    /// counting). Default 1024, about 34 minutes of keyframes every 2 s.
+    pub max_hits_per_candidate: usize,
+    /// Candidates below the decision thresholds whose last counted keyframe is older than this
+    /// (ms of stream time) are forgotten. Default 120000: a re-stream that stops matching for
+    /// two minutes starts over.
+    pub forget_after_ms: i64,
+}
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        Self {
+            max_distance: 31,
+            offset_tolerance_ms: 1_000,
+            max_drift: 0.05,
+            min_reference_gap_ms: 500,
+            share_temperature: 3.0,
+            max_gap_ms: 6_000,
+            min_keyframes: 3,
+            min_matched_seconds: 4.0,
+            min_score: 2.0,
+            max_candidates: 512,
+            max_hits_per_candidate: 1_024,
+            forget_after_ms: 120_000,
+        }
+    }
+}
+
+/// What the matcher believes about one (reference, offset) candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    /// The reference.
+    pub reference: u64,
+    /// `reference_ts - stream_ts` in ms: the median over the kept counted hits (with drift, the
+    /// offset slides; the median is the typical value).
+    pub offset_ms: i64,
+    /// Keyframes counted (distinct stream times with a new reference time).
+    pub matched_keyframes: u32,
+    /// Seconds of stream covered by consistent matches: the sum over consecutive counted
+    /// keyframes of the stream time between them, each gap capped at
+    /// [`MatcherConfig::max_gap_ms`]. Keyframes every 2 s all matching for 10 s give 10.0; a
+    /// single keyframe gives 0.
+    pub matched_seconds: f64,
+    /// Stream time of the first counted keyframe.
+    pub first_stream_ts_ms: i64,
+    /// Stream time of the last counted keyframe.
+    pub last_stream_ts_ms: i64,
+    /// Sum over counted keyframes of hit weight times vote share (each in `[0, 1]`).
+    pub score: f32,
+    /// The counted hits, one per keyframe, in stream order (the most recent
+    /// [`MatcherConfig::max_hits_per_candidate`]).
+    pub hits: Vec<EvidenceHit>,
+}
+
+impl Evidence {
+    /// The decision rule: enough keyframes, enough matched seconds and enough score, all as in
+    /// `cfg`.
+    pub fn is_conclusive(&self, cfg: &MatcherConfig) -> bool {
+        self.is_conclusive_after(cfg, cfg.min_matched_seconds)
+    }
+
+    /// [`Evidence::is_conclusive`] with the matched-seconds threshold replaced, typically by a
+    /// reference policy's `min_match_seconds`.
+    pub fn is_conclusive_after(&self, cfg: &MatcherConfig, min_matched_seconds: f64) -> bool {
+        self.matched_keyframes >= cfg.min_keyframes
+            && self.matched_seconds >= min_matched_seconds
+            && self.score >= cfg.min_score
+    }
+}
+
+/// A prior weight for a reference frame that matches broadly, for [`Hit::weight`].
+///
+/// `distinct_references` is how many different references the frame's hash matches in the
+/// library (itself included), `frames_hit` how many reference frames in all. A specific frame
+/// (one reference, a handful of neighbouring frames) gets 1.0. A frame shared by N references
+/// (a slate, a sponsor logo, black) gets 1/N: it cannot tell them apart. Beyond 16 frames
+/// (adjacent frames of one shot rarely exceed that after near-duplicate pruning) the weight
+/// falls as the square root, so a frame matching 1600 frames weighs a tenth.
+///
+/// ```
+/// use fingerprints::broadness_weight;
+/// assert_eq!(broadness_weight(1, 5), 1.0);
+/// assert_eq!(broadness_weight(4, 8), 0.25);
+/// assert!((broadness_weight(1, 1600) - 0.1).abs() < 1e-6);
+/// ```
+pub fn broadness_weight(distinct_references: u32, frames_hit: u32) -> f32 {
+    const SPECIFIC_FRAMES: f32 = 16.0;
+    let refs = distinct_references.max(1) as f32;
+    let frames = (frames_hit as f32).max(SPECIFIC_FRAMES);
+    (1.0 / refs) * (SPECIFIC_FRAMES / frames).sqrt()
+}
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    reference: u64,
+    first_offset: i64,
+    last_offset: i64,
+    first_stream_ts: i64,
+    last_stream_ts: i64,
+    keyframes: u32,
+    score: f32,
+    /// Counted hits sorted by stream time; the oldest are trimmed beyond the cap.
+    hits: VecDeque<EvidenceHit>,
+    /// Matched time (ms) credited by hits trimmed off the front of `hits`.
+    trimmed_ms: i64,
+}
+
+impl Candidate {
+    fn accepts(&self, stream_ts: i64, offset: i64, cfg: &MatcherConfig) -> bool {
+        let allow =
+            |since: i64| cfg.offset_tolerance_ms + (cfg.max_drift * since.abs() as f64) as i64;
+        (offset - self.last_offset).abs() <= allow(stream_ts - self.last_stream_ts)
+            && (offset - self.first_offset).abs() <= allow(stream_ts - self.first_stream_ts)
+    }
+
+    /// Whether a hit would be progress: a stream time not counted yet and a reference time
+    /// away from every counted one.
+    fn is_new(&self, stream_ts: i64, reference_ts: i64, cfg: &MatcherConfig) -> bool {
+        self.hits.iter().all(|h| {
+            h.stream_ts_ms != stream_ts
+                && (h.reference_ts_ms - reference_ts).abs() >= cfg.min_reference_gap_ms
+        })
+    }
+
+    fn count(&mut self, hit: EvidenceHit, vote: f32, cfg: &MatcherConfig) {
+        let offset = hit.reference_ts_ms - hit.stream_ts_ms;
+        self.keyframes += 1;
+        self.score += vote;
+        if hit.stream_ts_ms >= self.last_stream_ts {
+            self.last_stream_ts = hit.stream_ts_ms;
+            self.last_offset = offset;
+        }
+        if hit.stream_ts_ms < self.first_stream_ts {
+            self.first_stream_ts = hit.stream_ts_ms;
+            self.first_offset = offset;
+        }
+        let at = self.hits.partition_point(|h| h.stream_ts_ms < hit.stream_ts_ms);
+        self.hits.insert(at, hit);
+        while self.hits.len() > cfg.max_hits_per_candidate.max(1) {
+            if let Some(old) = self.hits.pop_front() {
+                if let Some(next) = self.hits.front() {
+                    self.trimmed_ms += (next.stream_ts_ms - old.stream_ts_ms).min(cfg.max_gap_ms);
+                }
+            }
+        }
+    }
+
+    fn matched_ms(&self, cfg: &MatcherConfig) -> i64 {
+        let spans: i64 = self
+            .hits
+            .iter()
+            .zip(self.hits.iter().skip(1))
+            .map(|(a, b)| (b.stream_ts_ms - a.stream_ts_ms).min(cfg.max_gap_ms))
+            .sum();
+        self.trimmed_ms + spans
+    }
+
+    fn evidence(&self, cfg: &MatcherConfig) -> Evidence {
+        let mut offsets: Vec<i64> =
+            self.hits.iter().map(|h| h.reference_ts_ms - h.stream_ts_ms).collect();
+        offsets.sort_unstable();
+        let offset_ms = offsets.get(offsets.len() / 2).copied().unwrap_or(self.last_offset);
+        Evidence {
+            reference: self.reference,
+            offset_ms,
+            matched_keyframes: self.keyframes,
+            matched_seconds: self.matched_ms(cfg) as f64 / 1000.0,
+            first_stream_ts_ms: self.first_stream_ts,
+            last_stream_ts_ms: self.last_stream_ts,
+            score: self.score,
+            hits: self.hits.iter().copied().collect(),
+        }
+    }
+
+    fn is_conclusive(&self, cfg: &MatcherConfig) -> bool {
+        self.keyframes >= cfg.min_keyframes
+            && self.matched_ms(cfg) as f64 / 1000.0 >= cfg.min_matched_seconds
+            && self.score >= cfg.min_score
+    }
+}
+
+/// The per-stream temporal matcher: feed it every keyframe's hits, read [`Evidence`] back.
+///
+/// Keyframes may arrive slightly out of order (queues redeliver); a keyframe delivered twice
+/// counts once per candidate.
+#[derive(Debug, Clone)]
+pub struct StreamMatcher {
+    cfg: MatcherConfig,
+    candidates: Vec<Candidate>,
+    latest_stream_ts: Option<i64>,
+}
+
+/// Where one keyframe's vote for one cluster goes.
+enum Target {
+    Existing(usize),
+    New,
+}
+
+impl StreamMatcher {
+    /// A matcher with no evidence yet.
+    pub fn new(cfg: MatcherConfig) -> Self {
+        Self { cfg, candidates: Vec::new(), latest_stream_ts: None }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &MatcherConfig {
+        &self.cfg
+    }
+
+    /// Number of candidates currently kept (bounded by [`MatcherConfig::max_candidates`]).
+    pub fn candidate_count(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// Adds one keyframe: `hits` are all its hits, from every query hash computed for it (full
+    /// frame, mirror, content rectangle, crops, local features...), in any order.
+    pub fn observe(&mut self, stream_ts_ms: i64, hits: &[Hit]) {
+        let cfg = &self.cfg;
+        let s = stream_ts_ms;
+        // (target, best hit) per cluster this keyframe supports.
+        let mut clusters: Vec<(Target, Hit)> = Vec::new();
+        let mut leftovers: Vec<Hit> = Vec::new();
+        for h in hits {
+            if h.distance > cfg.max_distance || !(h.weight > 0.0) || !h.weight.is_finite() {
+                continue;
+            }
+            let h = Hit { weight: h.weight.min(1.0), ..*h };
+            let offset = h.reference_ts_ms.saturating_sub(s);
+            let owner = self
+                .candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.reference == h.reference && c.accepts(s, offset, cfg))
+                .min_by_key(|(_, c)| (offset - c.last_offset).abs())
+                .map(|(i, _)| i);
+            let Some(i) = owner else {
+                leftovers.push(h);
+                continue;
+            };
+            let cand = &self.candidates[i];
+            let new = cand.is_new(s, h.reference_ts_ms, cfg);
+            match clusters.iter_mut().find(|(t, _)| matches!(t, Target::Existing(j) if *j == i)) {
+                Some((_, best)) => {
+                    // Progress first (a new reference time), then the closest hit.
+                    let best_new = cand.is_new(s, best.reference_ts_ms, cfg);
+                    if (new, std::cmp::Reverse(h.distance))
+                        > (best_new, std::cmp::Reverse(best.distance))
+                    {
+                        *best = h;
+                    }
+                }
+                None => clusters.push((Target::Existing(i), h)),
+            }
+        }
+        // Hits no candidate accepts seed new candidates, one per (reference, offset cluster).
+        leftovers.sort_by_key(|h| (h.reference, h.reference_ts_ms));
+        let mut start = 0;
+        while start < leftovers.len() {
+            let first = leftovers[start];
+            let mut end = start + 1;
+            while end < leftovers.len()
+                && leftovers[end].reference == first.reference
+                && leftovers[end].reference_ts_ms - first.reference_ts_ms <= cfg.offset_tolerance_ms
+            {
+                end += 1;
+            }
+            let best =
+                leftovers[start..end].iter().min_by_key(|h| h.distance).copied().unwrap_or(first);
+            clusters.push((Target::New, best));
+            start = end;
+        }
+        if clusters.is_empty() {
+            self.finish(s);
+            return;
+        }
+        // Split the keyframe's one vote: softmax of the clusters' best distances.
+        let best_distance = clusters.iter().map(|(_, h)| h.distance).min().unwrap_or(0);
+        let temperature = cfg.share_temperature.max(f32::MIN_POSITIVE);
+        let affinity: Vec<f32> = clusters
+            .iter()
+            .map(|(_, h)| (-((h.distance - best_distance) as f32) / temperature).exp())
+            .collect();
+        let total: f32 = affinity.iter().sum();
+        let cfg = self.cfg.clone();
+        for ((target, h), a) in clusters.into_iter().zip(affinity) {
+            let vote = h.weight * a / total;
+            let hit = EvidenceHit {
+                stream_ts_ms: s,
+                reference_ts_ms: h.reference_ts_ms,
+                distance: h.distance,
+            };
+            match target {
+                Target::Existing(i) => {
+                    let cand = &mut self.candidates[i];
+                    if cand.is_new(s, h.reference_ts_ms, &cfg) {
+                        cand.count(hit, vote, &cfg);
+                    }
+                }
+                Target::New => {
+                    let offset = h.reference_ts_ms.saturating_sub(s);
+                    let mut cand = Candidate {
+                        reference: h.reference,
+                        first_offset: offset,
+                        last_offset: offset,
+                        first_stream_ts: s,
+                        last_stream_ts: s,
+                        keyframes: 0,
+                        score: 0.0,
+                        hits: VecDeque::new(),
+                        trimmed_ms: 0,
+                    };
+                    cand.count(hit, vote, &cfg);
+                    self.candidates.push(cand);
+                }
+            }
+        }
+        self.finish(s);
+    }
+
+    /// Forgets stale weak candidates and enforces the candidate cap.
+    fn finish(&mut self, stream_ts_ms: i64) {
+        let now = self.latest_stream_ts.map_or(stream_ts_ms, |t| t.max(stream_ts_ms));
+        self.latest_stream_ts = Some(now);
+        let cfg = &self.cfg;
+        self.candidates
+            .retain(|c| now - c.last_stream_ts <= cfg.forget_after_ms || c.is_conclusive(cfg));
+        if self.candidates.len() > cfg.max_candidates {
+            // Strongest first, recent before stale among equals; the tail goes.
+            self.candidates.sort_by(|a, b| {
+                b.score.total_cmp(&a.score).then(b.last_stream_ts.cmp(&a.last_stream_ts))
+            });
+            self.candidates.truncate(cfg.max_candidates);
+        }
+    }
+
+    /// Every candidate's evidence, best first (highest score, then most keyframes, then the
+    /// most recent).
+    pub fn evidence(&self) -> Vec<Evidence> {
+        let mut out: Vec<Evidence> =
+            self.candidates.iter().map(|c| c.evidence(&self.cfg)).collect();
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(b.matched_keyframes.cmp(&a.matched_keyframes))
+                .then(b.last_stream_ts_ms.cmp(&a.last_stream_ts_ms))
+        });
+        out
+    }
+
+    /// The best candidate's evidence, if any hit was counted.
+    pub fn best(&self) -> Option<Evidence> {
+        self.candidates
+            .iter()
+            .max_by(|a, b| {
+                a.score
+                    .total_cmp(&b.score)
+                    .then(a.keyframes.cmp(&b.keyframes))
+                    .then(a.last_stream_ts.cmp(&b.last_stream_ts))
+            })
+            .map(|c| c.evidence(&self.cfg))
+    }
+
+    /// The best evidence that passes [`Evidence::is_conclusive`] under this matcher's
+    /// configuration: the one decision rule for "this stream is that reference".
+    pub fn conclusive(&self) -> Option<Evidence> {
+        self.candidates
+            .iter()
+            .filter(|c| c.is_conclusive(&self.cfg))
+            .max_by(|a, b| a.score.total_cmp(&b.score).then(a.keyframes.cmp(&b.keyframes)))
+            .map(|c| c.evidence(&self.cfg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(reference: u64, reference_ts_ms: i64, distance: u32) -> Hit {
+        Hit { reference, reference_ts_ms, distance, weight: 1.0 }
+    }
+
+    /// A small deterministic generator so the tests need no RNG dependency.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn consistent_hits_give_conclusive_evidence_with_the_right_offset() {
+        let cfg = MatcherConfig::default();
+        let mut m = StreamMatcher::new(cfg.clone());
+        for k in 0..10 {
+            let s = k * 2_000;
+            // Dense reference hashing: each keyframe hits three adjacent reference frames.
+            let r = 95_000 + s;
+            m.observe(s, &[hit(3, r - 40, 14), hit(3, r, 9), hit(3, r + 40, 15)]);
+        }
+        let e = m.conclusive().expect("ten consistent keyframes are conclusive");
+        assert_eq!(e.reference, 3);
+        assert_eq!(e.offset_ms, 95_000);
+        assert_eq!(e.matched_keyframes, 10);
+        assert_eq!(e.matched_seconds, 18.0);
+        assert_eq!((e.first_stream_ts_ms, e.last_stream_ts_ms), (0, 18_000));
+        assert_eq!(e.hits.len(), 10);
+        assert!(e.hits.iter().all(|h| h.distance == 9), "the best hit of each keyframe is kept");
+        assert!((e.score - 10.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn evidence_becomes_conclusive_only_after_the_thresholds() {
+        let cfg = MatcherConfig::default();
+        let mut m = StreamMatcher::new(cfg.clone());
+        m.observe(0, &[hit(1, 10_000, 5)]);
+        m.observe(2_000, &[hit(1, 12_000, 5)]);
+        assert!(m.conclusive().is_none(), "two keyframes are not enough");
+        m.observe(4_000, &[hit(1, 14_000, 5)]);
+        let e = m.conclusive().unwrap();
+        assert_eq!(e.matched_keyframes, 3);
+        assert!(!e.is_conclusive_after(&cfg, 8.0), "a policy asking 8 s waits longer");
+    }
+
+    #[test]
+    fn random_scattered_hits_never_become_conclusive() {
+        let cfg = MatcherConfig::default();
+        for seed in 1..=20u64 {
+            let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ seed);
+            let mut m = StreamMatcher::new(cfg.clone());
+            // 10 minutes of stream, 20 chance hits per keyframe over 10 ten-minute references.
+            for k in 0..300 {
+                let hits: Vec<Hit> = (0..20)
+                    .map(|_| hit(rng.below(10), rng.below(600_000) as i64, rng.below(32) as u32))
+                    .collect();
+                m.observe(k * 2_000, &hits);
+                assert!(m.candidate_count() <= cfg.max_candidates);
+            }
+            assert!(m.conclusive().is_none(), "seed {seed}: {:?}", m.best());
+        }
+    }
+
+    #[test]
+    fn a_still_picture_repeated_is_not_progress() {
+        let cfg = MatcherConfig::default();
+        // Frozen stream, keyframes every 2 s: the offset slides by 2 s each time.
+        let mut m = StreamMatcher::new(cfg.clone());
+        for k in 0..20 {
+            m.observe(k * 2_000, &[hit(1, 50_000, 3)]);
+        }
+        assert!(m.conclusive().is_none());
+        assert!(m.evidence().iter().all(|e| e.matched_keyframes == 1));
+        // Keyframes every 400 ms stay within the offset tolerance, but the reference time
+        // never changes.
+        let mut m = StreamMatcher::new(cfg.clone());
+        for k in 0..50 {
+            m.observe(k * 400, &[hit(1, 50_000, 3)]);
+        }
+        assert!(m.conclusive().is_none());
+        assert!(m.evidence().iter().all(|e| e.matched_keyframes == 1), "{:?}", m.best());
+    }
+
+    #[test]
+    fn a_keyframe_delivered_twice_counts_once() {
+        let mut m = StreamMatcher::new(MatcherConfig::default());
+        m.observe(0, &[hit(1, 1_000, 3)]);
+        m.observe(2_000, &[hit(1, 3_000, 3)]);
+        m.observe(2_000, &[hit(1, 3_000, 3)]);
+        assert_eq!(m.best().unwrap().matched_keyframes, 2);
+    }
+
+    #[test]
+    fn a_stream_four_percent_fast_still_clusters() {
+        let cfg = MatcherConfig::default();
+        let mut m = StreamMatcher::new(cfg.clone());
+        // Stream time runs 1/1.04 of reference time: over 40 s the offset slides by 1.6 s.
+        for k in 0..21 {
+            let s = k * 2_000;
+            let r = 30_000 + (s as f64 * 1.04) as i64;
+            m.observe(s, &[hit(2, r, 10)]);
+        }
+        let e = m.best().unwrap();
+        assert_eq!(e.matched_keyframes, 21);
+        assert_eq!(e.matched_seconds, 40.0);
+        assert!((e.offset_ms - 30_800).abs() <= 100, "median offset {}", e.offset_ms);
+        assert!(e.is_conclusive(&cfg));
+        assert_eq!(m.evidence().len(), 1, "no second candidate split off");
+    }
+
+    #[test]
+    fn of_two_competing_references_the_consistent_one_wins() {
+        let cfg = MatcherConfig::default();
+        let mut m = StreamMatcher::new(cfg.clone());
+        let mut rng = XorShift(42);
+        for k in 0..12 {
+            let s = k * 2_000;
+            // Reference 5 is played in order; reference 6 (a look-alike) matches every keyframe
+            // too, slightly closer, but at times that jump around.
+            let noise = hit(6, rng.below(300_000) as i64, 8);
+            m.observe(s, &[hit(5, 200_000 + s, 11), noise]);
+        }
+        let best = m.best().unwrap();
+        assert_eq!((best.reference, best.offset_ms), (5, 200_000));
+        assert_eq!(m.conclusive().unwrap().reference, 5);
+        assert!(m.evidence().iter().filter(|e| e.reference == 6).all(|e| !e.is_conclusive(&cfg)));
+    }
+
+    #[test]
+    fn a_keyframe_matching_many_clusters_equally_spreads_its_vote() {
+        let mut m = StreamMatcher::new(MatcherConfig::default());
+        // A black frame: four references at once, same distance.
+        m.observe(0, &[hit(1, 0, 2), hit(2, 9_000, 2), hit(3, 70_000, 2), hit(4, 5_000, 2)]);
+        for e in m.evidence() {
+            assert!((e.score - 0.25).abs() < 1e-6, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn far_and_weightless_hits_are_ignored() {
+        let mut m = StreamMatcher::new(MatcherConfig::default());
+        m.observe(
+            0,
+            &[
+                hit(1, 0, 32),
+                Hit { weight: 0.0, ..hit(1, 0, 1) },
+                Hit { weight: f32::NAN, ..hit(1, 0, 1) },
+            ],
+        );
+        assert!(m.best().is_none());
+    }
+
+    #[test]
+    fn low_weights_slow_the_decision_down() {
+        let cfg = MatcherConfig::default();
+        let mut m = StreamMatcher::new(cfg.clone());
+        let shared = |s: i64| [Hit { weight: broadness_weight(3, 10), ..hit(1, 1_000 + s, 4) }];
+        for k in 0..5 {
+            m.observe(k * 2_000, &shared(k * 2_000));
+        }
+        let e = m.best().unwrap();
+        assert_eq!(e.matched_keyframes, 5);
+        assert!(!e.is_conclusive(&cfg), "five keyframes weighing 1/3 score 5/3, under 2");
+        m.observe(10_000, &shared(10_000));
+        assert!(m.best().unwrap().is_conclusive(&cfg), "the sixth brings the score to 2");
+    }
+
+    #[test]
+    fn stale_candidates_are_forgotten_and_the_cap_holds() {
+        let cfg = MatcherConfig { max_candidates: 8, ..MatcherConfig::default() };
+        let mut m = StreamMatcher::new(cfg.clone());
+        for k in 0..100 {
+            m.observe(k * 2_000, &[hit(k as u64, 0, 1), hit(k as u64 + 1_000, 0, 1)]);
+            assert!(m.candidate_count() <= 8);
+        }
+        let cfg = MatcherConfig::default();
+        let mut m = StreamMatcher::new(cfg.clone());
+        m.observe(0, &[hit(1, 0, 1)]);
+        m.observe(cfg.forget_after_ms + 2_000, &[hit(2, 0, 1)]);
+        assert_eq!(m.candidate_count(), 1);
+    }
+
+    #[test]
+    fn hit_memory_is_capped_but_counting_goes_on() {
+        let cfg = MatcherConfig { max_hits_per_candidate: 4, ..MatcherConfig::default() };
+        let mut m = StreamMatcher::new(cfg);
+        for k in 0..10 {
+            m.observe(k * 2_000, &[hit(1, k * 2_000, 1)]);
+        }
+        let e = m.best().unwrap();
+        assert_eq!(e.matched_keyframes, 10);
+        assert_eq!(e.hits.len(), 4);
+        assert_eq!(e.matched_seconds, 18.0);
+    }
+
+    #[test]
+    fn broadness_weight_is_one_for_specific_frames_and_falls_for_broad_ones() {
+        assert_eq!(broadness_weight(0, 0), 1.0);
+        assert_eq!(broadness_weight(1, 16), 1.0);
+        assert!(broadness_weight(1, 64) < broadness_weight(1, 16));
+        assert!(broadness_weight(2, 10) < broadness_weight(1, 10));
+    }
+}
