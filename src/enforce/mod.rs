@@ -1,0 +1,3 @@
+//! Enforcement: what happens after a decision. Signed takedown webhooks and their delivery.
+
+pub mod webhook;
