@@ -1,0 +1,151 @@
+//! Small pixel-level helpers of the feature extractor: resampling and smoothing of 8-bit planes.
+//!
+//! They work on a bare `(width, height, Vec<u8>)` [`Plane`] rather than [`crate::Luma`] so the
+//! pyramid can be built without re-validating every level.
+
+/// A row-major 8-bit plane with no padding.
+#[derive(Clone, Debug)]
+pub(crate) struct Plane {
+    pub(crate) width: usize,
+    pub(crate) height: usize,
+    pub(crate) pixels: Vec<u8>,
+}
+
+impl Plane {
+    #[cfg(test)]
+    pub(crate) fn at(&self, x: usize, y: usize) -> u8 {
+        self.pixels[y * self.width + x]
+    }
+
+    /// Halves both dimensions by averaging 2x2 blocks (a cheap anti-aliased downscale).
+    pub(crate) fn halve(&self) -> Plane {
+        let (w, h) = (self.width / 2, self.height / 2);
+        let mut out = Vec::with_capacity(w * h);
+        for y in 0..h {
+            let r0 = &self.pixels[2 * y * self.width..2 * y * self.width + 2 * w];
+            let r1 = &self.pixels[(2 * y + 1) * self.width..(2 * y + 1) * self.width + 2 * w];
+            for x in 0..w {
+                let s = u16::from(r0[2 * x])
+                    + u16::from(r0[2 * x + 1])
+                    + u16::from(r1[2 * x])
+                    + u16::from(r1[2 * x + 1]);
+                out.push(((s + 2) / 4) as u8);
+            }
+        }
+        Plane { width: w, height: h, pixels: out }
+    }
+
+    /// Resizes to `w x h` (both non-zero) with bilinear interpolation, after halving while the
+    /// target is at most half the current size, so a large downscale does not alias.
+    pub(crate) fn resize(&self, w: usize, h: usize) -> Plane {
+        let mut src = std::borrow::Cow::Borrowed(self);
+        while src.width >= 2 * w && src.height >= 2 * h && src.width >= 2 && src.height >= 2 {
+            src = std::borrow::Cow::Owned(src.halve());
+        }
+        if src.width == w && src.height == h {
+            return src.into_owned();
+        }
+        bilinear(&src, w, h)
+    }
+
+    /// Smooths with the separable binomial kernel `[1 4 6 4 1] / 16` (a Gaussian of sigma 1),
+    /// replicating edge pixels. BRIEF compares single pixels, so without it noise and JPEG
+    /// ringing flip many bits.
+    pub(crate) fn smooth(&self) -> Plane {
+        let (w, h) = (self.width, self.height);
+        let mut tmp = vec![0u16; w * h];
+        for y in 0..h {
+            let row = &self.pixels[y * w..(y + 1) * w];
+            let px = |x: isize| u16::from(row[x.clamp(0, w as isize - 1) as usize]);
+            for x in 0..w {
+                let xi = x as isize;
+                tmp[y * w + x] =
+                    px(xi - 2) + 4 * px(xi - 1) + 6 * px(xi) + 4 * px(xi + 1) + px(xi + 2);
+            }
+        }
+        let mut out = vec![0u8; w * h];
+        for y in 0..h {
+            let yi = y as isize;
+            let row = |d: isize| (yi + d).clamp(0, h as isize - 1) as usize * w;
+            let (a, b, c, d, e) = (row(-2), row(-1), row(0), row(1), row(2));
+            for x in 0..w {
+                let s = u32::from(tmp[a + x])
+                    + 4 * u32::from(tmp[b + x])
+                    + 6 * u32::from(tmp[c + x])
+                    + 4 * u32::from(tmp[d + x])
+                    + u32::from(tmp[e + x]);
+                out[y * w + x] = ((s + 128) >> 8) as u8;
+            }
+        }
+        Plane { width: w, height: h, pixels: out }
+    }
+}
+
+/// Bilinear resampling with pixel-centre alignment, in 8-bit fixed point.
+fn bilinear(src: &Plane, w: usize, h: usize) -> Plane {
+    let sx = src.width as f32 / w as f32;
+    let sy = src.height as f32 / h as f32;
+    // Precompute the horizontal taps once; every row reuses them.
+    let xs: Vec<(usize, usize, u32)> = (0..w)
+        .map(|x| {
+            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (src.width - 1) as f32);
+            let x0 = fx.floor() as usize;
+            let x1 = (x0 + 1).min(src.width - 1);
+            (x0, x1, ((fx - x0 as f32) * 256.0) as u32)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(w * h);
+    for y in 0..h {
+        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (src.height - 1) as f32);
+        let y0 = fy.floor() as usize;
+        let y1 = (y0 + 1).min(src.height - 1);
+        let wy = ((fy - y0 as f32) * 256.0) as u32;
+        let r0 = &src.pixels[y0 * src.width..(y0 + 1) * src.width];
+        let r1 = &src.pixels[y1 * src.width..(y1 + 1) * src.width];
+        for &(x0, x1, wx) in &xs {
+            let top = u32::from(r0[x0]) * (256 - wx) + u32::from(r0[x1]) * wx;
+            let bot = u32::from(r1[x0]) * (256 - wx) + u32::from(r1[x1]) * wx;
+            out.push(((top * (256 - wy) + bot * wy + (1 << 15)) >> 16) as u8);
+        }
+    }
+    Plane { width: w, height: h, pixels: out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plane(w: usize, h: usize, f: impl Fn(usize, usize) -> u8) -> Plane {
+        let mut pixels = Vec::with_capacity(w * h);
+        for y in 0..h {
+            for x in 0..w {
+                pixels.push(f(x, y));
+            }
+        }
+        Plane { width: w, height: h, pixels }
+    }
+
+    #[test]
+    fn resizing_a_flat_plane_keeps_it_flat() {
+        let p = plane(97, 53, |_, _| 77);
+        for (w, h) in [(40, 20), (97, 53), (13, 7), (120, 60)] {
+            let r = p.resize(w, h);
+            assert_eq!((r.width, r.height), (w, h));
+            assert!(r.pixels.iter().all(|&v| v == 77));
+        }
+        assert!(p.smooth().pixels.iter().all(|&v| v == 77));
+    }
+
+    #[test]
+    fn smoothing_is_mirror_symmetric() {
+        let p = plane(31, 9, |x, y| ((x * 37 + y * 91) % 251) as u8);
+        let mirrored = plane(31, 9, |x, y| p.at(30 - x, y));
+        let a = p.smooth();
+        let b = mirrored.smooth();
+        for y in 0..9 {
+            for x in 0..31 {
+                assert_eq!(a.at(x, y), b.at(30 - x, y));
+            }
+        }
+    }
+}

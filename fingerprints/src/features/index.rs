@@ -1,0 +1,622 @@
+//! The reference-side feature index (LSH over binary descriptors) and the query-side verifier.
+//!
+//! # Layout, and why
+//! Every reference feature is one 40-byte slab entry (descriptor, frame id, packed position).
+//! `tables` hash tables each key it by 16 sampled descriptor bits; a bucket entry is 12 bytes:
+//! the slab slot and a 64-bit *check* code (64 further sampled bits). A lookup scans the query's
+//! buckets sequentially and estimates each candidate's distance from the check code alone
+//! (4x the check distance estimates the full Hamming distance), so the slab, spread over
+//! hundreds of megabytes for hours of reference, is only touched for the few candidates that
+//! pass: random slab reads, not popcounts, are what costs time at this scale.
+//!
+//! # Precision rules
+//! - **Stop features**: a query feature whose matches span more than
+//!   [`VerifyConfig::stop_groups`] references (a logo, a slate, a generic texture) does not vote.
+//! - **Burstiness**: within one reference, a feature matching many frames is static (a studio
+//!   backdrop, a channel logo, the wall behind a webcam) and says nothing about *which moment*
+//!   this is. Its weight is `min(1, burst / frames matched)` (see [`VerifyConfig::burst`]), both
+//!   in the votes and in the RANSAC inlier weight, and verification demands enough weighted
+//!   inliers. The same room filmed in another take therefore does not verify on its furniture.
+//! - **Geometry**: a similarity within scale and rotation limits, enough inliers, a minimum
+//!   inlier ratio and inliers spread over the frame (grid coverage), in the query or in the
+//!   reference (a portrait crop covers a third of the reference but all of the query; a
+//!   pillarboxed picture the reverse).
+
+use super::ransac::{Pair, RansacParams, Similarity, fit_similarity_ransac};
+use super::{Descriptor, Keypoint, LocalFeatures};
+use crate::{Error, ErrorKind};
+use std::collections::HashMap;
+
+const MAGIC: &[u8; 4] = b"OFFI";
+const VERSION: u8 = 1;
+const FREE: u32 = u32::MAX;
+
+/// Shape of the LSH tables. Part of the snapshot: an index only loads with its own shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// Number of hash tables (1–16). Default 4: a true match at Hamming distance 32 shares
+    /// a 16-bit key in at least one table with probability about 0.65, at distance 20 about 0.9.
+    pub tables: u8,
+    /// Key length in bits (8–20): `2^key_bits` buckets per table. Default 16, which keeps
+    /// buckets to a few dozen entries for ten hours of reference.
+    pub key_bits: u8,
+    /// Seed of the bit sampling.
+    pub seed: u64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self { tables: 4, key_bits: 16, seed: 0x0FF5_1DE0 }
+    }
+}
+
+/// Thresholds of the query side. The defaults were chosen on the development clips (real
+/// transformed re-streams and the hard negative; see the module docs and the tests).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifyConfig {
+    /// A candidate matches when its estimated Hamming distance is at most this (of 256).
+    /// Default 64.
+    pub max_distance: u32,
+    /// Reference frames verified per query (and per orientation), best voted first. Default 6.
+    pub candidates: usize,
+    /// A frame needs at least this much (weighted) vote to be verified at all. Default 6.
+    pub min_votes: f32,
+    /// A query feature matching frames of more than this many references is a stop feature
+    /// and does not vote. Default 8.
+    pub stop_groups: usize,
+    /// A feature matching up to this many frames of one reference counts fully; beyond, its
+    /// weight is `burst / frames`. Default 4 (neighbouring frames of a shot at 2 frames/s).
+    pub burst: f32,
+    /// RANSAC inlier threshold, in working-resolution pixels of the reference. Default 6
+    /// (1.25 % of 480): tolerates keystone and blur, still tight for chance alignments.
+    pub ransac_threshold: f32,
+    /// RANSAC iterations at most. Default 200.
+    pub ransac_iterations: u32,
+    /// At least this many inliers. Default 12.
+    pub min_inliers: usize,
+    /// At least this much summed inlier weight (after burstiness). Default 8.
+    pub min_inlier_weight: f32,
+    /// At least this fraction of the frame's matches must be inliers. Default 0.25.
+    pub min_inlier_ratio: f32,
+    /// Inliers must occupy at least this fraction of a 4x4 grid, of the query or of the
+    /// reference frame. Default 0.25.
+    pub min_coverage: f32,
+    /// Scale limits (reference size / query size). Default 0.33–3.
+    pub min_scale: f32,
+    /// See [`VerifyConfig::min_scale`].
+    pub max_scale: f32,
+    /// Largest rotation, degrees. Default 10 (re-streams rotate by a couple of degrees).
+    pub max_rotation_deg: f32,
+    /// Also try the mirrored query. Default true.
+    pub mirrored: bool,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            max_distance: 64,
+            candidates: 6,
+            min_votes: 6.0,
+            stop_groups: 8,
+            burst: 4.0,
+            ransac_threshold: 6.0,
+            ransac_iterations: 200,
+            min_inliers: 12,
+            min_inlier_weight: 8.0,
+            min_inlier_ratio: 0.25,
+            min_coverage: 0.25,
+            min_scale: 0.33,
+            max_scale: 3.0,
+            max_rotation_deg: 10.0,
+            mirrored: true,
+        }
+    }
+}
+
+/// A reference frame that passed geometric verification against a query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verified {
+    /// The frame id given to [`FeatureIndex::insert`].
+    pub frame: u32,
+    /// The frame's group (reference number) given to [`FeatureIndex::insert`].
+    pub group: u32,
+    /// True when the mirrored query verified.
+    pub mirrored: bool,
+    /// Number of RANSAC inliers.
+    pub inliers: u32,
+    /// Number of putative matches with the frame.
+    pub matches: u32,
+    /// Summed inlier weight after stop-feature and burstiness rules.
+    pub weight: f32,
+    /// Fraction of the 4x4 grid occupied by inliers (the larger of query and reference).
+    pub coverage: f32,
+    /// Query (working-resolution, mirrored if `mirrored`) to reference coordinates.
+    pub transform: Similarity,
+}
+
+impl Verified {
+    /// A "smaller is closer" value on PDQ's Hamming scale, so a verified frame can feed the
+    /// temporal matcher as a `Hit` with the same `max_distance`: 24 at the acceptance threshold
+    /// ([`VerifyConfig::min_inlier_weight`]), falling as `24 * min / weight` for stronger
+    /// verifications (never above 24, so every verified frame is within PDQ's radius of 31).
+    pub fn distance(&self, cfg: &VerifyConfig) -> u32 {
+        let min = cfg.min_inlier_weight.max(1.0);
+        let d = 24.0 * min / self.weight.max(min);
+        d.round().clamp(0.0, 24.0) as u32
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    desc: [u64; 4],
+    frame: u32,
+    /// x (13 bits, half pixels) | y (13 bits, half pixels) << 13 | level (4 bits) << 26.
+    pos: u32,
+}
+
+fn pack(k: &Keypoint) -> u32 {
+    let q = |v: f32| ((v * 2.0).round().clamp(0.0, 8191.0)) as u32;
+    q(k.x) | (q(k.y) << 13) | (u32::from(k.level.min(15)) << 26)
+}
+
+fn unpack(p: u32) -> (f32, f32, u8) {
+    ((p & 0x1FFF) as f32 / 2.0, ((p >> 13) & 0x1FFF) as f32 / 2.0, ((p >> 26) & 0xF) as u8)
+}
+
+#[derive(Clone, Debug)]
+struct FrameInfo {
+    group: u32,
+    width: u16,
+    height: u16,
+    slots: Vec<u32>,
+}
+
+/// Bit positions of one table's key.
+#[derive(Clone, Debug)]
+struct Projection {
+    bits: Vec<u8>,
+}
+
+impl Projection {
+    #[inline]
+    fn key(&self, d: &[u64; 4]) -> usize {
+        let mut k = 0usize;
+        for (i, &b) in self.bits.iter().enumerate() {
+            k |= (((d[usize::from(b >> 6)] >> (b & 63)) & 1) as usize) << i;
+        }
+        k
+    }
+
+    #[inline]
+    fn check(&self, d: &[u64; 4]) -> u64 {
+        let mut k = 0u64;
+        for (i, &b) in self.bits.iter().enumerate() {
+            k |= ((d[usize::from(b >> 6)] >> (b & 63)) & 1) << i;
+        }
+        k
+    }
+}
+
+/// An LSH index of reference-frame features with geometric verification of queries.
+///
+/// Frames are added and removed one at a time ([`FeatureIndex::insert`],
+/// [`FeatureIndex::remove`]); nothing is ever rebuilt. [`FeatureIndex::to_bytes`] /
+/// [`FeatureIndex::from_bytes`] snapshot it (40 bytes per feature plus 16 per frame).
+#[derive(Clone, Debug)]
+pub struct FeatureIndex {
+    cfg: IndexConfig,
+    keys: Vec<Projection>,
+    check: Projection,
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+    /// `tables[t][key]`: `[slot, check_lo, check_hi]`.
+    tables: Vec<Vec<Vec<[u32; 3]>>>,
+    frames: HashMap<u32, FrameInfo>,
+}
+
+impl Default for FeatureIndex {
+    fn default() -> Self {
+        Self::new(IndexConfig::default())
+    }
+}
+
+impl FeatureIndex {
+    /// An empty index. Out-of-range `tables` and `key_bits` are clamped to 1–16 and 8–20.
+    pub fn new(cfg: IndexConfig) -> Self {
+        let cfg = IndexConfig {
+            tables: cfg.tables.clamp(1, 16),
+            key_bits: cfg.key_bits.clamp(8, 20),
+            seed: cfg.seed,
+        };
+        let mut s = cfg.seed | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        // Shuffle the 256 bit positions; keys take disjoint runs of it while it lasts (4 x 16
+        // bits), and the check code takes the 64 positions after them, disjoint from every key.
+        let mut order: Vec<u8> = (0..=255u8).collect();
+        for i in (1..order.len()).rev() {
+            let j = (next() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        let kb = usize::from(cfg.key_bits);
+        let check = Projection { bits: order[192..256].to_vec() };
+        let keys = (0..usize::from(cfg.tables))
+            .map(|t| {
+                let start = (t * kb) % (192 - kb);
+                Projection { bits: order[start..start + kb].to_vec() }
+            })
+            .collect();
+        let tables = (0..cfg.tables).map(|_| vec![Vec::new(); 1 << kb]).collect();
+        Self {
+            cfg,
+            keys,
+            check,
+            entries: Vec::new(),
+            free: Vec::new(),
+            tables,
+            frames: HashMap::new(),
+        }
+    }
+
+    /// The table shape.
+    pub fn config(&self) -> &IndexConfig {
+        &self.cfg
+    }
+
+    /// Number of frames.
+    pub fn frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Number of features.
+    pub fn len(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+
+    /// True when the index holds no feature.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes held (capacity-based; what the index costs in RAM).
+    pub fn memory_bytes(&self) -> usize {
+        let tables: usize = self
+            .tables
+            .iter()
+            .flatten()
+            .map(|b| b.capacity() * 12 + std::mem::size_of::<Vec<[u32; 3]>>())
+            .sum();
+        let frames: usize = self
+            .frames
+            .values()
+            .map(|f| f.slots.capacity() * 4 + std::mem::size_of::<FrameInfo>() + 8)
+            .sum();
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.free.capacity() * 4
+            + tables
+            + frames
+    }
+
+    /// Adds (or replaces) frame `frame` of reference `group` with its features. Features of
+    /// one frame beyond 65,535 are ignored.
+    pub fn insert(&mut self, frame: u32, group: u32, features: &LocalFeatures) {
+        self.remove(frame);
+        let n = features.len().min(usize::from(u16::MAX));
+        let mut slots = Vec::with_capacity(n);
+        for (k, d) in features.keypoints().iter().zip(features.descriptors()).take(n) {
+            let entry = Entry { desc: d.0, frame, pos: pack(k) };
+            let slot = match self.free.pop() {
+                Some(s) => {
+                    self.entries[s as usize] = entry;
+                    s
+                }
+                None => {
+                    self.entries.push(entry);
+                    (self.entries.len() - 1) as u32
+                }
+            };
+            let c = self.check.check(&d.0);
+            for (t, proj) in self.keys.iter().enumerate() {
+                self.tables[t][proj.key(&d.0)].push([slot, c as u32, (c >> 32) as u32]);
+            }
+            slots.push(slot);
+        }
+        let width = features.width().min(u32::from(u16::MAX)) as u16;
+        let height = features.height().min(u32::from(u16::MAX)) as u16;
+        self.frames.insert(frame, FrameInfo { group, width, height, slots });
+    }
+
+    /// Removes a frame; false if it was not there.
+    pub fn remove(&mut self, frame: u32) -> bool {
+        let Some(info) = self.frames.remove(&frame) else { return false };
+        for slot in info.slots {
+            let desc = self.entries[slot as usize].desc;
+            for (t, proj) in self.keys.iter().enumerate() {
+                let bucket = &mut self.tables[t][proj.key(&desc)];
+                if let Some(i) = bucket.iter().position(|e| e[0] == slot) {
+                    bucket.swap_remove(i);
+                }
+            }
+            self.entries[slot as usize].frame = FREE;
+            self.free.push(slot);
+        }
+        true
+    }
+
+    /// The group (reference number) of a frame.
+    pub fn group_of(&self, frame: u32) -> Option<u32> {
+        self.frames.get(&frame).map(|f| f.group)
+    }
+
+    /// Verified reference frames for a query keyframe's features, strongest first (by summed
+    /// inlier weight). With [`VerifyConfig::mirrored`], the mirrored query is tried as well.
+    pub fn query(&self, features: &LocalFeatures, cfg: &VerifyConfig) -> Vec<Verified> {
+        let mut out = self.query_one(features, cfg, false);
+        if cfg.mirrored {
+            out.extend(self.query_one(&features.mirrored(), cfg, true));
+        }
+        // A frame verified both ways keeps its stronger orientation.
+        out.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.frame.cmp(&b.frame)));
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|v| seen.insert(v.frame));
+        out
+    }
+
+    fn query_one(
+        &self,
+        features: &LocalFeatures,
+        cfg: &VerifyConfig,
+        mirrored: bool,
+    ) -> Vec<Verified> {
+        // Check-code distance is a quarter-size sample of the full distance.
+        let check_max = cfg.max_distance.div_ceil(4);
+        // frame -> list of (query index, slot, distance, weight)
+        let mut per_frame: HashMap<u32, Vec<(u32, u32, u32, f32)>> = HashMap::new();
+        let mut votes: HashMap<u32, f32> = HashMap::new();
+        let mut cands: Vec<(u32, u32)> = Vec::new();
+        let mut best: HashMap<u32, (u32, u32)> = HashMap::new();
+        let mut group_frames: HashMap<u32, u32> = HashMap::new();
+        for (qi, d) in features.descriptors().iter().enumerate() {
+            cands.clear();
+            let qc = self.check.check(&d.0);
+            for (t, proj) in self.keys.iter().enumerate() {
+                for e in &self.tables[t][proj.key(&d.0)] {
+                    let c = u64::from(e[1]) | (u64::from(e[2]) << 32);
+                    if (c ^ qc).count_ones() <= check_max {
+                        cands.push((e[0], 0));
+                    }
+                }
+            }
+            if cands.is_empty() {
+                continue;
+            }
+            cands.sort_unstable();
+            cands.dedup();
+            best.clear();
+            for &(slot, _) in &cands {
+                let e = &self.entries[slot as usize];
+                let dist = Descriptor(e.desc).distance(d);
+                if dist <= cfg.max_distance {
+                    let b = best.entry(e.frame).or_insert((slot, dist));
+                    if dist < b.1 {
+                        *b = (slot, dist);
+                    }
+                }
+            }
+            if best.is_empty() {
+                continue;
+            }
+            group_frames.clear();
+            for f in best.keys() {
+                if let Some(info) = self.frames.get(f) {
+                    *group_frames.entry(info.group).or_insert(0) += 1;
+                }
+            }
+            if group_frames.len() > cfg.stop_groups {
+                continue;
+            }
+            for (&frame, &(slot, dist)) in &best {
+                let Some(info) = self.frames.get(&frame) else { continue };
+                let n = group_frames.get(&info.group).copied().unwrap_or(1) as f32;
+                let w = (cfg.burst / n).min(1.0);
+                *votes.entry(frame).or_insert(0.0) += w;
+                per_frame.entry(frame).or_default().push((qi as u32, slot, dist, w));
+            }
+        }
+        let mut ranked: Vec<(u32, f32)> =
+            votes.into_iter().filter(|&(_, v)| v >= cfg.min_votes).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(cfg.candidates);
+
+        let params = RansacParams {
+            threshold: cfg.ransac_threshold,
+            max_iterations: cfg.ransac_iterations,
+            min_scale: cfg.min_scale,
+            max_scale: cfg.max_scale,
+            max_rotation: cfg.max_rotation_deg.to_radians(),
+        };
+        let mut out = Vec::new();
+        for (frame, _) in ranked {
+            let Some(info) = self.frames.get(&frame) else { continue };
+            let mut matches = per_frame.remove(&frame).unwrap_or_default();
+            // One match per reference feature (its closest query feature): several query
+            // corners on one reference corner would otherwise count as several inliers.
+            matches.sort_unstable_by_key(|m| (m.1, m.2));
+            matches.dedup_by_key(|m| m.1);
+            if matches.len() < cfg.min_inliers {
+                continue;
+            }
+            let pairs: Vec<Pair> = matches
+                .iter()
+                .map(|&(qi, slot, _, w)| {
+                    let k = &features.keypoints()[qi as usize];
+                    let (rx, ry, _) = unpack(self.entries[slot as usize].pos);
+                    Pair { q: (k.x, k.y), r: (rx, ry), w }
+                })
+                .collect();
+            let Some(fit) = fit_similarity_ransac(&pairs, &params) else { continue };
+            let inliers = fit.inliers.len();
+            if inliers < cfg.min_inliers
+                || fit.weight < cfg.min_inlier_weight
+                || (inliers as f32) < cfg.min_inlier_ratio * pairs.len() as f32
+            {
+                continue;
+            }
+            let coverage = coverage(
+                fit.inliers.iter().map(|&i| pairs[i].q),
+                features.width() as f32,
+                features.height() as f32,
+            )
+            .max(coverage(
+                fit.inliers.iter().map(|&i| pairs[i].r),
+                f32::from(info.width),
+                f32::from(info.height),
+            ));
+            if coverage < cfg.min_coverage {
+                continue;
+            }
+            out.push(Verified {
+                frame,
+                group: info.group,
+                mirrored,
+                inliers: inliers as u32,
+                matches: pairs.len() as u32,
+                weight: fit.weight,
+                coverage,
+                transform: fit.transform,
+            });
+        }
+        out
+    }
+
+    /// Serialises the index: header, then per frame its id, group, size and features.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + self.frames.len() * 16 + self.len() * 36);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(self.cfg.tables);
+        out.push(self.cfg.key_bits);
+        out.push(0);
+        out.extend_from_slice(&self.cfg.seed.to_le_bytes());
+        out.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
+        let mut ids: Vec<&u32> = self.frames.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let f = &self.frames[id];
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&f.group.to_le_bytes());
+            out.extend_from_slice(&f.width.to_le_bytes());
+            out.extend_from_slice(&f.height.to_le_bytes());
+            out.extend_from_slice(&(f.slots.len() as u32).to_le_bytes());
+            for &s in &f.slots {
+                let e = &self.entries[s as usize];
+                out.extend_from_slice(&e.pos.to_le_bytes());
+                for w in e.desc {
+                    out.extend_from_slice(&w.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// Restores an index from [`FeatureIndex::to_bytes`] output.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupt`] when the bytes are not a snapshot of this format and version:
+    /// wrong magic, out-of-range shape, truncated or trailing data, duplicate frames.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let corrupt =
+            |m: &str| Error::new(ErrorKind::Corrupt, format!("feature index snapshot: {m}"));
+        let mut r = Reader { b: bytes };
+        if r.take(4).ok_or_else(|| corrupt("truncated header"))? != MAGIC {
+            return Err(corrupt("bad magic"));
+        }
+        let head = r.take(4).ok_or_else(|| corrupt("truncated header"))?;
+        if head[0] != VERSION {
+            return Err(corrupt("unknown version"));
+        }
+        let (tables, key_bits) = (head[1], head[2]);
+        if !(1..=16).contains(&tables) || !(8..=20).contains(&key_bits) {
+            return Err(corrupt("table shape out of range"));
+        }
+        let seed = r.u64().ok_or_else(|| corrupt("truncated header"))?;
+        let n_frames = r.u32().ok_or_else(|| corrupt("truncated header"))?;
+        let mut index = FeatureIndex::new(IndexConfig { tables, key_bits, seed });
+        for _ in 0..n_frames {
+            let id = r.u32().ok_or_else(|| corrupt("truncated frame"))?;
+            let group = r.u32().ok_or_else(|| corrupt("truncated frame"))?;
+            let width = r.u16().ok_or_else(|| corrupt("truncated frame"))?;
+            let height = r.u16().ok_or_else(|| corrupt("truncated frame"))?;
+            let n = r.u32().ok_or_else(|| corrupt("truncated frame"))? as usize;
+            if n > usize::from(u16::MAX) || n.checked_mul(36).is_none_or(|len| len > r.b.len()) {
+                return Err(corrupt("feature count exceeds the data"));
+            }
+            if width == 0 || height == 0 || index.frames.contains_key(&id) {
+                return Err(corrupt("bad or duplicate frame"));
+            }
+            let mut kps = Vec::with_capacity(n);
+            let mut descs = Vec::with_capacity(n);
+            for _ in 0..n {
+                let pos = r.u32().ok_or_else(|| corrupt("truncated feature"))?;
+                if pos >> 30 != 0 {
+                    return Err(corrupt("bad keypoint position"));
+                }
+                let mut d = [0u64; 4];
+                for w in &mut d {
+                    *w = r.u64().ok_or_else(|| corrupt("truncated feature"))?;
+                }
+                let (x, y, level) = unpack(pos);
+                kps.push(Keypoint { x, y, level, response: 0 });
+                descs.push(Descriptor(d));
+            }
+            index.insert(
+                id,
+                group,
+                &LocalFeatures::from_parts(u32::from(width), u32::from(height), kps, descs),
+            );
+        }
+        if !r.b.is_empty() {
+            return Err(corrupt("trailing bytes"));
+        }
+        Ok(index)
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.b.len() < n {
+            return None;
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Some(h)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|s| u16::from_le_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|s| u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]))
+    }
+}
+
+/// Fraction of a 4x4 grid over a `w x h` frame that contains at least one of `pts`.
+fn coverage(pts: impl Iterator<Item = (f32, f32)>, w: f32, h: f32) -> f32 {
+    let mut cells = 0u16;
+    for (x, y) in pts {
+        let cx = ((x / w.max(1.0)) * 4.0).clamp(0.0, 3.0) as u16;
+        let cy = ((y / h.max(1.0)) * 4.0).clamp(0.0, 3.0) as u16;
+        cells |= 1 << (cy * 4 + cx);
+    }
+    f32::from(cells.count_ones() as u16) / 16.0
+}
