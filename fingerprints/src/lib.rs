@@ -13,11 +13,15 @@
 //!   portrait and 4:3 re-streams of a landscape broadcast match.
 //! - [`StreamMatcher`]: per-stream temporal evidence, votes of keyframe [`Hit`]s for a
 //!   (reference, time offset) that must agree over distinct reference times ([`Evidence`]).
+//! - [`features`]: local binary features (FAST + mirror-symmetric BRIEF over a pyramid), an LSH
+//!   [`features::FeatureIndex`] of reference frames and RANSAC verification of query keyframes:
+//!   the geometric tier that catches zoomed, cropped, overlaid and filmed re-streams.
 //! - [`Error`]: the crate's one error type, with a `#[non_exhaustive]` [`ErrorKind`].
 #![deny(missing_docs)]
 
 mod crops;
 mod error;
+pub mod features;
 mod hash;
 mod luma;
 mod pdq;
