@@ -16,10 +16,13 @@
 //! - [`features`]: local binary features (FAST + mirror-symmetric BRIEF over a pyramid), an LSH
 //!   [`features::FeatureIndex`] of reference frames and RANSAC verification of query keyframes:
 //!   the geometric tier that catches zoomed, cropped, overlaid and filmed re-streams.
+//! - [`decode_luma`], [`DecodeLimits`]: JPEG (at a reduced DCT scale), PNG and WebP keyframe
+//!   bytes to [`Luma`], with typed errors and decompression-bomb limits checked before decoding.
 //! - [`Error`]: the crate's one error type, with a `#[non_exhaustive]` [`ErrorKind`].
 #![deny(missing_docs)]
 
 mod crops;
+mod decode;
 mod error;
 pub mod features;
 mod hash;
@@ -31,5 +34,6 @@ pub use crops::{CropVariant, centre_crop};
 pub use error::{Error, ErrorKind};
 pub use hash::Hash256;
 pub use luma::Luma;
+pub use decode::{DecodeLimits, decode_luma};
 pub use pdq::{Dihedral, PdqHash, pdq, pdq_dihedral, pdq_dihedral_rgb, pdq_rgb};
 pub use temporal::{Evidence, EvidenceHit, Hit, MatcherConfig, StreamMatcher, broadness_weight};

@@ -1,0 +1,70 @@
+//! Keyframe cost: JPEG decode (at the reduced DCT scale) plus PDQ, for 720p and 1080p frames.
+//!
+//! The keyframes are made here, so the bench runs from a plain clone: a committed vector PNG is
+//! upscaled to the frame size, given a little deterministic grain (real broadcast frames are
+//! not as smooth as an upscaled still, and grain is what makes entropy decoding cost what it
+//! does) and encoded at JPEG quality 80. Throughput is reported in keyframes per second.
+//!
+//! `cargo bench -p fingerprints --bench hash`; pin to one core with `taskset -c 0` to measure
+//! the per-core figure (the JPEG decoder may use helper threads for colour components).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fingerprints::{DecodeLimits, Luma, decode_luma, pdq, pdq_dihedral};
+use image::codecs::jpeg::JpegEncoder;
+use image::imageops::FilterType;
+
+fn keyframe(width: u32, height: u32) -> Vec<u8> {
+    let png = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pdq/rocket_640x360.png");
+    let src = image::open(png).expect("the vector PNG is readable").to_rgb8();
+    let mut frame = image::imageops::resize(&src, width, height, FilterType::Triangle);
+    let mut state = 0x2545_f491_u32;
+    for p in frame.pixels_mut() {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let grain = ((state >> 24) % 13) as i16 - 6;
+        for c in &mut p.0 {
+            *c = (i16::from(*c) + grain).clamp(0, 255) as u8;
+        }
+    }
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, 80).encode_image(&frame).expect("JPEG encodes");
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let limits = DecodeLimits::default();
+    for (name, w, h) in [("720p", 1280, 720), ("1080p", 1920, 1080)] {
+        let jpeg = keyframe(w, h);
+        let luma = decode_luma(&jpeg, &limits).expect("the keyframe decodes");
+        eprintln!(
+            "{name}: {} KB JPEG, decoded to {}x{}",
+            jpeg.len() / 1024,
+            luma.width(),
+            luma.height()
+        );
+        let full = Luma::from_rgb(w, h, image::load_from_memory(&jpeg).unwrap().to_rgb8().as_raw())
+            .unwrap();
+
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("decode+pdq", |b| {
+            b.iter(|| pdq(&decode_luma(black_box(&jpeg), &limits).unwrap()))
+        });
+        g.bench_function("decode+pdq_dihedral", |b| {
+            b.iter(|| pdq_dihedral(&decode_luma(black_box(&jpeg), &limits).unwrap()))
+        });
+        g.bench_function("decode", |b| b.iter(|| decode_luma(black_box(&jpeg), &limits).unwrap()));
+        g.bench_function("pdq(reduced)", |b| b.iter(|| pdq(black_box(&luma))));
+        g.bench_function("pdq_dihedral(reduced)", |b| b.iter(|| pdq_dihedral(black_box(&luma))));
+        g.bench_function("pdq(full size)", |b| b.iter(|| pdq(black_box(&full))));
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
