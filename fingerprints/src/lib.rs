@@ -16,7 +16,7 @@
 //! - [`features`]: local binary features (FAST + mirror-symmetric BRIEF over a pyramid), an LSH
 //!   [`features::FeatureIndex`] of reference frames and RANSAC verification of query keyframes:
 //!   the geometric tier that catches zoomed, cropped, overlaid and filmed re-streams.
-//! - [`decode_luma`], [`DecodeLimits`]: JPEG (at a reduced DCT scale), PNG and WebP keyframe
+//! - [`decode_luma`], [`DecodeLimits`]: JPEG (luma only, box-reduced), PNG and WebP keyframe
 //!   bytes to [`Luma`], with typed errors and decompression-bomb limits checked before decoding.
 //! - [`Error`]: the crate's one error type, with a `#[non_exhaustive]` [`ErrorKind`].
 #![deny(missing_docs)]

@@ -227,7 +227,7 @@ fn dct_of(
 
 /// `computeJaroszFilterWindowSize`: half the decimation step, rounded up.
 fn jarosz_window(old: usize, new: usize) -> usize {
-    (old + 2 * new - 1) / (2 * new)
+    old.div_ceil(2 * new)
 }
 
 /// The reference's `box1DFloat`, run on `lanes` independent vectors at once. Vector element `i`
@@ -358,14 +358,14 @@ fn decimate(input: &[f32], rows: usize, cols: usize, out: &mut [[f32; 64]; 64]) 
 fn quality_of(buf: &[[f32; 64]; 64]) -> u8 {
     let quantised = |u: f32, v: f32| (((u - v) * 100.0) / 255.0) as i32;
     let mut sum: i32 = 0;
-    for i in 0..63 {
-        for j in 0..64 {
-            sum += quantised(buf[i][j], buf[i + 1][j]).abs();
+    for (upper, lower) in buf.iter().zip(&buf[1..]) {
+        for (&u, &v) in upper.iter().zip(lower) {
+            sum += quantised(u, v).abs();
         }
     }
     for row in buf {
-        for j in 0..63 {
-            sum += quantised(row[j], row[j + 1]).abs();
+        for pair in row.windows(2) {
+            sum += quantised(pair[0], pair[1]).abs();
         }
     }
     (sum / 90).min(100) as u8
