@@ -1,0 +1,200 @@
+//! Building and running the application.
+//!
+//! [`App::build`] connects to the database, applies migrations, loads the reference index,
+//! queues interrupted reference jobs and binds the listener; [`App::run`] serves until the one
+//! [`CancellationToken`] fires, then waits for every background task to drain. Tests build the
+//! same app on port 0 and read [`App::local_addr`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::references::index::{FrameIndex, IndexSync};
+use crate::references::jobs::{self, JobRunner, ReferenceHasher};
+use crate::store::Store;
+
+/// What the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// HTTP API, reference jobs and workers (`offside serve`).
+    Serve,
+    /// Workers only, no HTTP (`offside worker`).
+    Worker,
+}
+
+/// The recognition engine the app runs on: how reference files are hashed and where their
+/// frames are indexed.
+#[derive(Clone)]
+pub struct Engine {
+    /// Hashes uploaded reference files.
+    pub hasher: Arc<dyn ReferenceHasher>,
+    /// The in-memory index of reference frames.
+    pub index: Arc<dyn FrameIndex>,
+}
+
+/// A built application, ready to run.
+pub struct App {
+    mode: Mode,
+    state: AppState,
+    listener: Option<TcpListener>,
+    runner: Arc<JobRunner>,
+}
+
+impl App {
+    /// Builds the app with the given engine.
+    ///
+    /// # Errors
+    /// When the data directory, the database or the listen address is unusable.
+    pub async fn build_with(config: Config, mode: Mode, engine: Engine) -> anyhow::Result<Self> {
+        tracing::info!(?config, ?mode, "starting offside");
+        tokio::fs::create_dir_all(&config.data_dir)
+            .await
+            .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+        let store = Store::connect(config.database_url.expose()).await?;
+        store.migrate().await?;
+
+        let index = Arc::new(IndexSync::new(engine.index));
+        index.reconcile(&store).await.context("loading the reference index")?;
+        tracing::info!(references = index.len(), "reference index loaded");
+
+        let (jobs, runner) = jobs::channel(store.clone(), Arc::clone(&index), engine.hasher);
+        if mode == Mode::Serve {
+            let resumed = jobs::resume_interrupted(&store, &jobs).await?;
+            if resumed > 0 {
+                tracing::info!(resumed, "re-queued interrupted reference jobs");
+            }
+        }
+
+        let listener = match mode {
+            Mode::Serve => Some(
+                TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("listening on {}", config.listen))?,
+            ),
+            Mode::Worker => None,
+        };
+        let queue = crate::queue::from_config(&config);
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            index,
+            jobs,
+            metrics: crate::telemetry::metrics(),
+            readiness: Arc::new(Vec::new()),
+            queue,
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        };
+        Ok(Self { mode, state, listener, runner })
+    }
+
+    /// The address the HTTP API listens on (`None` for workers).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The shared state (store, index, jobs), for tests and embedding.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Runs until `cancel` fires, then stops accepting work and waits for in-flight work.
+    ///
+    /// # Errors
+    /// When the HTTP server fails.
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let Self { mode, state, listener, runner } = self;
+        let mut tasks: JoinSet<()> = JoinSet::new();
+
+        // Background tasks, each stopped by the same token.
+        let sync_interval = Duration::from_millis(state.config.index_sync_ms.max(50));
+        tasks.spawn(Arc::clone(&state.index).run(state.store.clone(), sync_interval, cancel.clone()));
+        if mode == Mode::Serve {
+            for _ in 0..state.config.reference_jobs {
+                tasks.spawn(Arc::clone(&runner).run(cancel.clone()));
+            }
+            // Takedown webhooks: the outbox is in the database, so one loop here delivers the
+            // decisions of every worker process.
+            let client = crate::enforce::webhook::WebhookClient::new(Duration::from_secs(10), state.config.allow_private_urls)
+                .context("building the webhook client")?;
+            tasks.spawn(crate::enforce::delivery::run(
+                state.store.clone(),
+                client,
+                crate::enforce::delivery::DeliveryConfig::default(),
+                Arc::clone(&state.outbox_wake),
+                cancel.clone(),
+            ));
+        }
+
+        let mut result = Ok(());
+        if let Some(listener) = listener {
+            tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
+            let router = http::router(state.clone());
+            let shutdown = cancel.clone();
+            result = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+                .context("HTTP server");
+            // The server also stops when it fails; make sure everything else stops with it.
+            cancel.cancel();
+        } else {
+            cancel.cancelled().await;
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(err) = joined {
+                tracing::error!(error = %err, "a background task panicked");
+            }
+        }
+        state.store.close().await;
+        tracing::info!("offside stopped");
+        result
+    }
+}
+
+/// Fires `cancel` on Ctrl-C or SIGTERM.
+pub fn cancel_on_signals(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = async {
+            if let Err(err) = tokio::signal::ctrl_c().await {
+                tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        };
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {}
+            () = term => {}
+        }
+        tracing::info!("shutdown requested; draining");
+        cancel.cancel();
+    });
+}
+
+impl App {
+    /// Builds the app on the recognition core (`crate::recognition`).
+    ///
+    /// # Errors
+    /// As [`App::build_with`].
+    pub async fn build(config: Config, mode: Mode) -> anyhow::Result<Self> {
+        Self::build_with(config, mode, crate::references::engine::recognition_engine()).await
+    }
+}

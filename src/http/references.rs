@@ -1,0 +1,542 @@
+//! `/v1/references`: the reference library of each rights holder.
+//!
+//! Uploads are multipart (`metadata` JSON + `file`), streamed to a file under the data
+//! directory chunk by chunk (never held whole in memory) and cut off with 413 past
+//! `max_upload_bytes`; a job then hashes the file. A JSON body instead creates an empty
+//! reference that hash lines are imported into. Rights holders see only their own references;
+//! anyone else's id answers 404, exactly like an id that does not exist.
+
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::http::{StatusCode, header};
+use axum::routing::{get, post, put};
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt as _;
+
+use super::AppState;
+use super::auth::Principal;
+use super::error::{ApiError, Json, Path, Query};
+use crate::references::{Policy, ReferenceSource, ReferenceStatus};
+use crate::store::keys::Role;
+use crate::store::references::{self, FrameRecord, NewReference, Reference};
+use crate::store::{new_id, rights_holders};
+
+/// Routes answered within the request timeout.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/references", get(list))
+        .route("/v1/references/{id}", get(show).delete(remove))
+        .route("/v1/references/{id}/policy", put(set_policy))
+}
+
+/// Routes that stream large bodies: no body limit from axum (they enforce
+/// `max_upload_bytes` themselves) and no request timeout.
+pub(super) fn upload_router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/references", post(create).layer(DefaultBodyLimit::disable()))
+        .route("/v1/references/{id}/hashes", post(import_hashes).layer(DefaultBodyLimit::disable()))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, list, show, remove, set_policy, import_hashes))]
+pub(super) struct Api;
+
+const WRITERS: &[Role] = &[Role::Admin, Role::RightsHolder];
+const READERS: &[Role] = &[Role::Admin, Role::RightsHolder, Role::TrustSafety];
+
+/// What a client sees of a reference.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReferenceView {
+    /// Its id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// processing, ready, live or failed.
+    pub status: ReferenceStatus,
+    /// Frames stored so far.
+    pub frames: i64,
+    /// Why its job failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Job progress, 0.0–1.0, while processing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// What happens on a match.
+    pub policy: Policy,
+    /// video, image or hashes.
+    pub source: ReferenceSource,
+    /// The owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rights_holder_id: Option<String>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// Last change, milliseconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+impl From<Reference> for ReferenceView {
+    fn from(r: Reference) -> Self {
+        #[allow(clippy::cast_precision_loss)] // permille fits exactly
+        let progress = r.progress_permille.map(|p| p as f64 / 1000.0);
+        Self {
+            id: r.id,
+            title: r.title,
+            status: r.status,
+            frames: r.frames,
+            error: r.error,
+            progress,
+            policy: r.policy,
+            source: r.source,
+            rights_holder_id: r.rights_holder_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// The `metadata` part of an upload, or the JSON body of a hash-list reference.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceMetadata {
+    /// A human title, 1–300 characters.
+    pub title: String,
+    /// What to do on a match (default: flag after 8 s).
+    #[serde(default)]
+    pub policy: Option<Policy>,
+    /// The owner; only an admin sets it (a rights holder's references are its own).
+    #[serde(default)]
+    pub rights_holder_id: Option<String>,
+}
+
+/// The multipart upload form.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the form for OpenAPI; the handler reads the parts as a stream
+pub struct UploadForm {
+    /// JSON `{title, policy?}`.
+    metadata: ReferenceMetadata,
+    /// The video (any format FFmpeg reads) or image (JPEG, PNG, WebP).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// The answer to an accepted reference.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The new reference's id.
+    pub id: String,
+    /// `processing` for uploads, `ready` for an (empty) hash-list reference.
+    pub status: ReferenceStatus,
+}
+
+/// One page of references.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReferencePage {
+    /// The references, oldest first.
+    pub items: Vec<ReferenceView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Paging parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PageQuery {
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The result of a hash import.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Imported {
+    /// The reference.
+    pub id: String,
+    /// Lines imported now.
+    pub imported: u64,
+    /// Frames the reference has in total.
+    pub frames: i64,
+}
+
+/// Registers a reference: multipart upload of a video or image (202, hashed by a job), or JSON
+/// `{title, policy?}` for an empty reference to import hash lines into (201).
+#[utoipa::path(post, path = "/v1/references", tag = "references", security(("bearer" = [])),
+    request_body(content(
+        (UploadForm = "multipart/form-data"),
+        (ReferenceMetadata = "application/json"),
+    )),
+    responses((status = 202, body = Accepted, description = "Upload accepted; a job hashes it"),
+              (status = 201, body = Accepted, description = "Empty hash-list reference created"),
+              (status = 400), (status = 401), (status = 403), (status = 413), (status = 422)))]
+async fn create(principal: Principal, State(state): State<AppState>, request: Request) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    principal.require(WRITERS)?;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::from_request(request, &state).await.map_err(|r| ApiError::BadRequest(r.body_text()))?;
+        upload(&principal, &state, multipart).await
+    } else if content_type.starts_with("application/json") {
+        let limit = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge("the JSON body is too large".to_owned()))?;
+        let metadata: ReferenceMetadata =
+            serde_json::from_slice(&bytes).map_err(|err| ApiError::Unprocessable(err.to_string()))?;
+        let (owner, policy) = check_metadata(&principal, &state, &metadata).await?;
+        let id = new_id();
+        references::insert(
+            state.store.pool(),
+            &NewReference {
+                id: &id,
+                rights_holder_id: owner.as_deref(),
+                title: metadata.title.trim(),
+                source: ReferenceSource::Hashes,
+                status: ReferenceStatus::Ready,
+                policy: &policy,
+                upload_path: None,
+            },
+        )
+        .await?;
+        Ok((StatusCode::CREATED, Json(Accepted { id, status: ReferenceStatus::Ready })))
+    } else {
+        Err(ApiError::BadRequest(
+            "send multipart/form-data (metadata + file) or application/json {title, policy?}".to_owned(),
+        ))
+    }
+}
+
+/// Validates metadata; returns the owner and the policy to store.
+async fn check_metadata(
+    principal: &Principal,
+    state: &AppState,
+    metadata: &ReferenceMetadata,
+) -> Result<(Option<String>, Policy), ApiError> {
+    let title = metadata.title.trim();
+    if title.is_empty() || title.chars().count() > 300 {
+        return Err(ApiError::Unprocessable("title must be 1 to 300 characters".to_owned()));
+    }
+    let policy = metadata.policy.clone().unwrap_or_default();
+    policy.validate().map_err(|err| ApiError::Unprocessable(format!("policy: {err}")))?;
+    let owner = match (principal.role, &metadata.rights_holder_id) {
+        (Role::RightsHolder, None) => principal.rights_holder_id.clone(),
+        (Role::RightsHolder, Some(_)) => {
+            return Err(ApiError::Unprocessable("rights_holder_id is set only by admins".to_owned()));
+        }
+        (_, Some(id)) => {
+            if rights_holders::get(state.store.pool(), id).await?.is_none() {
+                return Err(ApiError::Unprocessable(format!("no rights holder with id {id:?}")));
+            }
+            Some(id.clone())
+        }
+        (_, None) => None,
+    };
+    Ok((owner, policy))
+}
+
+/// Deletes a partly written upload unless the upload was accepted.
+struct UploadGuard {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        if !self.keep {
+            // Best effort: a leftover file only costs disk until the data directory is cleaned.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn sniff_image(head: &[u8]) -> bool {
+    head.starts_with(&[0xFF, 0xD8, 0xFF])
+        || head.starts_with(b"\x89PNG\r\n\x1a\n")
+        || (head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP")
+}
+
+async fn upload(principal: &Principal, state: &AppState, mut multipart: Multipart) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let uploads = state.config.uploads_dir();
+    tokio::fs::create_dir_all(&uploads)
+        .await
+        .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("creating the uploads directory")))?;
+    let id = new_id();
+    let path = uploads.join(format!("{id}.upload"));
+    let mut guard = UploadGuard { path: path.clone(), keep: false };
+    let limit = state.config.max_upload_bytes;
+
+    let mut checked: Option<(ReferenceMetadata, Option<String>, Policy)> = None;
+    let mut file: Option<(u64, ReferenceSource)> = None;
+    while let Some(mut field) = multipart.next_field().await? {
+        match field.name() {
+            Some("metadata") => {
+                let mut raw = Vec::new();
+                while let Some(chunk) = field.chunk().await? {
+                    raw.extend_from_slice(&chunk);
+                    if raw.len() > 64 * 1024 {
+                        return Err(ApiError::PayloadTooLarge("metadata is larger than 64 KiB".to_owned()));
+                    }
+                }
+                let metadata: ReferenceMetadata = serde_json::from_slice(&raw)
+                    .map_err(|err| ApiError::Unprocessable(format!("metadata: {err}")))?;
+                // Checked before the file arrives (clients send metadata first) so a bad
+                // request fails before gigabytes are written.
+                let (owner, policy) = check_metadata(principal, state, &metadata).await?;
+                checked = Some((metadata, owner, policy));
+            }
+            Some("file") => {
+                if file.is_some() {
+                    return Err(ApiError::BadRequest("send exactly one file part".to_owned()));
+                }
+                let mut out = tokio::fs::File::create(&path)
+                    .await
+                    .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("creating the upload file")))?;
+                let mut written: u64 = 0;
+                let mut source = None;
+                while let Some(chunk) = field.chunk().await? {
+                    written += chunk.len() as u64;
+                    if written > limit {
+                        return Err(ApiError::PayloadTooLarge(format!("the file is larger than the {limit}-byte upload limit")));
+                    }
+                    if source.is_none() {
+                        source = Some(if sniff_image(&chunk) { ReferenceSource::Image } else { ReferenceSource::Video });
+                    }
+                    out.write_all(&chunk)
+                        .await
+                        .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("writing the upload")))?;
+                }
+                out.flush().await.map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("writing the upload")))?;
+                let source = source.ok_or_else(|| ApiError::BadRequest("the file is empty".to_owned()))?;
+                file = Some((written, source));
+            }
+            // Unknown parts are drained and ignored so clients may add fields.
+            _ => while field.chunk().await?.is_some() {},
+        }
+    }
+    let (metadata, owner, policy) = checked.ok_or_else(|| ApiError::BadRequest("missing the metadata part".to_owned()))?;
+    let (bytes, source) = file.ok_or_else(|| ApiError::BadRequest("missing the file part".to_owned()))?;
+
+    let path_text = path.to_string_lossy().into_owned();
+    references::insert(
+        state.store.pool(),
+        &NewReference {
+            id: &id,
+            rights_holder_id: owner.as_deref(),
+            title: metadata.title.trim(),
+            source,
+            status: ReferenceStatus::Processing,
+            policy: &policy,
+            upload_path: Some(&path_text),
+        },
+    )
+    .await?;
+    guard.keep = true;
+    state.jobs.enqueue(&id);
+    tracing::info!(reference_id = %id, bytes, source = %source, "reference upload accepted");
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id, status: ReferenceStatus::Processing })))
+}
+
+/// Loads a reference the caller may see; anything else is 404.
+async fn visible(principal: &Principal, state: &AppState, id: &str) -> Result<Reference, ApiError> {
+    match references::get(state.store.pool(), id).await? {
+        Some(reference) if principal.can_see(reference.rights_holder_id.as_deref()) => Ok(reference),
+        _ => Err(ApiError::NotFound("reference")),
+    }
+}
+
+/// Lists references (a rights holder's own; everything for admin and trust & safety).
+#[utoipa::path(get, path = "/v1/references", tag = "references", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = ReferencePage), (status = 401), (status = 403)))]
+async fn list(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<ReferencePage>, ApiError> {
+    principal.require(READERS)?;
+    let limit = page.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::Unprocessable("limit must be between 1 and 500".to_owned()));
+    }
+    // One extra row tells whether another page follows.
+    let mut rows =
+        references::list(state.store.pool(), principal.owner_scope(), page.cursor.as_deref(), limit + 1).await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = if more { rows.last().map(|r| r.id.clone()) } else { None };
+    Ok(Json(ReferencePage { items: rows.into_iter().map(ReferenceView::from).collect(), next_cursor }))
+}
+
+/// One reference, with its status, frame count and progress.
+#[utoipa::path(get, path = "/v1/references/{id}", tag = "references", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Reference id")),
+    responses((status = 200, body = ReferenceView), (status = 401), (status = 403), (status = 404)))]
+async fn show(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ReferenceView>, ApiError> {
+    principal.require(READERS)?;
+    Ok(Json(visible(&principal, &state, &id).await?.into()))
+}
+
+/// Deletes a reference: it leaves every worker's index (this one at once, others within the
+/// index sync interval).
+#[utoipa::path(delete, path = "/v1/references/{id}", tag = "references", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Reference id")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
+async fn remove(principal: Principal, State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    principal.require(WRITERS)?;
+    let reference = visible(&principal, &state, &id).await?;
+    if !references::delete(state.store.pool(), &id).await? {
+        return Err(ApiError::NotFound("reference"));
+    }
+    state.index.remove(&id);
+    if let Some(path) = reference.upload_path {
+        // A running job notices the row is gone and discards its result.
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    tracing::info!(reference_id = %id, "reference deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replaces a reference's policy.
+#[utoipa::path(put, path = "/v1/references/{id}/policy", tag = "references", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Reference id")), request_body = Policy,
+    responses((status = 200, body = ReferenceView), (status = 401), (status = 403), (status = 404), (status = 422)))]
+async fn set_policy(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(policy): Json<Policy>,
+) -> Result<Json<ReferenceView>, ApiError> {
+    principal.require(WRITERS)?;
+    visible(&principal, &state, &id).await?;
+    policy.validate().map_err(|err| ApiError::Unprocessable(format!("policy: {err}")))?;
+    if !references::update_policy(state.store.pool(), &id, &policy).await? {
+        return Err(ApiError::NotFound("reference"));
+    }
+    Ok(Json(visible(&principal, &state, &id).await?.into()))
+}
+
+/// Parses one hash line `TS_MS,HEX64[,QUALITY]`.
+fn parse_hash_line(line: &str) -> Result<FrameRecord, String> {
+    let mut parts = line.split(',').map(str::trim);
+    let ts = parts.next().unwrap_or_default();
+    let ts_ms: i64 = ts.parse().map_err(|_| format!("{ts:?} is not a timestamp in milliseconds"))?;
+    if ts_ms < 0 {
+        return Err("the timestamp must not be negative".to_owned());
+    }
+    let hex = parts.next().ok_or("expected TS_MS,HEX64[,QUALITY]")?;
+    let hash = fingerprints::Hash256::from_hex(hex).map_err(|err| format!("bad hash: {}", err.message()))?;
+    let quality = match parts.next() {
+        None => 100,
+        Some(q) => match q.parse::<u8>() {
+            Ok(q) if q <= 100 => q,
+            _ => return Err(format!("{q:?} is not a quality between 0 and 100")),
+        },
+    };
+    if parts.next().is_some() {
+        return Err("too many fields (expected TS_MS,HEX64[,QUALITY])".to_owned());
+    }
+    Ok(FrameRecord { ts_ms, hash, quality, variant: fingerprints::CropVariant::Full.to_u8() })
+}
+
+/// Imports hash lines `TS_MS,HEX64[,QUALITY]` (one frame each; blank lines and `#` comments
+/// skipped) into a ready reference. All or nothing: a bad line rejects the whole body.
+#[utoipa::path(post, path = "/v1/references/{id}/hashes", tag = "references", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Reference id")),
+    request_body(content = String, content_type = "text/plain", description = "Lines TS_MS,HEX64[,QUALITY]"),
+    responses((status = 200, body = Imported), (status = 400, description = "A bad line; the message names it"),
+              (status = 401), (status = 403), (status = 404), (status = 409), (status = 413)))]
+async fn import_hashes(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Imported>, ApiError> {
+    principal.require(WRITERS)?;
+    let reference = visible(&principal, &state, &id).await?;
+    if reference.status != ReferenceStatus::Ready {
+        return Err(ApiError::Conflict(format!("the reference is {}; hashes import into ready references", reference.status)));
+    }
+    let limit = state.config.max_upload_bytes;
+    let mut stream = body.into_data_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut frames = Vec::new();
+    let mut line_no = 0_u64;
+    let mut total = 0_u64;
+    let mut parse_complete_lines = |pending: &mut Vec<u8>, frames: &mut Vec<FrameRecord>, last: bool| -> Result<(), ApiError> {
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|&b| b == b'\n').map(|p| start + p).or(if last && start < pending.len() { Some(pending.len()) } else { None }) {
+            line_no += 1;
+            let line = std::str::from_utf8(&pending[start..end])
+                .map_err(|_| ApiError::BadRequest(format!("line {line_no}: not UTF-8 text")))?
+                .trim();
+            start = end + 1;
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            frames.push(parse_hash_line(line).map_err(|msg| ApiError::BadRequest(format!("line {line_no}: {msg}")))?);
+        }
+        pending.drain(..start.min(pending.len()));
+        Ok(())
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| ApiError::BadRequest(format!("reading the body: {err}")))?;
+        total += chunk.len() as u64;
+        if total > limit {
+            return Err(ApiError::PayloadTooLarge(format!("the body is larger than the {limit}-byte upload limit")));
+        }
+        pending.extend_from_slice(&chunk);
+        parse_complete_lines(&mut pending, &mut frames, false)?;
+    }
+    parse_complete_lines(&mut pending, &mut frames, true)?;
+    if frames.is_empty() {
+        return Err(ApiError::BadRequest("no hash lines in the body".to_owned()));
+    }
+
+    let mut tx = state.store.pool().begin().await?;
+    let total_frames = references::append_frames(&mut tx, &id, &frames).await?;
+    tx.commit().await?;
+    // The index sync sees the new frame count and reloads the reference.
+    state.index.poke();
+    Ok(Json(Imported { id, imported: frames.len() as u64, frames: total_frames }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_lines_take_an_optional_quality() {
+        let hex = "f".repeat(64);
+        let frame = parse_hash_line(&format!("1500,{hex}")).unwrap();
+        assert_eq!((frame.ts_ms, frame.quality), (1500, 100));
+        let frame = parse_hash_line(&format!("0, {hex} ,42")).unwrap();
+        assert_eq!(frame.quality, 42);
+    }
+
+    #[test]
+    fn hash_lines_with_bad_fields_say_what_is_wrong() {
+        let hex = "0".repeat(64);
+        assert!(parse_hash_line("abc,00").unwrap_err().contains("timestamp"));
+        assert!(parse_hash_line("10,zz").unwrap_err().contains("bad hash"));
+        assert!(parse_hash_line(&format!("10,{hex},101")).unwrap_err().contains("quality"));
+        assert!(parse_hash_line(&format!("10,{hex},5,6")).unwrap_err().contains("too many"));
+    }
+
+    #[test]
+    fn jpeg_png_and_webp_uploads_are_images_and_the_rest_video() {
+        assert!(sniff_image(&[0xFF, 0xD8, 0xFF, 0xE0]));
+        assert!(sniff_image(b"\x89PNG\r\n\x1a\n...."));
+        assert!(sniff_image(b"RIFF\0\0\0\0WEBPVP8 "));
+        assert!(!sniff_image(b"\0\0\0\x20ftypisom"));
+    }
+}

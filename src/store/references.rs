@@ -1,0 +1,368 @@
+//! References and their frames.
+//!
+//! Frames are stored packed: one row of `reference_frame_chunks` holds up to
+//! [`FRAMES_PER_CHUNK`] fixed-size records of [`FRAME_RECORD_BYTES`] bytes (timestamp, hash,
+//! quality, crop variant). A worker loads a library of millions of frames by reading a few
+//! thousand rows instead of millions, and appending frames (hash import) never rewrites old ones.
+
+use fingerprints::Hash256;
+use sqlx::any::AnyRow;
+// Dynamic SQL here only splices the constant column list; values always go through binds.
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Executor, Row as _};
+
+use super::now_ms;
+use crate::references::{Policy, ReferenceSource, ReferenceStatus};
+
+/// Frames per stored chunk.
+pub const FRAMES_PER_CHUNK: usize = 4096;
+/// Bytes per packed frame: i64 timestamp, 32 hash bytes, quality, crop variant.
+pub const FRAME_RECORD_BYTES: usize = 8 + 32 + 1 + 1;
+
+/// One stored reference frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRecord {
+    /// Position in the reference, milliseconds from its start.
+    pub ts_ms: i64,
+    /// The frame's PDQ hash.
+    pub hash: Hash256,
+    /// PDQ quality, 0–100.
+    pub quality: u8,
+    /// The crop variant the hash was computed on (`CropVariant::to_u8`).
+    pub variant: u8,
+}
+
+/// A reference as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    /// Its id (UUID v7).
+    pub id: String,
+    /// The owner; `None` for references an admin registered without one.
+    pub rights_holder_id: Option<String>,
+    /// A human title.
+    pub title: String,
+    /// Where its frames come from.
+    pub source: ReferenceSource,
+    /// Where it is in its life.
+    pub status: ReferenceStatus,
+    /// How many frames it has stored.
+    pub frames: i64,
+    /// Job progress in thousandths, while processing.
+    pub progress_permille: Option<i64>,
+    /// Why its job failed.
+    pub error: Option<String>,
+    /// What to do on a match.
+    pub policy: Policy,
+    /// The uploaded file awaiting (or being) hashed.
+    pub upload_path: Option<String>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// Last change, milliseconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+/// What [`insert`] needs.
+#[derive(Debug, Clone)]
+pub struct NewReference<'a> {
+    /// The id, chosen by the caller so the upload file can be named after it.
+    pub id: &'a str,
+    /// The owner.
+    pub rights_holder_id: Option<&'a str>,
+    /// A human title.
+    pub title: &'a str,
+    /// Where its frames come from.
+    pub source: ReferenceSource,
+    /// The initial status.
+    pub status: ReferenceStatus,
+    /// What to do on a match.
+    pub policy: &'a Policy,
+    /// The uploaded file, if any.
+    pub upload_path: Option<&'a str>,
+}
+
+const COLUMNS: &str = "id, rights_holder_id, title, source, status, frames, progress_permille, \
+                       error, policy, upload_path, created_at, updated_at";
+
+fn decode_err(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(err))
+}
+
+fn from_row(row: &AnyRow) -> sqlx::Result<Reference> {
+    let source: String = row.try_get(3)?;
+    let status: String = row.try_get(4)?;
+    let policy: String = row.try_get(8)?;
+    Ok(Reference {
+        id: row.try_get(0)?,
+        rights_holder_id: row.try_get(1)?,
+        title: row.try_get(2)?,
+        source: source.parse().map_err(decode_err)?,
+        status: status.parse().map_err(decode_err)?,
+        frames: row.try_get(5)?,
+        progress_permille: row.try_get(6)?,
+        error: row.try_get(7)?,
+        policy: serde_json::from_str(&policy).map_err(decode_err)?,
+        upload_path: row.try_get(9)?,
+        created_at: row.try_get(10)?,
+        updated_at: row.try_get(11)?,
+    })
+}
+
+fn policy_json(policy: &Policy) -> sqlx::Result<String> {
+    serde_json::to_string(policy).map_err(|err| sqlx::Error::Encode(Box::new(err)))
+}
+
+/// Inserts a reference and returns it as stored.
+///
+/// # Errors
+/// Any database error.
+pub async fn insert<'e>(db: impl Executor<'e, Database = Any>, new: &NewReference<'_>) -> sqlx::Result<Reference> {
+    let now = now_ms();
+    let sql = format!(
+        "INSERT INTO library_references (id, rights_holder_id, title, source, status, frames, \
+         policy, upload_path, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $8) RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(new.id)
+        .bind(new.rights_holder_id)
+        .bind(new.title)
+        .bind(new.source.as_str())
+        .bind(new.status.as_str())
+        .bind(policy_json(new.policy)?)
+        .bind(new.upload_path)
+        .bind(now)
+        .fetch_one(db)
+        .await?;
+    from_row(&row)
+}
+
+/// Looks a reference up by id.
+///
+/// # Errors
+/// Any database error.
+pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx::Result<Option<Reference>> {
+    let sql = format!("SELECT {COLUMNS} FROM library_references WHERE id = $1");
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(db).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// One page of references in id (creation) order: those after `after`, at most `limit`,
+/// only `owner`'s when given.
+///
+/// # Errors
+/// Any database error.
+pub async fn list<'e>(
+    db: impl Executor<'e, Database = Any>,
+    owner: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<Reference>> {
+    // One query for every combination: NULL parameters switch the filters off.
+    let sql = format!(
+        "SELECT {COLUMNS} FROM library_references \
+         WHERE ($1 IS NULL OR rights_holder_id = $1) AND ($2 IS NULL OR id > $2) \
+         ORDER BY id LIMIT $3"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql)).bind(owner).bind(after).bind(limit).fetch_all(db).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Every reference still `processing` (jobs to resume after a restart).
+///
+/// # Errors
+/// Any database error.
+pub async fn list_processing<'e>(db: impl Executor<'e, Database = Any>) -> sqlx::Result<Vec<Reference>> {
+    let sql = format!("SELECT {COLUMNS} FROM library_references WHERE status = 'processing' ORDER BY id");
+    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(db).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// `(id, frames)` of every matchable reference: what every worker's index should hold.
+///
+/// # Errors
+/// Any database error.
+pub async fn list_indexable<'e>(db: impl Executor<'e, Database = Any>) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT id, frames FROM library_references WHERE status IN ('ready', 'live')")
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+}
+
+/// Replaces a reference's policy. Returns false when it does not exist.
+///
+/// # Errors
+/// Any database error.
+pub async fn update_policy<'e>(db: impl Executor<'e, Database = Any>, id: &str, policy: &Policy) -> sqlx::Result<bool> {
+    let done = sqlx::query("UPDATE library_references SET policy = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(policy_json(policy)?)
+        .bind(now_ms())
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Records a running job's progress (thousandths) and frame count.
+///
+/// # Errors
+/// Any database error.
+pub async fn update_progress<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+    progress_permille: i64,
+    frames: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE library_references SET progress_permille = $2, frames = $3, updated_at = $4 \
+         WHERE id = $1 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(progress_permille)
+    .bind(frames)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Marks a reference `ready`, clearing the job fields. Returns false when it no longer exists.
+///
+/// # Errors
+/// Any database error.
+pub async fn mark_ready<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE library_references SET status = 'ready', progress_permille = NULL, error = NULL, \
+         upload_path = NULL, updated_at = $2 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Marks a reference `failed` with the reason. Returns false when it no longer exists.
+///
+/// # Errors
+/// Any database error.
+pub async fn mark_failed<'e>(db: impl Executor<'e, Database = Any>, id: &str, error: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE library_references SET status = 'failed', progress_permille = NULL, error = $2, \
+         upload_path = NULL, updated_at = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Deletes a reference and its frames. Returns false when it did not exist.
+///
+/// # Errors
+/// Any database error.
+pub async fn delete<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM library_references WHERE id = $1").bind(id).execute(db).await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Appends frames to a reference and bumps its frame count; returns the new count. Run it in a
+/// transaction (pass `&mut *tx`) so the chunks and the count change together.
+///
+/// # Errors
+/// Any database error (a foreign-key violation when the reference was deleted meanwhile).
+pub async fn append_frames(conn: &mut AnyConnection, id: &str, frames: &[FrameRecord]) -> sqlx::Result<i64> {
+    let next_seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) FROM reference_frame_chunks WHERE reference_id = $1")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    let now = now_ms();
+    for (seq, chunk) in (next_seq..).zip(frames.chunks(FRAMES_PER_CHUNK)) {
+        sqlx::query(
+            "INSERT INTO reference_frame_chunks (reference_id, seq, frame_count, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(seq)
+        .bind(i64::try_from(chunk.len()).unwrap_or(i64::MAX))
+        .bind(encode_frames(chunk))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let added = i64::try_from(frames.len()).unwrap_or(i64::MAX);
+    let row = sqlx::query(
+        "UPDATE library_references SET frames = frames + $2, updated_at = $3 WHERE id = $1 RETURNING frames",
+    )
+    .bind(id)
+    .bind(added)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(sqlx::Error::RowNotFound)?;
+    row.try_get(0)
+}
+
+/// Removes every stored frame of a reference (before a job re-runs) and zeroes its count.
+///
+/// # Errors
+/// Any database error.
+pub async fn clear_frames(conn: &mut AnyConnection, id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM reference_frame_chunks WHERE reference_id = $1").bind(id).execute(&mut *conn).await?;
+    sqlx::query("UPDATE library_references SET frames = 0 WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Loads every stored frame of a reference, in the order they were appended.
+///
+/// # Errors
+/// Any database error, or a chunk that is not a whole number of records.
+pub async fn load_frames<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx::Result<Vec<FrameRecord>> {
+    let rows = sqlx::query("SELECT data FROM reference_frame_chunks WHERE reference_id = $1 ORDER BY seq")
+        .bind(id)
+        .fetch_all(db)
+        .await?;
+    let mut frames = Vec::new();
+    for row in rows {
+        let data: Vec<u8> = row.try_get(0)?;
+        decode_frames(&data, &mut frames)?;
+    }
+    Ok(frames)
+}
+
+fn encode_frames(frames: &[FrameRecord]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frames.len() * FRAME_RECORD_BYTES);
+    for frame in frames {
+        out.extend_from_slice(&frame.ts_ms.to_le_bytes());
+        out.extend_from_slice(&frame.hash.to_bytes());
+        out.push(frame.quality);
+        out.push(frame.variant);
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("stored frame chunk of {0} bytes is not a whole number of {FRAME_RECORD_BYTES}-byte records")]
+struct TornChunk(usize);
+
+fn decode_frames(data: &[u8], out: &mut Vec<FrameRecord>) -> sqlx::Result<()> {
+    if data.len() % FRAME_RECORD_BYTES != 0 {
+        return Err(decode_err(TornChunk(data.len())));
+    }
+    for record in data.chunks_exact(FRAME_RECORD_BYTES) {
+        let (ts, rest) = record.split_at(8);
+        let (hash, rest) = rest.split_at(32);
+        let mut ts_bytes = [0_u8; 8];
+        ts_bytes.copy_from_slice(ts);
+        let mut hash_bytes = [0_u8; 32];
+        hash_bytes.copy_from_slice(hash);
+        out.push(FrameRecord {
+            ts_ms: i64::from_le_bytes(ts_bytes),
+            hash: Hash256::from_bytes(hash_bytes),
+            quality: rest[0],
+            variant: rest[1],
+        });
+    }
+    Ok(())
+}
