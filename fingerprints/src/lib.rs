@@ -13,6 +13,9 @@
 //!   portrait and 4:3 re-streams of a landscape broadcast match.
 //! - [`StreamMatcher`]: per-stream temporal evidence, votes of keyframe [`Hit`]s for a
 //!   (reference, time offset) that must agree over distinct reference times ([`Evidence`]).
+//! - [`HammingIndex`]: exact Hamming range search over 256-bit codes (multi-index hashing,
+//!   updatable, byte snapshots, about 64 bytes per code); [`LiveIndex`]: its time-windowed
+//!   variant for live reference feeds, expired by retention.
 //! - [`features`]: local binary features (FAST + mirror-symmetric BRIEF over a pyramid), an LSH
 //!   [`features::FeatureIndex`] of reference frames and RANSAC verification of query keyframes:
 //!   the geometric tier that catches zoomed, cropped, overlaid and filmed re-streams.
@@ -26,6 +29,8 @@ mod decode;
 mod error;
 pub mod features;
 mod hash;
+mod index;
+mod live;
 mod luma;
 mod pdq;
 mod temporal;
@@ -33,6 +38,8 @@ mod temporal;
 pub use crops::{CropVariant, centre_crop};
 pub use error::{Error, ErrorKind};
 pub use hash::Hash256;
+pub use index::{HammingIndex, IndexMatch};
+pub use live::{LiveIndex, LiveMatch};
 pub use luma::Luma;
 pub use decode::{DecodeLimits, decode_luma};
 pub use pdq::{Dihedral, PdqHash, pdq, pdq_dihedral, pdq_dihedral_rgb, pdq_rgb};
