@@ -9,6 +9,8 @@
 //! - [`Luma`]: an 8-bit greyscale image, the one pixel format every algorithm here consumes.
 //! - [`pdq`], [`pdq_dihedral`], [`pdq_rgb`]: Meta's PDQ hash with quality and the eight
 //!   dihedral variants from one DCT, bit-compatible with the reference implementation.
+//! - [`content_rect`], [`Rect`]: letterbox and pillarbox detection (plain or blurred-fill bars),
+//!   so the picture inside a padded frame can be hashed on its own.
 //! - [`centre_crop`], [`CropVariant`]: centred 9:16, 1:1 and 4:3 crops of reference frames, so
 //!   portrait and 4:3 re-streams of a landscape broadcast match.
 //! - [`StreamMatcher`]: per-stream temporal evidence, votes of keyframe [`Hit`]s for a
@@ -24,6 +26,7 @@
 //! - [`Error`]: the crate's one error type, with a `#[non_exhaustive]` [`ErrorKind`].
 #![deny(missing_docs)]
 
+mod border;
 mod crops;
 mod decode;
 mod error;
@@ -35,6 +38,7 @@ mod luma;
 mod pdq;
 mod temporal;
 
+pub use border::{Rect, content_rect};
 pub use crops::{CropVariant, centre_crop};
 pub use error::{Error, ErrorKind};
 pub use hash::Hash256;

@@ -255,10 +255,10 @@ impl Candidate {
         let at = self.hits.partition_point(|h| h.stream_ts_ms < hit.stream_ts_ms);
         self.hits.insert(at, hit);
         while self.hits.len() > cfg.max_hits_per_candidate.max(1) {
-            if let Some(old) = self.hits.pop_front() {
-                if let Some(next) = self.hits.front() {
-                    self.trimmed_ms += (next.stream_ts_ms - old.stream_ts_ms).min(cfg.max_gap_ms);
-                }
+            if let Some(old) = self.hits.pop_front()
+                && let Some(next) = self.hits.front()
+            {
+                self.trimmed_ms += (next.stream_ts_ms - old.stream_ts_ms).min(cfg.max_gap_ms);
             }
         }
     }
@@ -339,7 +339,8 @@ impl StreamMatcher {
         let mut clusters: Vec<(Target, Hit)> = Vec::new();
         let mut leftovers: Vec<Hit> = Vec::new();
         for h in hits {
-            if h.distance > cfg.max_distance || !(h.weight > 0.0) || !h.weight.is_finite() {
+            // NaN fails `is_finite`, so the comparison below is total.
+            if h.distance > cfg.max_distance || !h.weight.is_finite() || h.weight <= 0.0 {
                 continue;
             }
             let h = Hit { weight: h.weight.min(1.0), ..*h };

@@ -1,0 +1,416 @@
+//! Letterbox and pillarbox detection: where the picture is inside a padded frame.
+//!
+//! PDQ hashes the whole frame, so a broadcast shrunk into a canvas with bars (black, any flat
+//! colour, or the "blur fill" of vertical phone streams: a blurred, darkened, enlarged copy of
+//! the picture behind it) hashes nothing like the broadcast. [`content_rect`] finds the picture
+//! to the pixel so the caller can hash it on its own.
+//!
+//! How: the frame is read as lines (rows for bars above and below, then columns for bars left
+//! and right, inside the rows kept). Per line we measure its detail (the largest mean absolute
+//! difference between neighbouring pixels over short segments of the line) and the change to
+//! the next line. Bars, plain or blurred, have no detail anywhere along a line and change
+//! slowly from line to line. A bar ends at a *sharp, straight* edge: a step between two lines
+//! that is large compared with the bar's own line-to-line noise and that happens in one line
+//! (or two, for compression smear) rather than over a band, as a horizon or a soft shadow
+//! would. The bars must also mirror each other (same thickness within 1 % of the frame, as
+//! every padding filter centres the picture), and the picture between them must have detail.
+//!
+//! False bars cost matching (the caller would hash a wrong crop), so every test leans towards
+//! `None`: a dark sky above a skyline has no straight edge spanning the frame, a black title
+//! card has no edge at all, a night scene rarely has mirrored smooth bands. The caller hashes
+//! the full frame as well, so a missed detection only costs the bar-stripped hash.
+
+use crate::Luma;
+
+/// A rectangle of an image, in pixels: columns `x..x + width`, rows `y..y + height`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rect {
+    /// Left column.
+    pub x: u32,
+    /// Top row.
+    pub y: u32,
+    /// Width in pixels (non-zero).
+    pub width: u32,
+    /// Height in pixels (non-zero).
+    pub height: u32,
+}
+
+impl Rect {
+    /// Copies this rectangle out of `img`; `None` if it does not fit inside `img`.
+    pub fn crop(&self, img: &Luma) -> Option<Luma> {
+        img.crop(self.x, self.y, self.width, self.height).ok()
+    }
+}
+
+/// Images smaller than this on either side are not analysed: too few lines to tell a bar
+/// from the picture.
+const MIN_SIDE: usize = 48;
+/// A bar's line may have no segment whose mean absolute second difference along the line
+/// exceeds this (grey levels). Second differences vanish on gradients, so a blur-fill bar reads
+/// as smooth even where it blurs a strong edge of the picture (its gradients reach several grey
+/// levels per pixel, its curvature stays near the compression noise), and compressed black
+/// bars sit near 0, while any line of picture with texture, text or a single star exceeds it
+/// somewhere.
+const BAR_DETAIL: f32 = 4.0;
+/// Same limit for the change between two consecutive bar lines (per segment).
+const BAR_STEP: f32 = 8.0;
+/// A bar's edge must change the line by at least this much on average (grey levels).
+const EDGE_MIN: f32 = 2.5;
+/// ... and by at least this many times the bar's own largest line-to-line change.
+const EDGE_OVER_NOISE: f32 = 3.0;
+/// ... and three lines into the picture, the line must still differ from the bar by this
+/// fraction of the edge's step.
+const EDGE_PERSISTENCE: f32 = 0.5;
+/// A segment of a line "departs" from the bar when it differs from a bar line by this much on
+/// average (grey levels): well above compression ringing, well below any visible edge.
+const DEPARTURE: f32 = 6.0;
+/// Of the segments that depart from the bar within 3 lines of the edge, at least this fraction
+/// must do so at the edge itself (within a line).
+const EDGE_STRAIGHTNESS: f32 = 0.75;
+/// ... and those must be at least this fraction of all segments: a dark picture against black
+/// bars shows its edge only where it is bright, but an edge seen along less than a quarter of the
+/// frame is too little to tell from an object's outline.
+const EDGE_EXTENT: f32 = 0.25;
+
+/// Finds the picture inside letterbox (above/below) and pillarbox (left/right) bars.
+///
+/// Returns `Some` only when bars were found on at least one axis, symmetric within 1 % of the
+/// frame (at least 2 pixels), each at least 2 % of the frame thick, leaving a picture of at
+/// least 20 % of the frame on that axis (a 2.35:1 film inside a vertical 9:16 canvas keeps 24 %). Bars may be black, any near-uniform colour, or a
+/// heavily blurred copy of the picture. `None` means "no bars, or not sure": hash the whole
+/// frame.
+pub fn content_rect(img: &Luma) -> Option<Rect> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w < MIN_SIDE || h < MIN_SIDE {
+        return None;
+    }
+    let (mut top, mut bottom) = find_bars(&Lines::rows(img, 0, w)).unwrap_or((0, 0));
+    let (left, right) = find_bars(&Lines::columns(img, top, h - bottom)).unwrap_or((0, 0));
+    if left + right > 0 {
+        // Pillar bars dilute the row statistics; measure the rows again inside the picture.
+        if let Some((t, b)) = find_bars(&Lines::rows(img, left, w - right)) {
+            (top, bottom) = (t, b);
+        }
+    }
+    if top + bottom + left + right == 0 {
+        return None;
+    }
+    // Bars on all four sides shrink a picture only a little (a letterbox pad, a film's own
+    // bars inside a vertical canvas); a small box in the middle of the frame, under half of
+    // it both ways, is a title or a logo on a plain background.
+    if 2 * (top + bottom) > h && 2 * (left + right) > w {
+        return None;
+    }
+    Some(Rect {
+        x: left as u32,
+        y: top as u32,
+        width: (w - left - right) as u32,
+        height: (h - top - bottom) as u32,
+    })
+}
+
+/// An image read as `n` lines of `m` pixels each (rows or columns of a span), line-major.
+struct Lines {
+    n: usize,
+    m: usize,
+    px: Vec<u8>,
+}
+
+impl Lines {
+    /// Rows of `img`, restricted to columns `x0..x1`.
+    fn rows(img: &Luma, x0: usize, x1: usize) -> Lines {
+        let (n, m) = (img.height() as usize, x1 - x0);
+        let mut px = Vec::with_capacity(n * m);
+        for y in 0..n {
+            px.extend_from_slice(&img.row(y as u32)[x0..x1]);
+        }
+        Lines { n, m, px }
+    }
+
+    /// Columns of `img`, restricted to rows `y0..y1`.
+    fn columns(img: &Luma, y0: usize, y1: usize) -> Lines {
+        let (n, m) = (img.width() as usize, y1 - y0);
+        let mut px = vec![0u8; n * m];
+        for (j, y) in (y0..y1).enumerate() {
+            for (i, &p) in img.row(y as u32).iter().enumerate() {
+                px[i * m + j] = p;
+            }
+        }
+        Lines { n, m, px }
+    }
+
+    fn line(&self, i: usize) -> &[u8] {
+        &self.px[i * self.m..(i + 1) * self.m]
+    }
+}
+
+/// Per-line measurements.
+struct Profile {
+    /// Largest segment mean of |p[j-1] - 2 p[j] + p[j+1]| along line i: curvature, not slope,
+    /// so a blurred gradient reads as smooth while texture, edges and text do not.
+    detail: Vec<f32>,
+    /// Mean |line i - line i-1| (0 for i = 0).
+    step: Vec<f32>,
+    /// Largest segment mean of |line i - line i-1|.
+    step_seg: Vec<f32>,
+}
+
+fn segment_len(m: usize) -> usize {
+    (m / 24).clamp(8, 32)
+}
+
+fn profile(lines: &Lines) -> Profile {
+    let (n, m) = (lines.n, lines.m);
+    let seg = segment_len(m);
+    let mut detail = vec![0.0; n];
+    let mut step = vec![0.0; n];
+    let mut step_seg = vec![0.0; n];
+    for i in 0..n {
+        let l = lines.line(i);
+        let mut worst = 0u32;
+        for chunk in l.chunks(seg + 2).filter(|c| c.len() > 2) {
+            let s: u32 = chunk
+                .windows(3)
+                .map(|p| (i32::from(p[0]) - 2 * i32::from(p[1]) + i32::from(p[2])).unsigned_abs())
+                .sum();
+            worst = worst.max(s * 64 / (chunk.len() as u32 - 2));
+        }
+        detail[i] = worst as f32 / 64.0;
+        if i > 0 {
+            let prev = lines.line(i - 1);
+            let mut total = 0u32;
+            let mut worst = 0u32;
+            for (a, b) in prev.chunks(seg).zip(l.chunks(seg)) {
+                let s: u32 = a.iter().zip(b).map(|(x, y)| u32::from(x.abs_diff(*y))).sum();
+                total += s;
+                worst = worst.max(s * 64 / a.len() as u32);
+            }
+            step[i] = total as f32 / m as f32;
+            step_seg[i] = worst as f32 / 64.0;
+        }
+    }
+    Profile { detail, step, step_seg }
+}
+
+/// Mean over the line of |line a - line b|.
+fn line_diff(lines: &Lines, a: usize, b: usize) -> f32 {
+    let s: u32 =
+        lines.line(a).iter().zip(lines.line(b)).map(|(x, y)| u32::from(x.abs_diff(*y))).sum();
+    s as f32 / lines.m as f32
+}
+
+/// Bars at the start and end of `lines`: `(start, end)` thicknesses, or `None`.
+fn find_bars(lines: &Lines) -> Option<(usize, usize)> {
+    let n = lines.n;
+    if n < MIN_SIDE || lines.m < MIN_SIDE / 2 {
+        return None;
+    }
+    let p = profile(lines);
+    let a = edge(lines, &p, false)?;
+    let b = edge(lines, &p, true)?;
+    if a.abs_diff(b) > (n / 100).max(2) || n - a - b < n / 5 {
+        return None;
+    }
+    // The picture between the bars must have detail somewhere: a uniform frame with two faint
+    // bands is not a padded picture.
+    let busy = (a..n - b).filter(|&i| p.detail[i] > BAR_DETAIL).count();
+    (busy * 10 >= n - a - b).then_some((a, b))
+}
+
+/// The thickness of the bar on one side (`from_end`: the last lines inward), if it has one.
+fn edge(lines: &Lines, p: &Profile, from_end: bool) -> Option<usize> {
+    let n = lines.n;
+    // The k-th line from this side, and the step between it and the (k-1)-th: the edge that
+    // makes a bar of k lines.
+    let at = |k: usize| if from_end { n - 1 - k } else { k };
+    let step_at = |k: usize| if from_end { p.step[n - k] } else { p.step[k] };
+    let step_seg_at = |k: usize| if from_end { p.step_seg[n - k] } else { p.step_seg[k] };
+    let min_bar = (n / 50).max(2);
+    let max_bar = n * 2 / 5;
+    // The run of bar-like lines from this side.
+    let mut smooth = 0;
+    while smooth < max_bar
+        && p.detail[at(smooth)] <= BAR_DETAIL
+        && (smooth == 0 || step_seg_at(smooth) <= BAR_STEP)
+    {
+        smooth += 1;
+    }
+    // Compression rings next to a sharp edge (JPEG blocks, H.264 transforms): the run may stop
+    // a few lines short of the edge. The edge is then the first strong step in the window.
+    let slack = (n / 100).max(4);
+    let lo = smooth.saturating_sub(1).max(min_bar);
+    let hi = (smooth + slack).min(max_bar).min(n - 2);
+    if lo > hi || smooth < 2 {
+        return None;
+    }
+    let noise = (1..smooth.saturating_sub(slack).max(1)).map(step_at).fold(0.0f32, f32::max);
+    let peak = (lo..=hi).map(step_at).fold(0.0f32, f32::max);
+    let floor = EDGE_MIN.max(EDGE_OVER_NOISE * noise).max(peak / 2.0);
+    let k = (lo..=hi).find(|&k| step_at(k) >= floor)?;
+    // Persistence: a few lines into the picture, it still differs from the bar (a thin line
+    // drawn on a flat background, such as a grid, returns to the background's level).
+    let near = line_diff(lines, at(k - 1), at(k))
+        .max(line_diff(lines, at(k - 1), at(k + 1)).min(line_diff(lines, at(k - 2), at(k))));
+    let persist = line_diff(lines, at(k - 1), at((k + 3).min(n - 1)));
+    if persist < EDGE_PERSISTENCE * near {
+        return None;
+    }
+    // Straightness: along the line, wherever the picture departs from the bar it does so at
+    // this edge (within a line), not a few lines before or after as the outline of a title, a
+    // horizon or a slanted object would. And it does so along a fair part of the line.
+    let bar = at(k.saturating_sub(4));
+    let seg = segment_len(lines.m);
+    let segments = lines.m.div_ceil(seg);
+    let (mut aligned, mut departing) = (0usize, 0usize);
+    for s in 0..segments {
+        let (j0, j1) = (s * seg, ((s + 1) * seg).min(lines.m));
+        let reference = &lines.line(bar)[j0..j1];
+        let first = (k.saturating_sub(3)..=(k + 3).min(n - 1)).find(|&t| {
+            let d: u32 = lines.line(at(t))[j0..j1]
+                .iter()
+                .zip(reference)
+                .map(|(p, q)| u32::from(p.abs_diff(*q)))
+                .sum();
+            d as f32 >= DEPARTURE * (j1 - j0) as f32
+        });
+        if let Some(t) = first {
+            departing += 1;
+            if t + 1 >= k && t <= k + 1 {
+                aligned += 1;
+            }
+        }
+    }
+    let straight = aligned as f32 >= EDGE_STRAIGHTNESS * departing as f32
+        && aligned as f32 >= EDGE_EXTENT * segments as f32;
+    straight.then_some(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic texture: a mix of gradients and hashed noise, like a busy picture.
+    fn texture(w: u32, h: u32, seed: u32) -> Luma {
+        let px = (0..h)
+            .flat_map(|y| {
+                (0..w).map(move |x| {
+                    let mut v = x.wrapping_mul(374_761_393) ^ y.wrapping_mul(668_265_263) ^ seed;
+                    v = (v ^ (v >> 13)).wrapping_mul(1_274_126_177);
+                    let noise = (v >> 24) as i32 - 128;
+                    let base = 128 + ((x as i32 * 3 + y as i32 * 2) % 80) - 40;
+                    (base + noise / 2).clamp(0, 255) as u8
+                })
+            })
+            .collect();
+        Luma::new(w, h, px).unwrap()
+    }
+
+    fn pad(content: &Luma, w: u32, h: u32, x: u32, y: u32, fill: u8) -> Luma {
+        let mut px = vec![fill; (w * h) as usize];
+        for r in 0..content.height() {
+            let start = ((y + r) * w + x) as usize;
+            px[start..start + content.width() as usize].copy_from_slice(content.row(r));
+        }
+        Luma::new(w, h, px).unwrap()
+    }
+
+    #[test]
+    fn black_letterbox_and_pillarbox_bars_are_found_to_the_pixel() {
+        let img = pad(&texture(512, 288, 1), 640, 360, 64, 36, 0);
+        assert_eq!(content_rect(&img), Some(Rect { x: 64, y: 36, width: 512, height: 288 }));
+    }
+
+    #[test]
+    fn grey_bars_above_and_below_are_found() {
+        let img = pad(&texture(360, 202, 2), 360, 640, 0, 219, 90);
+        assert_eq!(content_rect(&img), Some(Rect { x: 0, y: 219, width: 360, height: 202 }));
+    }
+
+    /// Separable box blur of the given radius, applied `passes` times (as FFmpeg's boxblur).
+    fn box_blur(img: &Luma, radius: usize, passes: usize) -> Luma {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let mut px: Vec<f32> = img.pixels().iter().map(|&p| f32::from(p)).collect();
+        let blur_line = |get: &dyn Fn(usize) -> f32, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    let (a, b) = (i.saturating_sub(radius), (i + radius).min(n - 1));
+                    (a..=b).map(get).sum::<f32>() / (b - a + 1) as f32
+                })
+                .collect()
+        };
+        for _ in 0..passes {
+            for y in 0..h {
+                let row = blur_line(&|x| px[y * w + x], w);
+                px[y * w..(y + 1) * w].copy_from_slice(&row);
+            }
+            for x in 0..w {
+                let col = blur_line(&|y| px[y * w + x], h);
+                for (y, v) in col.into_iter().enumerate() {
+                    px[y * w + x] = v;
+                }
+            }
+        }
+        Luma::new(w as u32, h as u32, px.into_iter().map(|v| v.round() as u8).collect()).unwrap()
+    }
+
+    #[test]
+    fn blurred_fill_bars_are_found_to_the_pixel() {
+        // As a vertical phone stream: the 16:9 picture over a blurred, darkened copy of its
+        // centre enlarged to fill the 9:16 canvas.
+        let content = texture(360, 202, 7);
+        let centre = content.crop(123, 0, 114, 202).unwrap();
+        let enlarged: Vec<u8> = (0..640)
+            .flat_map(|y| {
+                let c = &centre;
+                (0..360).map(move |x| c.row(y * 202 / 640)[(x * 114 / 360) as usize])
+            })
+            .collect();
+        let blurred = box_blur(&Luma::new(360, 640, enlarged).unwrap(), 16, 2);
+        let dark: Vec<u8> = blurred.pixels().iter().map(|p| p.saturating_sub(20)).collect();
+        let mut px = dark;
+        for r in 0..202u32 {
+            let start = ((219 + r) * 360) as usize;
+            px[start..start + 360].copy_from_slice(content.row(r));
+        }
+        let img = Luma::new(360, 640, px).unwrap();
+        assert_eq!(content_rect(&img), Some(Rect { x: 0, y: 219, width: 360, height: 202 }));
+    }
+
+    #[test]
+    fn a_dark_sky_above_a_skyline_and_dark_ground_below_give_none() {
+        // Smooth dark bands of the same height at the top and the bottom, but their edges with
+        // the busy middle are ragged, as a skyline and a foreground are.
+        let busy = texture(640, 360, 9);
+        let bands = |ragged: &dyn Fn(u32) -> u32| {
+            let px = (0..360u32)
+                .flat_map(|y| (0..640u32).map(move |x| (y, x)))
+                .map(|(y, x)| {
+                    let r = ragged(x);
+                    if y < r || y >= 360 - r { 18 } else { busy.row(y)[x as usize] }
+                })
+                .collect();
+            Luma::new(640, 360, px).unwrap()
+        };
+        assert_eq!(content_rect(&bands(&|x| 90 + (x / 16 * 7919 % 23))), None);
+        // The same bands with straight edges are bars.
+        let straight = Rect { x: 0, y: 90, width: 640, height: 180 };
+        assert_eq!(content_rect(&bands(&|_| 90)), Some(straight));
+    }
+
+    #[test]
+    fn a_frame_without_bars_gives_none() {
+        assert_eq!(content_rect(&texture(640, 360, 3)), None);
+    }
+
+    #[test]
+    fn a_uniform_frame_gives_none() {
+        let img = Luma::new(640, 360, vec![16; 640 * 360]).unwrap();
+        assert_eq!(content_rect(&img), None);
+    }
+
+    #[test]
+    fn tiny_images_give_none() {
+        let img = pad(&texture(20, 10, 4), 30, 30, 5, 10, 0);
+        assert_eq!(content_rect(&img), None);
+    }
+}
