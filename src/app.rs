@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::references::index::{FrameIndex, IndexSync};
+use crate::references::engine::{RecognitionHasher, SharedLibrary};
+use crate::references::index::IndexSync;
 use crate::references::jobs::{self, JobRunner, ReferenceHasher};
 use crate::store::Store;
 
@@ -29,14 +30,21 @@ pub enum Mode {
     Worker,
 }
 
-/// The recognition engine the app runs on: how reference files are hashed and where their
-/// frames are indexed.
+/// The recognition engine the app runs on: how reference files are hashed, and the library
+/// their frames are indexed in.
 #[derive(Clone)]
 pub struct Engine {
     /// Hashes uploaded reference files.
     pub hasher: Arc<dyn ReferenceHasher>,
-    /// The in-memory index of reference frames.
-    pub index: Arc<dyn FrameIndex>,
+    /// The in-memory index of every reference's frames, shared with the workers.
+    pub library: SharedLibrary,
+}
+
+impl Default for Engine {
+    /// The recognition core with its default options and an empty library.
+    fn default() -> Self {
+        Self { hasher: Arc::new(RecognitionHasher::default()), library: SharedLibrary::default() }
+    }
 }
 
 /// A built application, ready to run.
@@ -54,13 +62,13 @@ impl App {
     /// When the data directory, the database or the listen address is unusable.
     pub async fn build_with(config: Config, mode: Mode, engine: Engine) -> anyhow::Result<Self> {
         tracing::info!(?config, ?mode, "starting offside");
-        tokio::fs::create_dir_all(&config.data_dir)
-            .await
-            .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+        tokio::fs::create_dir_all(&config.data_dir).await.with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
         let store = Store::connect(config.database_url.expose()).await?;
         store.migrate().await?;
 
-        let index = Arc::new(IndexSync::new(engine.index));
+        let index = Arc::new(IndexSync::new(engine.library.clone()));
         index.reconcile(&store).await.context("loading the reference index")?;
         tracing::info!(references = index.len(), "reference index loaded");
 
@@ -85,6 +93,7 @@ impl App {
             config: Arc::new(config),
             store,
             index,
+            library: engine.library,
             jobs,
             metrics: crate::telemetry::metrics(),
             readiness: Arc::new(Vec::new()),
@@ -114,15 +123,41 @@ impl App {
 
         // Background tasks, each stopped by the same token.
         let sync_interval = Duration::from_millis(state.config.index_sync_ms.max(50));
-        tasks.spawn(Arc::clone(&state.index).run(state.store.clone(), sync_interval, cancel.clone()));
+        tasks.spawn(Arc::clone(&state.index).run(
+            state.store.clone(),
+            sync_interval,
+            cancel.clone(),
+        ));
+        // Keyframe workers, in both modes: one consumer per core, each with its own prefetch.
+        let recognition = crate::recognition::RecognitionConfig::default();
+        let mut deps = crate::pipeline::Deps::new(
+            state.store.clone(),
+            Arc::new(crate::pipeline::LibraryLookup {
+                library: state.library.clone(),
+                config: recognition.clone(),
+            }),
+            recognition.matcher.clone(),
+        );
+        deps.outbox_wake = Arc::clone(&state.outbox_wake);
+        let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        for _ in 0..workers {
+            tasks.spawn(crate::pipeline::run_consumer(
+                Arc::clone(&state.queue),
+                deps.clone(),
+                cancel.clone(),
+            ));
+        }
         if mode == Mode::Serve {
             for _ in 0..state.config.reference_jobs {
                 tasks.spawn(Arc::clone(&runner).run(cancel.clone()));
             }
             // Takedown webhooks: the outbox is in the database, so one loop here delivers the
             // decisions of every worker process.
-            let client = crate::enforce::webhook::WebhookClient::new(Duration::from_secs(10), state.config.allow_private_urls)
-                .context("building the webhook client")?;
+            let client = crate::enforce::webhook::WebhookClient::new(
+                Duration::from_secs(10),
+                state.config.allow_private_urls,
+            )
+            .context("building the webhook client")?;
             tasks.spawn(crate::enforce::delivery::run(
                 state.store.clone(),
                 client,
@@ -195,6 +230,6 @@ impl App {
     /// # Errors
     /// As [`App::build_with`].
     pub async fn build(config: Config, mode: Mode) -> anyhow::Result<Self> {
-        Self::build_with(config, mode, crate::references::engine::recognition_engine()).await
+        Self::build_with(config, mode, Engine::default()).await
     }
 }

@@ -123,9 +123,15 @@ async fn keys_cli(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     let store = connect(&config).await?;
     let result = match command {
         KeysCommand::Create { role, name, rights_holder } => {
-            let request = crate::http::keys::CreateKey { role, name, rights_holder_id: rights_holder };
-            let created = crate::http::keys::create_key(&store, &request).await.map_err(|err| anyhow::anyhow!("{err}"))?;
-            eprintln!("created {} key {:?} with id {}; it is shown only now:", created.key.role, created.key.name, created.key.id);
+            let request =
+                crate::http::keys::CreateKey { role, name, rights_holder_id: rights_holder };
+            let created = crate::http::keys::create_key(&store, &request)
+                .await
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
+            eprintln!(
+                "created {} key {:?} with id {}; it is shown only now:",
+                created.key.role, created.key.name, created.key.id
+            );
             println!("{}", created.secret);
             Ok(())
         }
@@ -141,7 +147,10 @@ async fn keys_cli(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             for key in keys::list(store.pool()).await? {
                 let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
                 let scope = key.rights_holder_id.as_deref().unwrap_or("-");
-                println!("{}\t{}\t{}\t{}\t{}…\t{state}", key.id, key.role, key.name, scope, key.key_prefix);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}…\t{state}",
+                    key.id, key.role, key.name, scope, key.key_prefix
+                );
             }
             Ok(())
         }

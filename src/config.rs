@@ -81,7 +81,9 @@ impl Default for Config {
         Self {
             database_url: SecretUrl(DEFAULT_DATABASE_URL.to_owned()),
             amqp_url: None,
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             allow_private_urls: false,
             log_format: LogFormat::Text,
@@ -184,7 +186,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "kib" => 1024,
         "mib" => 1024 * 1024,
         "gib" => 1024 * 1024 * 1024,
-        other => return Err(format!("unknown size unit {other:?} (use KB, MB, GB, KiB, MiB or GiB)")),
+        other => {
+            return Err(format!("unknown size unit {other:?} (use KB, MB, GB, KiB, MiB or GiB)"));
+        }
     };
     number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
 }

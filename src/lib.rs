@@ -4,4 +4,10 @@
 //! owns everything with IO: the command line, configuration, storage, queues, media decoding
 //! with FFmpeg, the HTTP API, the worker pipeline and enforcement.
 
+pub mod app;
 pub mod cli;
+pub mod config;
+pub mod http;
+pub mod references;
+pub mod store;
+pub mod telemetry;

@@ -21,9 +21,16 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let _already_installed = match format {
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Text => {
+            registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
+        }
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
 }
@@ -45,10 +52,22 @@ pub fn metrics() -> PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_counter!("offside_http_requests_total", "HTTP requests by route, method and status");
-    metrics::describe_histogram!("offside_http_request_duration_seconds", "HTTP request latency by route");
-    metrics::describe_counter!("offside_reference_jobs_total", "Reference hashing jobs finished, by outcome");
-    metrics::describe_gauge!("offside_reference_jobs_running", "Reference hashing jobs running now");
+    metrics::describe_counter!(
+        "offside_http_requests_total",
+        "HTTP requests by route, method and status"
+    );
+    metrics::describe_histogram!(
+        "offside_http_request_duration_seconds",
+        "HTTP request latency by route"
+    );
+    metrics::describe_counter!(
+        "offside_reference_jobs_total",
+        "Reference hashing jobs finished, by outcome"
+    );
+    metrics::describe_gauge!(
+        "offside_reference_jobs_running",
+        "Reference hashing jobs running now"
+    );
     metrics::describe_gauge!("offside_index_references", "References in this process's index");
     metrics::describe_gauge!("offside_index_frames", "Reference frames in this process's index");
 }

@@ -89,11 +89,16 @@ async fn keys_are_found_by_secret_until_revoked(db: Db) {
     let (_env, store) = fresh(db).await;
     let created = keys::create(store.pool(), "ops", Role::TrustSafety, None).await.expect("create");
     assert!(created.secret.starts_with("off_"));
-    let found = keys::find_active_by_secret(store.pool(), &created.secret).await.expect("find").expect("active");
+    let found = keys::find_active_by_secret(store.pool(), &created.secret)
+        .await
+        .expect("find")
+        .expect("active");
     assert_eq!(found.role, Role::TrustSafety);
     assert!(keys::find_active_by_secret(store.pool(), "off_wrong").await.expect("find").is_none());
     assert!(keys::revoke(store.pool(), &created.key.id).await.expect("revoke"));
-    assert!(keys::find_active_by_secret(store.pool(), &created.secret).await.expect("find").is_none());
+    assert!(
+        keys::find_active_by_secret(store.pool(), &created.secret).await.expect("find").is_none()
+    );
     assert!(!keys::revoke(store.pool(), "no-such-key").await.expect("revoke"));
     let listed = keys::list(store.pool()).await.expect("list");
     assert!(listed[0].revoked_at.is_some());
@@ -102,9 +107,14 @@ async fn keys_are_found_by_secret_until_revoked(db: Db) {
 async fn rights_holder_keys_require_an_existing_rights_holder(db: Db) {
     let (_env, store) = fresh(db).await;
     assert!(keys::create(store.pool(), "x", Role::RightsHolder, Some("missing")).await.is_err());
-    assert!(keys::create(store.pool(), "x", Role::RightsHolder, None).await.is_err(), "scope check");
+    assert!(
+        keys::create(store.pool(), "x", Role::RightsHolder, None).await.is_err(),
+        "scope check"
+    );
     let holder = rights_holders::create(store.pool(), "UEFA").await.expect("holder");
-    let key = keys::create(store.pool(), "x", Role::RightsHolder, Some(&holder.id)).await.expect("scoped key");
+    let key = keys::create(store.pool(), "x", Role::RightsHolder, Some(&holder.id))
+        .await
+        .expect("scoped key");
     assert_eq!(key.key.rights_holder_id.as_deref(), Some(holder.id.as_str()));
 }
 
@@ -134,7 +144,8 @@ async fn listing_pages_by_owner_and_cursor(db: Db) {
         new_reference(&store, Some(&b.id), ReferenceStatus::Ready).await;
     }
     let page1 = references::list(store.pool(), Some(&a.id), None, 3).await.expect("page 1");
-    let page2 = references::list(store.pool(), Some(&a.id), Some(&page1[2].id), 3).await.expect("page 2");
+    let page2 =
+        references::list(store.pool(), Some(&a.id), Some(&page1[2].id), 3).await.expect("page 2");
     let ids: Vec<String> = page1.iter().chain(&page2).map(|r| r.id.clone()).collect();
     assert_eq!(ids, mine);
     assert_eq!(references::list(store.pool(), None, None, 100).await.expect("all").len(), 10);
@@ -144,7 +155,12 @@ async fn job_state_moves_from_processing_to_ready_or_failed(db: Db) {
     let (_env, store) = fresh(db).await;
     let ok = new_reference(&store, None, ReferenceStatus::Processing).await;
     let bad = new_reference(&store, None, ReferenceStatus::Processing).await;
-    let pending: Vec<String> = references::list_processing(store.pool()).await.expect("pending").into_iter().map(|r| r.id).collect();
+    let pending: Vec<String> = references::list_processing(store.pool())
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(pending, vec![ok.clone(), bad.clone()]);
 
     references::update_progress(store.pool(), &ok, 420, 17).await.expect("progress");
@@ -159,9 +175,15 @@ async fn job_state_moves_from_processing_to_ready_or_failed(db: Db) {
     assert!(references::mark_failed(store.pool(), &bad, "corrupt file").await.expect("failed"));
 
     let ready = references::get(store.pool(), &ok).await.expect("get").expect("exists");
-    assert_eq!((ready.status, ready.frames, ready.progress_permille, ready.upload_path), (ReferenceStatus::Ready, 2, None, None));
+    assert_eq!(
+        (ready.status, ready.frames, ready.progress_permille, ready.upload_path),
+        (ReferenceStatus::Ready, 2, None, None)
+    );
     let failed = references::get(store.pool(), &bad).await.expect("get").expect("exists");
-    assert_eq!((failed.status, failed.error.as_deref()), (ReferenceStatus::Failed, Some("corrupt file")));
+    assert_eq!(
+        (failed.status, failed.error.as_deref()),
+        (ReferenceStatus::Failed, Some("corrupt file"))
+    );
     assert!(references::list_processing(store.pool()).await.expect("pending").is_empty());
 }
 
@@ -187,6 +209,9 @@ async fn policy_updates_are_stored(db: Db) {
         ..Policy::default()
     };
     assert!(references::update_policy(store.pool(), &id, &policy).await.expect("update"));
-    assert_eq!(references::get(store.pool(), &id).await.expect("get").expect("exists").policy, policy);
+    assert_eq!(
+        references::get(store.pool(), &id).await.expect("get").expect("exists").policy,
+        policy
+    );
     assert!(!references::update_policy(store.pool(), "missing", &policy).await.expect("update"));
 }

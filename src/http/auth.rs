@@ -48,7 +48,10 @@ impl Principal {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(AUTHORIZATION).ok_or(ApiError::Unauthorized)?;
         let value = header.to_str().map_err(|_| ApiError::Unauthorized)?;
         let (scheme, secret) = value.trim().split_once(' ').ok_or(ApiError::Unauthorized)?;
@@ -56,7 +59,9 @@ impl FromRequestParts<AppState> for Principal {
         if !scheme.eq_ignore_ascii_case("bearer") || !secret.starts_with(keys::KEY_PREFIX) {
             return Err(ApiError::Unauthorized);
         }
-        let key = keys::find_active_by_secret(state.store.pool(), secret).await?.ok_or(ApiError::Unauthorized)?;
+        let key = keys::find_active_by_secret(state.store.pool(), secret)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
         tracing::Span::current().record("key_id", key.id.as_str());
         Ok(Self { key_id: key.id, role: key.role, rights_holder_id: key.rights_holder_id })
     }

@@ -69,15 +69,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
     ready &= db == "ok";
     checks.insert("database".to_owned(), db);
     for check in state.readiness.iter() {
-        let outcome = match tokio::time::timeout(std::time::Duration::from_secs(3), check.check()).await {
-            Ok(Ok(())) => "ok".to_owned(),
-            Ok(Err(err)) => format!("{err:#}"),
-            Err(_) => "timed out".to_owned(),
-        };
+        let outcome =
+            match tokio::time::timeout(std::time::Duration::from_secs(3), check.check()).await {
+                Ok(Ok(())) => "ok".to_owned(),
+                Ok(Err(err)) => format!("{err:#}"),
+                Err(_) => "timed out".to_owned(),
+            };
         ready &= outcome == "ok";
         checks.insert(check.name().to_owned(), outcome);
     }
-    let (status, word) = if ready { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "unavailable") };
+    let (status, word) = if ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
     (status, Json(Readiness { status: word, checks })).into_response()
 }
 

@@ -6,9 +6,9 @@ use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, Json, Path};
-use super::AppState;
 use crate::store::keys::{self, ApiKey, Role};
 use crate::store::rights_holders;
 
@@ -53,14 +53,19 @@ pub struct CreatedKey {
 ///
 /// # Errors
 /// [`ApiError::Unprocessable`] for a bad name, role/scope mismatch or unknown rights holder.
-pub async fn create_key(store: &crate::store::Store, body: &CreateKey) -> Result<keys::NewKey, ApiError> {
+pub async fn create_key(
+    store: &crate::store::Store,
+    body: &CreateKey,
+) -> Result<keys::NewKey, ApiError> {
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::Unprocessable("name must be 1 to 200 characters".to_owned()));
     }
     match (body.role, body.rights_holder_id.as_deref()) {
         (Role::RightsHolder, None) => {
-            return Err(ApiError::Unprocessable("a rights_holder key needs rights_holder_id".to_owned()));
+            return Err(ApiError::Unprocessable(
+                "a rights_holder key needs rights_holder_id".to_owned(),
+            ));
         }
         (Role::RightsHolder, Some(id)) => {
             if rights_holders::get(store.pool(), id).await?.is_none() {
@@ -68,7 +73,9 @@ pub async fn create_key(store: &crate::store::Store, body: &CreateKey) -> Result
             }
         }
         (_, Some(_)) => {
-            return Err(ApiError::Unprocessable("only rights_holder keys take a rights_holder_id".to_owned()));
+            return Err(ApiError::Unprocessable(
+                "only rights_holder keys take a rights_holder_id".to_owned(),
+            ));
         }
         (_, None) => {}
     }
@@ -101,7 +108,10 @@ async fn create(
 /// Lists every key (without secrets), revoked ones included.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])),
     responses((status = 200, body = Vec<ApiKey>), (status = 401), (status = 403)))]
-async fn list(principal: Principal, State(state): State<AppState>) -> Result<Json<Vec<ApiKey>>, ApiError> {
+async fn list(
+    principal: Principal,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ApiKey>>, ApiError> {
     principal.require(&[Role::Admin])?;
     Ok(Json(keys::list(state.store.pool()).await?))
 }

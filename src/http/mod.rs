@@ -31,6 +31,7 @@ use utoipa::OpenApi as _;
 pub use error::ApiError;
 
 use crate::config::Config;
+use crate::references::engine::SharedLibrary;
 use crate::references::index::IndexSync;
 use crate::references::jobs::Jobs;
 use crate::store::Store;
@@ -42,8 +43,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The database.
     pub store: Store,
-    /// This process's reference index.
+    /// Keeps this process's reference library in step with the database.
     pub index: Arc<IndexSync>,
+    /// The reference library itself, for lookups.
+    pub library: SharedLibrary,
     /// The reference job queue.
     pub jobs: Jobs,
     /// The Prometheus recorder rendered by `/metrics`.
@@ -69,7 +72,10 @@ pub fn router(state: AppState) -> Router {
         .merge(cases::router())
         .merge(webhooks::router())
         .merge(audit::router())
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout()));
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout(),
+        ));
     // Routes that stream large bodies and take as long as the client needs; they enforce their
     // own size limit while streaming.
     let streaming = Router::new().merge(references::upload_router());
@@ -116,8 +122,15 @@ async fn track_metrics(request: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!("offside_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
-    if response.status() == StatusCode::REQUEST_TIMEOUT && response.headers().get("content-type").is_none() {
-        return error::error_response(StatusCode::REQUEST_TIMEOUT, "timeout", "the request took too long").into_response();
+    if response.status() == StatusCode::REQUEST_TIMEOUT
+        && response.headers().get("content-type").is_none()
+    {
+        return error::error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took too long",
+        )
+        .into_response();
     }
     response
 }
@@ -148,7 +161,9 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("off_…").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("off_…").build(),
+            ),
         );
     }
 }

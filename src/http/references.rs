@@ -172,7 +172,11 @@ pub struct Imported {
     responses((status = 202, body = Accepted, description = "Upload accepted; a job hashes it"),
               (status = 201, body = Accepted, description = "Empty hash-list reference created"),
               (status = 400), (status = 401), (status = 403), (status = 413), (status = 422)))]
-async fn create(principal: Principal, State(state): State<AppState>, request: Request) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+async fn create(
+    principal: Principal,
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     principal.require(WRITERS)?;
     let content_type = request
         .headers()
@@ -181,15 +185,17 @@ async fn create(principal: Principal, State(state): State<AppState>, request: Re
         .unwrap_or_default()
         .to_ascii_lowercase();
     if content_type.starts_with("multipart/form-data") {
-        let multipart = Multipart::from_request(request, &state).await.map_err(|r| ApiError::BadRequest(r.body_text()))?;
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|r| ApiError::BadRequest(r.body_text()))?;
         upload(&principal, &state, multipart).await
     } else if content_type.starts_with("application/json") {
         let limit = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);
         let bytes = axum::body::to_bytes(request.into_body(), limit)
             .await
             .map_err(|_| ApiError::PayloadTooLarge("the JSON body is too large".to_owned()))?;
-        let metadata: ReferenceMetadata =
-            serde_json::from_slice(&bytes).map_err(|err| ApiError::Unprocessable(err.to_string()))?;
+        let metadata: ReferenceMetadata = serde_json::from_slice(&bytes)
+            .map_err(|err| ApiError::Unprocessable(err.to_string()))?;
         let (owner, policy) = check_metadata(&principal, &state, &metadata).await?;
         let id = new_id();
         references::insert(
@@ -208,7 +214,8 @@ async fn create(principal: Principal, State(state): State<AppState>, request: Re
         Ok((StatusCode::CREATED, Json(Accepted { id, status: ReferenceStatus::Ready })))
     } else {
         Err(ApiError::BadRequest(
-            "send multipart/form-data (metadata + file) or application/json {title, policy?}".to_owned(),
+            "send multipart/form-data (metadata + file) or application/json {title, policy?}"
+                .to_owned(),
         ))
     }
 }
@@ -228,7 +235,9 @@ async fn check_metadata(
     let owner = match (principal.role, &metadata.rights_holder_id) {
         (Role::RightsHolder, None) => principal.rights_holder_id.clone(),
         (Role::RightsHolder, Some(_)) => {
-            return Err(ApiError::Unprocessable("rights_holder_id is set only by admins".to_owned()));
+            return Err(ApiError::Unprocessable(
+                "rights_holder_id is set only by admins".to_owned(),
+            ));
         }
         (_, Some(id)) => {
             if rights_holders::get(state.store.pool(), id).await?.is_none() {
@@ -262,11 +271,15 @@ fn sniff_image(head: &[u8]) -> bool {
         || (head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP")
 }
 
-async fn upload(principal: &Principal, state: &AppState, mut multipart: Multipart) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+async fn upload(
+    principal: &Principal,
+    state: &AppState,
+    mut multipart: Multipart,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let uploads = state.config.uploads_dir();
-    tokio::fs::create_dir_all(&uploads)
-        .await
-        .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("creating the uploads directory")))?;
+    tokio::fs::create_dir_all(&uploads).await.map_err(|err| {
+        ApiError::Internal(anyhow::Error::new(err).context("creating the uploads directory"))
+    })?;
     let id = new_id();
     let path = uploads.join(format!("{id}.upload"));
     let mut guard = UploadGuard { path: path.clone(), keep: false };
@@ -281,7 +294,9 @@ async fn upload(principal: &Principal, state: &AppState, mut multipart: Multipar
                 while let Some(chunk) = field.chunk().await? {
                     raw.extend_from_slice(&chunk);
                     if raw.len() > 64 * 1024 {
-                        return Err(ApiError::PayloadTooLarge("metadata is larger than 64 KiB".to_owned()));
+                        return Err(ApiError::PayloadTooLarge(
+                            "metadata is larger than 64 KiB".to_owned(),
+                        ));
                     }
                 }
                 let metadata: ReferenceMetadata = serde_json::from_slice(&raw)
@@ -295,33 +310,44 @@ async fn upload(principal: &Principal, state: &AppState, mut multipart: Multipar
                 if file.is_some() {
                     return Err(ApiError::BadRequest("send exactly one file part".to_owned()));
                 }
-                let mut out = tokio::fs::File::create(&path)
-                    .await
-                    .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("creating the upload file")))?;
+                let mut out = tokio::fs::File::create(&path).await.map_err(|err| {
+                    ApiError::Internal(anyhow::Error::new(err).context("creating the upload file"))
+                })?;
                 let mut written: u64 = 0;
                 let mut source = None;
                 while let Some(chunk) = field.chunk().await? {
                     written += chunk.len() as u64;
                     if written > limit {
-                        return Err(ApiError::PayloadTooLarge(format!("the file is larger than the {limit}-byte upload limit")));
+                        return Err(ApiError::PayloadTooLarge(format!(
+                            "the file is larger than the {limit}-byte upload limit"
+                        )));
                     }
                     if source.is_none() {
-                        source = Some(if sniff_image(&chunk) { ReferenceSource::Image } else { ReferenceSource::Video });
+                        source = Some(if sniff_image(&chunk) {
+                            ReferenceSource::Image
+                        } else {
+                            ReferenceSource::Video
+                        });
                     }
-                    out.write_all(&chunk)
-                        .await
-                        .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("writing the upload")))?;
+                    out.write_all(&chunk).await.map_err(|err| {
+                        ApiError::Internal(anyhow::Error::new(err).context("writing the upload"))
+                    })?;
                 }
-                out.flush().await.map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("writing the upload")))?;
-                let source = source.ok_or_else(|| ApiError::BadRequest("the file is empty".to_owned()))?;
+                out.flush().await.map_err(|err| {
+                    ApiError::Internal(anyhow::Error::new(err).context("writing the upload"))
+                })?;
+                let source =
+                    source.ok_or_else(|| ApiError::BadRequest("the file is empty".to_owned()))?;
                 file = Some((written, source));
             }
             // Unknown parts are drained and ignored so clients may add fields.
             _ => while field.chunk().await?.is_some() {},
         }
     }
-    let (metadata, owner, policy) = checked.ok_or_else(|| ApiError::BadRequest("missing the metadata part".to_owned()))?;
-    let (bytes, source) = file.ok_or_else(|| ApiError::BadRequest("missing the file part".to_owned()))?;
+    let (metadata, owner, policy) =
+        checked.ok_or_else(|| ApiError::BadRequest("missing the metadata part".to_owned()))?;
+    let (bytes, source) =
+        file.ok_or_else(|| ApiError::BadRequest("missing the file part".to_owned()))?;
 
     let path_text = path.to_string_lossy().into_owned();
     references::insert(
@@ -346,7 +372,9 @@ async fn upload(principal: &Principal, state: &AppState, mut multipart: Multipar
 /// Loads a reference the caller may see; anything else is 404.
 async fn visible(principal: &Principal, state: &AppState, id: &str) -> Result<Reference, ApiError> {
     match references::get(state.store.pool(), id).await? {
-        Some(reference) if principal.can_see(reference.rights_holder_id.as_deref()) => Ok(reference),
+        Some(reference) if principal.can_see(reference.rights_holder_id.as_deref()) => {
+            Ok(reference)
+        }
         _ => Err(ApiError::NotFound("reference")),
     }
 }
@@ -365,12 +393,20 @@ async fn list(
         return Err(ApiError::Unprocessable("limit must be between 1 and 500".to_owned()));
     }
     // One extra row tells whether another page follows.
-    let mut rows =
-        references::list(state.store.pool(), principal.owner_scope(), page.cursor.as_deref(), limit + 1).await?;
+    let mut rows = references::list(
+        state.store.pool(),
+        principal.owner_scope(),
+        page.cursor.as_deref(),
+        limit + 1,
+    )
+    .await?;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = if more { rows.last().map(|r| r.id.clone()) } else { None };
-    Ok(Json(ReferencePage { items: rows.into_iter().map(ReferenceView::from).collect(), next_cursor }))
+    Ok(Json(ReferencePage {
+        items: rows.into_iter().map(ReferenceView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// One reference, with its status, frame count and progress.
@@ -391,7 +427,11 @@ async fn show(
 #[utoipa::path(delete, path = "/v1/references/{id}", tag = "references", security(("bearer" = [])),
     params(("id" = String, Path, description = "Reference id")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)))]
-async fn remove(principal: Principal, State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     principal.require(WRITERS)?;
     let reference = visible(&principal, &state, &id).await?;
     if !references::delete(state.store.pool(), &id).await? {
@@ -429,12 +469,14 @@ async fn set_policy(
 fn parse_hash_line(line: &str) -> Result<FrameRecord, String> {
     let mut parts = line.split(',').map(str::trim);
     let ts = parts.next().unwrap_or_default();
-    let ts_ms: i64 = ts.parse().map_err(|_| format!("{ts:?} is not a timestamp in milliseconds"))?;
+    let ts_ms: i64 =
+        ts.parse().map_err(|_| format!("{ts:?} is not a timestamp in milliseconds"))?;
     if ts_ms < 0 {
         return Err("the timestamp must not be negative".to_owned());
     }
     let hex = parts.next().ok_or("expected TS_MS,HEX64[,QUALITY]")?;
-    let hash = fingerprints::Hash256::from_hex(hex).map_err(|err| format!("bad hash: {}", err.message()))?;
+    let hash = fingerprints::Hash256::from_hex(hex)
+        .map_err(|err| format!("bad hash: {}", err.message()))?;
     let quality = match parts.next() {
         None => 100,
         Some(q) => match q.parse::<u8>() {
@@ -464,7 +506,10 @@ async fn import_hashes(
     principal.require(WRITERS)?;
     let reference = visible(&principal, &state, &id).await?;
     if reference.status != ReferenceStatus::Ready {
-        return Err(ApiError::Conflict(format!("the reference is {}; hashes import into ready references", reference.status)));
+        return Err(ApiError::Conflict(format!(
+            "the reference is {}; hashes import into ready references",
+            reference.status
+        )));
     }
     let limit = state.config.max_upload_bytes;
     let mut stream = body.into_data_stream();
@@ -472,9 +517,17 @@ async fn import_hashes(
     let mut frames = Vec::new();
     let mut line_no = 0_u64;
     let mut total = 0_u64;
-    let mut parse_complete_lines = |pending: &mut Vec<u8>, frames: &mut Vec<FrameRecord>, last: bool| -> Result<(), ApiError> {
+    let mut parse_complete_lines = |pending: &mut Vec<u8>,
+                                    frames: &mut Vec<FrameRecord>,
+                                    last: bool|
+     -> Result<(), ApiError> {
         let mut start = 0;
-        while let Some(end) = pending[start..].iter().position(|&b| b == b'\n').map(|p| start + p).or(if last && start < pending.len() { Some(pending.len()) } else { None }) {
+        while let Some(end) = pending[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| start + p)
+            .or(if last && start < pending.len() { Some(pending.len()) } else { None })
+        {
             line_no += 1;
             let line = std::str::from_utf8(&pending[start..end])
                 .map_err(|_| ApiError::BadRequest(format!("line {line_no}: not UTF-8 text")))?
@@ -483,16 +536,22 @@ async fn import_hashes(
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            frames.push(parse_hash_line(line).map_err(|msg| ApiError::BadRequest(format!("line {line_no}: {msg}")))?);
+            frames.push(
+                parse_hash_line(line)
+                    .map_err(|msg| ApiError::BadRequest(format!("line {line_no}: {msg}")))?,
+            );
         }
         pending.drain(..start.min(pending.len()));
         Ok(())
     };
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|err| ApiError::BadRequest(format!("reading the body: {err}")))?;
+        let chunk =
+            chunk.map_err(|err| ApiError::BadRequest(format!("reading the body: {err}")))?;
         total += chunk.len() as u64;
         if total > limit {
-            return Err(ApiError::PayloadTooLarge(format!("the body is larger than the {limit}-byte upload limit")));
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the body is larger than the {limit}-byte upload limit"
+            )));
         }
         pending.extend_from_slice(&chunk);
         parse_complete_lines(&mut pending, &mut frames, false)?;

@@ -6,9 +6,9 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, Json};
-use super::AppState;
 use crate::store::keys::Role;
 use crate::store::rights_holders::{self, RightsHolder};
 
@@ -65,7 +65,10 @@ async fn create(
 /// Lists every rights holder.
 #[utoipa::path(get, path = "/v1/rights-holders", tag = "rights holders", security(("bearer" = [])),
     responses((status = 200, body = Vec<RightsHolder>), (status = 401), (status = 403)))]
-async fn list(principal: Principal, State(state): State<AppState>) -> Result<Json<Vec<RightsHolder>>, ApiError> {
+async fn list(
+    principal: Principal,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<RightsHolder>>, ApiError> {
     principal.require(&[Role::Admin])?;
     Ok(Json(rights_holders::list(state.store.pool()).await?))
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::references::{self, FrameRecord};
 use crate::store::Store;
+use crate::store::references::{self, FrameRecord};
 
 /// An in-memory index of reference frames, keyed by reference id (the recognition library).
 pub trait FrameIndex: Send + Sync + 'static {
@@ -89,7 +89,8 @@ impl IndexSync {
     /// # Errors
     /// A database error; the index keeps what it had.
     pub async fn reconcile(&self, store: &Store) -> anyhow::Result<()> {
-        let wanted: HashMap<String, i64> = references::list_indexable(store.pool()).await?.into_iter().collect();
+        let wanted: HashMap<String, i64> =
+            references::list_indexable(store.pool()).await?.into_iter().collect();
         let stale: Vec<String> = {
             let loaded = self.lock();
             loaded.keys().filter(|id| !wanted.contains_key(*id)).cloned().collect()

@@ -74,7 +74,11 @@ pub struct JobRunner {
 }
 
 /// Creates the queue: the handle for producers and the runner that consumes it.
-pub fn channel(store: Store, index: Arc<IndexSync>, hasher: Arc<dyn ReferenceHasher>) -> (Jobs, Arc<JobRunner>) {
+pub fn channel(
+    store: Store,
+    index: Arc<IndexSync>,
+    hasher: Arc<dyn ReferenceHasher>,
+) -> (Jobs, Arc<JobRunner>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Jobs { tx }, Arc::new(JobRunner { store, index, hasher, rx: Mutex::new(rx) }))
 }
@@ -109,7 +113,8 @@ impl JobRunner {
                     metrics::counter!("offside_reference_jobs_total", "outcome" => outcome.as_str()).increment(1);
                 }
                 Err(err) => {
-                    metrics::counter!("offside_reference_jobs_total", "outcome" => "error").increment(1);
+                    metrics::counter!("offside_reference_jobs_total", "outcome" => "error")
+                        .increment(1);
                     tracing::error!(reference_id = %id, error = %format!("{err:#}"), "reference job could not record its result; it runs again at next start");
                 }
             }
@@ -124,12 +129,21 @@ impl JobRunner {
             return Ok(Outcome::Gone);
         }
         let Some(path) = reference.upload_path.clone().map(PathBuf::from) else {
-            references::mark_failed(self.store.pool(), id, "the upload of this reference is missing").await?;
+            references::mark_failed(
+                self.store.pool(),
+                id,
+                "the upload of this reference is missing",
+            )
+            .await?;
             return Ok(Outcome::Failed);
         };
         if !path.exists() {
-            references::mark_failed(self.store.pool(), id, "the uploaded file is gone (was the data directory cleared?)")
-                .await?;
+            references::mark_failed(
+                self.store.pool(),
+                id,
+                "the uploaded file is gone (was the data directory cleared?)",
+            )
+            .await?;
             return Ok(Outcome::Failed);
         }
         tracing::info!(reference_id = id, source = %reference.source, "reference job started");
@@ -143,8 +157,12 @@ impl JobRunner {
                 Outcome::Failed
             }
             HashResult::Done(frames) if frames.is_empty() => {
-                references::mark_failed(self.store.pool(), id, "no usable frames: the file has no decodable picture")
-                    .await?;
+                references::mark_failed(
+                    self.store.pool(),
+                    id,
+                    "no usable frames: the file has no decodable picture",
+                )
+                .await?;
                 Outcome::Failed
             }
             HashResult::Done(frames) => {
@@ -175,7 +193,13 @@ impl JobRunner {
         Ok(still_there)
     }
 
-    async fn hash(&self, id: &str, path: &Path, source: ReferenceSource, cancel: &CancellationToken) -> HashResult {
+    async fn hash(
+        &self,
+        id: &str,
+        path: &Path,
+        source: ReferenceSource,
+        cancel: &CancellationToken,
+    ) -> HashResult {
         // The blocking hasher reports into these; an async task copies them to the database.
         let permille = Arc::new(AtomicU64::new(0));
         let frames = Arc::new(AtomicU64::new(0));
@@ -194,10 +218,16 @@ impl JobRunner {
         let (permille_w, frames_w) = (Arc::clone(&permille), Arc::clone(&frames));
         let joined = tokio::task::spawn_blocking(move || {
             let mut progress = |p: JobProgress| {
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped to 0..=1000
-                permille_w.store((p.fraction.clamp(0.0, 1.0) * 1000.0).round() as u64, Ordering::Relaxed);
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                // clamped to 0..=1000
+                permille_w
+                    .store((p.fraction.clamp(0.0, 1.0) * 1000.0).round() as u64, Ordering::Relaxed);
                 frames_w.store(p.frames, Ordering::Relaxed);
-                if cancel_blocking.is_cancelled() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                if cancel_blocking.is_cancelled() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             };
             hasher.hash_file(&path_owned, source, &mut progress)
         })
@@ -237,7 +267,8 @@ async fn report_progress(
             continue;
         }
         last = now;
-        let (p, f) = (i64::try_from(now.0).unwrap_or(1000), i64::try_from(now.1).unwrap_or(i64::MAX));
+        let (p, f) =
+            (i64::try_from(now.0).unwrap_or(1000), i64::try_from(now.1).unwrap_or(i64::MAX));
         if let Err(err) = references::update_progress(store.pool(), &id, p, f).await {
             tracing::warn!(reference_id = %id, error = %err, "could not record job progress");
         }

@@ -101,11 +101,19 @@ pub struct Policy {
     #[serde(default = "default_min_match_seconds")]
     pub min_match_seconds: f64,
     /// The policy applies from this time on (RFC 3339); before it, matches are only recorded.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub valid_from: Option<time::OffsetDateTime>,
     /// The policy applies until this time (RFC 3339); after it, matches are only recorded.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub valid_until: Option<time::OffsetDateTime>,
     /// Streamer accounts allowed to carry this content (the licensed broadcasters).
@@ -200,7 +208,8 @@ mod tests {
 
     #[test]
     fn policy_rejects_zero_evidence_and_inverted_windows() {
-        let zero: Policy = serde_json::from_str(r#"{"action":"flag","min_match_seconds":0}"#).unwrap();
+        let zero: Policy =
+            serde_json::from_str(r#"{"action":"flag","min_match_seconds":0}"#).unwrap();
         assert_eq!(zero.validate(), Err(PolicyError::MinMatchSeconds));
         let inverted: Policy = serde_json::from_str(
             r#"{"action":"flag","valid_from":"2030-01-02T00:00:00Z","valid_until":"2030-01-01T00:00:00Z"}"#,

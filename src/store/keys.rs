@@ -19,7 +19,9 @@ use super::{new_id, now_ms};
 pub const KEY_PREFIX: &str = "off_";
 
 /// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything: rights holders, keys, all references.
@@ -190,10 +192,11 @@ pub async fn list<'e>(db: impl Executor<'e, Database = Any>) -> sqlx::Result<Vec
 /// # Errors
 /// Any database error.
 pub async fn revoke<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
-        .bind(id)
-        .bind(now_ms())
-        .execute(db)
-        .await?;
+    let done =
+        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(db)
+            .await?;
     Ok(done.rows_affected() > 0)
 }

@@ -153,9 +153,8 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
 
 /// The current time in milliseconds since the Unix epoch, the unit of every stored timestamp.
 pub fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 

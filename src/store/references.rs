@@ -114,7 +114,10 @@ fn policy_json(policy: &Policy) -> sqlx::Result<String> {
 ///
 /// # Errors
 /// Any database error.
-pub async fn insert<'e>(db: impl Executor<'e, Database = Any>, new: &NewReference<'_>) -> sqlx::Result<Reference> {
+pub async fn insert<'e>(
+    db: impl Executor<'e, Database = Any>,
+    new: &NewReference<'_>,
+) -> sqlx::Result<Reference> {
     let now = now_ms();
     let sql = format!(
         "INSERT INTO library_references (id, rights_holder_id, title, source, status, frames, \
@@ -139,7 +142,10 @@ pub async fn insert<'e>(db: impl Executor<'e, Database = Any>, new: &NewReferenc
 ///
 /// # Errors
 /// Any database error.
-pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx::Result<Option<Reference>> {
+pub async fn get<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> sqlx::Result<Option<Reference>> {
     let sql = format!("SELECT {COLUMNS} FROM library_references WHERE id = $1");
     let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(db).await?;
     row.as_ref().map(from_row).transpose()
@@ -162,7 +168,8 @@ pub async fn list<'e>(
          WHERE ($1 IS NULL OR rights_holder_id = $1) AND ($2 IS NULL OR id > $2) \
          ORDER BY id LIMIT $3"
     );
-    let rows = sqlx::query(AssertSqlSafe(sql)).bind(owner).bind(after).bind(limit).fetch_all(db).await?;
+    let rows =
+        sqlx::query(AssertSqlSafe(sql)).bind(owner).bind(after).bind(limit).fetch_all(db).await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -170,8 +177,11 @@ pub async fn list<'e>(
 ///
 /// # Errors
 /// Any database error.
-pub async fn list_processing<'e>(db: impl Executor<'e, Database = Any>) -> sqlx::Result<Vec<Reference>> {
-    let sql = format!("SELECT {COLUMNS} FROM library_references WHERE status = 'processing' ORDER BY id");
+pub async fn list_processing<'e>(
+    db: impl Executor<'e, Database = Any>,
+) -> sqlx::Result<Vec<Reference>> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM library_references WHERE status = 'processing' ORDER BY id");
     let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(db).await?;
     rows.iter().map(from_row).collect()
 }
@@ -180,10 +190,13 @@ pub async fn list_processing<'e>(db: impl Executor<'e, Database = Any>) -> sqlx:
 ///
 /// # Errors
 /// Any database error.
-pub async fn list_indexable<'e>(db: impl Executor<'e, Database = Any>) -> sqlx::Result<Vec<(String, i64)>> {
-    let rows = sqlx::query("SELECT id, frames FROM library_references WHERE status IN ('ready', 'live')")
-        .fetch_all(db)
-        .await?;
+pub async fn list_indexable<'e>(
+    db: impl Executor<'e, Database = Any>,
+) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows =
+        sqlx::query("SELECT id, frames FROM library_references WHERE status IN ('ready', 'live')")
+            .fetch_all(db)
+            .await?;
     rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
 }
 
@@ -191,13 +204,18 @@ pub async fn list_indexable<'e>(db: impl Executor<'e, Database = Any>) -> sqlx::
 ///
 /// # Errors
 /// Any database error.
-pub async fn update_policy<'e>(db: impl Executor<'e, Database = Any>, id: &str, policy: &Policy) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE library_references SET policy = $2, updated_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(policy_json(policy)?)
-        .bind(now_ms())
-        .execute(db)
-        .await?;
+pub async fn update_policy<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+    policy: &Policy,
+) -> sqlx::Result<bool> {
+    let done =
+        sqlx::query("UPDATE library_references SET policy = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(policy_json(policy)?)
+            .bind(now_ms())
+            .execute(db)
+            .await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -244,7 +262,11 @@ pub async fn mark_ready<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> 
 ///
 /// # Errors
 /// Any database error.
-pub async fn mark_failed<'e>(db: impl Executor<'e, Database = Any>, id: &str, error: &str) -> sqlx::Result<bool> {
+pub async fn mark_failed<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+    error: &str,
+) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE library_references SET status = 'failed', progress_permille = NULL, error = $2, \
          upload_path = NULL, updated_at = $3 WHERE id = $1",
@@ -262,7 +284,8 @@ pub async fn mark_failed<'e>(db: impl Executor<'e, Database = Any>, id: &str, er
 /// # Errors
 /// Any database error.
 pub async fn delete<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM library_references WHERE id = $1").bind(id).execute(db).await?;
+    let done =
+        sqlx::query("DELETE FROM library_references WHERE id = $1").bind(id).execute(db).await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -271,12 +294,18 @@ pub async fn delete<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx
 ///
 /// # Errors
 /// Any database error (a foreign-key violation when the reference was deleted meanwhile).
-pub async fn append_frames(conn: &mut AnyConnection, id: &str, frames: &[FrameRecord]) -> sqlx::Result<i64> {
-    let next_seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) FROM reference_frame_chunks WHERE reference_id = $1")
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get(0)?;
+pub async fn append_frames(
+    conn: &mut AnyConnection,
+    id: &str,
+    frames: &[FrameRecord],
+) -> sqlx::Result<i64> {
+    let next_seq: i64 = sqlx::query(
+        "SELECT COALESCE(MAX(seq) + 1, 0) FROM reference_frame_chunks WHERE reference_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get(0)?;
     let now = now_ms();
     for (seq, chunk) in (next_seq..).zip(frames.chunks(FRAMES_PER_CHUNK)) {
         sqlx::query(
@@ -309,8 +338,14 @@ pub async fn append_frames(conn: &mut AnyConnection, id: &str, frames: &[FrameRe
 /// # Errors
 /// Any database error.
 pub async fn clear_frames(conn: &mut AnyConnection, id: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM reference_frame_chunks WHERE reference_id = $1").bind(id).execute(&mut *conn).await?;
-    sqlx::query("UPDATE library_references SET frames = 0 WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM reference_frame_chunks WHERE reference_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE library_references SET frames = 0 WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -318,11 +353,15 @@ pub async fn clear_frames(conn: &mut AnyConnection, id: &str) -> sqlx::Result<()
 ///
 /// # Errors
 /// Any database error, or a chunk that is not a whole number of records.
-pub async fn load_frames<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx::Result<Vec<FrameRecord>> {
-    let rows = sqlx::query("SELECT data FROM reference_frame_chunks WHERE reference_id = $1 ORDER BY seq")
-        .bind(id)
-        .fetch_all(db)
-        .await?;
+pub async fn load_frames<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> sqlx::Result<Vec<FrameRecord>> {
+    let rows =
+        sqlx::query("SELECT data FROM reference_frame_chunks WHERE reference_id = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(db)
+            .await?;
     let mut frames = Vec::new();
     for row in rows {
         let data: Vec<u8> = row.try_get(0)?;
@@ -343,7 +382,9 @@ fn encode_frames(frames: &[FrameRecord]) -> Vec<u8> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("stored frame chunk of {0} bytes is not a whole number of {FRAME_RECORD_BYTES}-byte records")]
+#[error(
+    "stored frame chunk of {0} bytes is not a whole number of {FRAME_RECORD_BYTES}-byte records"
+)]
 struct TornChunk(usize);
 
 fn decode_frames(data: &[u8], out: &mut Vec<FrameRecord>) -> sqlx::Result<()> {

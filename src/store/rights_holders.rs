@@ -19,7 +19,10 @@ pub struct RightsHolder {
 ///
 /// # Errors
 /// A unique violation when the name is taken; any database error.
-pub async fn create<'e>(db: impl Executor<'e, Database = Any>, name: &str) -> sqlx::Result<RightsHolder> {
+pub async fn create<'e>(
+    db: impl Executor<'e, Database = Any>,
+    name: &str,
+) -> sqlx::Result<RightsHolder> {
     let holder = RightsHolder { id: new_id(), name: name.to_owned(), created_at: now_ms() };
     sqlx::query("INSERT INTO rights_holders (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(&holder.id)
@@ -34,7 +37,10 @@ pub async fn create<'e>(db: impl Executor<'e, Database = Any>, name: &str) -> sq
 ///
 /// # Errors
 /// Any database error.
-pub async fn get<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx::Result<Option<RightsHolder>> {
+pub async fn get<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> sqlx::Result<Option<RightsHolder>> {
     let row = sqlx::query("SELECT id, name, created_at FROM rights_holders WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
@@ -55,7 +61,11 @@ pub async fn list<'e>(db: impl Executor<'e, Database = Any>) -> sqlx::Result<Vec
         .await?;
     rows.into_iter()
         .map(|row| {
-            Ok(RightsHolder { id: row.try_get(0)?, name: row.try_get(1)?, created_at: row.try_get(2)? })
+            Ok(RightsHolder {
+                id: row.try_get(0)?,
+                name: row.try_get(1)?,
+                created_at: row.try_get(2)?,
+            })
         })
         .collect()
 }

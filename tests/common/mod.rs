@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use offside::app::{App, Mode};
 use offside::config::{Config, LogFormat, SecretUrl};
+use offside::references::engine::SharedLibrary;
 use offside::store::Store;
 use offside::store::keys::{self, Role};
 use reqwest::multipart::{Form, Part};
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 /// The PostgreSQL server the tests create their databases on: `OFFSIDE_TEST_POSTGRES_URL`
 /// (a URL to its maintenance database), by default the local server as user `postgres`.
 pub fn pg_admin_url() -> String {
-    std::env::var("OFFSIDE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("OFFSIDE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// Which database a test app uses.
@@ -41,8 +43,12 @@ impl PgDatabase {
         sqlx::any::install_default_drivers();
         let name = format!("offside_test_{}", uuid::Uuid::new_v4().simple());
         let admin_url = pg_admin_url();
-        let admin = sqlx::AnyPool::connect(&admin_url).await.expect("PostgreSQL reachable (see README)");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
+        let admin =
+            sqlx::AnyPool::connect(&admin_url).await.expect("PostgreSQL reachable (see README)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
         admin.close().await;
         let mut url = url::Url::parse(&admin_url).expect("OFFSIDE_TEST_POSTGRES_URL is a URL");
         url.set_path(&name);
@@ -55,10 +61,16 @@ impl Drop for PgDatabase {
         let name = self.name.clone();
         // Drop runs outside async context guarantees; use a private runtime on a thread.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
             rt.block_on(async move {
                 if let Ok(admin) = sqlx::AnyPool::connect(&pg_admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
                     admin.close().await;
                 }
             });
@@ -106,9 +118,12 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub admin_key: String,
     pub store: Store,
+    pub library: SharedLibrary,
     pub env: TestEnv,
     cancel: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Stops the app when the test drops it.
+    _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
 pub fn init_logs() {
@@ -137,13 +152,30 @@ async fn start(env: TestEnv, config: Config, admin_key: Option<String>) -> TestA
     let app = App::build(config, Mode::Serve).await.expect("app builds");
     let address = format!("http://{}", app.local_addr().expect("listening"));
     let store = app.state().store.clone();
+    let library = app.state().library.clone();
     let admin_key = match admin_key {
         Some(key) => key,
-        None => keys::create(store.pool(), "test admin", Role::Admin, None).await.expect("admin key").secret,
+        None => {
+            keys::create(store.pool(), "test admin", Role::Admin, None)
+                .await
+                .expect("admin key")
+                .secret
+        }
     };
     let cancel = CancellationToken::new();
     let handle = tokio::spawn(app.run(cancel.clone()));
-    TestApp { address, client: reqwest::Client::new(), admin_key, store, env, cancel, handle: Some(handle) }
+    let _stop_on_drop = cancel.clone().drop_guard();
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        admin_key,
+        store,
+        library,
+        env,
+        cancel,
+        handle: Some(handle),
+        _stop_on_drop,
+    }
 }
 
 impl TestApp {
@@ -178,11 +210,23 @@ impl TestApp {
     }
 
     pub async fn create_rights_holder(&self, key: &str, name: &str) -> Response {
-        self.client.post(self.url("/v1/rights-holders")).bearer_auth(key).json(&json!({ "name": name })).send().await.expect("request")
+        self.client
+            .post(self.url("/v1/rights-holders"))
+            .bearer_auth(key)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn create_key(&self, key: &str, body: &Value) -> Response {
-        self.client.post(self.url("/v1/keys")).bearer_auth(key).json(body).send().await.expect("request")
+        self.client
+            .post(self.url("/v1/keys"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn list_keys(&self, key: &str) -> Response {
@@ -190,12 +234,18 @@ impl TestApp {
     }
 
     pub async fn revoke_key(&self, key: &str, id: &str) -> Response {
-        self.client.delete(self.url(&format!("/v1/keys/{id}"))).bearer_auth(key).send().await.expect("request")
+        self.client
+            .delete(self.url(&format!("/v1/keys/{id}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Creates a rights holder and a key scoped to it: `(rights_holder_id, key)`.
     pub async fn rights_holder(&self, name: &str) -> (String, String) {
-        let created: Value = self.create_rights_holder(&self.admin_key, name).await.json().await.expect("json");
+        let created: Value =
+            self.create_rights_holder(&self.admin_key, name).await.json().await.expect("json");
         let id = created["id"].as_str().expect("id").to_owned();
         let key = self.key_for(Role::RightsHolder, Some(&id)).await;
         (id, key)
@@ -210,15 +260,36 @@ impl TestApp {
         created["key"].as_str().expect("key").to_owned()
     }
 
-    pub async fn upload_reference(&self, key: &str, metadata: &Value, file_name: &str, bytes: Vec<u8>) -> Response {
+    pub async fn upload_reference(
+        &self,
+        key: &str,
+        metadata: &Value,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> Response {
         let form = Form::new()
-            .part("metadata", Part::text(metadata.to_string()).mime_str("application/json").expect("mime"))
+            .part(
+                "metadata",
+                Part::text(metadata.to_string()).mime_str("application/json").expect("mime"),
+            )
             .part("file", Part::bytes(bytes).file_name(file_name.to_owned()));
-        self.client.post(self.url("/v1/references")).bearer_auth(key).multipart(form).send().await.expect("request")
+        self.client
+            .post(self.url("/v1/references"))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn create_hash_reference(&self, key: &str, metadata: &Value) -> Response {
-        self.client.post(self.url("/v1/references")).bearer_auth(key).json(metadata).send().await.expect("request")
+        self.client
+            .post(self.url("/v1/references"))
+            .bearer_auth(key)
+            .json(metadata)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn import_hashes(&self, key: &str, id: &str, lines: &str) -> Response {
@@ -241,11 +312,22 @@ impl TestApp {
     }
 
     pub async fn delete_reference(&self, key: &str, id: &str) -> Response {
-        self.client.delete(self.url(&format!("/v1/references/{id}"))).bearer_auth(key).send().await.expect("request")
+        self.client
+            .delete(self.url(&format!("/v1/references/{id}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn set_policy(&self, key: &str, id: &str, policy: &Value) -> Response {
-        self.client.put(self.url(&format!("/v1/references/{id}/policy"))).bearer_auth(key).json(policy).send().await.expect("request")
+        self.client
+            .put(self.url(&format!("/v1/references/{id}/policy")))
+            .bearer_auth(key)
+            .json(policy)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Polls a reference until it leaves `processing` (or two minutes pass) and returns it.
@@ -258,12 +340,6 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.cancel.cancel();
     }
 }
 

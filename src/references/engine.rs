@@ -1,0 +1,99 @@
+//! The recognition core behind the reference jobs and the index: hashing uploads with
+//! [`crate::recognition::hash_reference_file`] / [`crate::recognition::hash_reference_image`]
+//! and keeping frames in the shared [`Library`].
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use anyhow::Context as _;
+use fingerprints::CropVariant;
+
+use super::ReferenceSource;
+use super::index::FrameIndex;
+use super::jobs::{JobProgress, ReferenceHasher};
+use crate::recognition::{self, Library, ReferenceFrame, ReferenceHashOptions};
+use crate::store::references::FrameRecord;
+
+/// The library every part of a process shares: jobs and the index sync write it, workers read
+/// it. Lookups take the read lock; writers hold the write lock only while inserting.
+pub type SharedLibrary = Arc<RwLock<Library>>;
+
+/// Images larger than this are refused before being read into memory: a real still picture
+/// is a few megabytes, and decoding is bounded by the decoder's own pixel limits anyway.
+const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl FrameIndex for RwLock<Library> {
+    fn insert_reference(&self, id: &str, frames: &[FrameRecord]) {
+        let frames: Vec<ReferenceFrame> =
+            frames.iter().filter_map(|f| to_reference_frame(*f)).collect();
+        // A poisoned lock means a panic mid-update elsewhere; the library is still usable
+        // (at worst one reference is partly indexed and is replaced on the next sync).
+        let mut library = self.write().unwrap_or_else(PoisonError::into_inner);
+        if let Err(err) = library.insert_reference(id, &frames) {
+            tracing::error!(reference_id = id, error = %format!("{err:#}"), "could not index reference");
+        }
+    }
+
+    fn remove_reference(&self, id: &str) {
+        self.write().unwrap_or_else(PoisonError::into_inner).remove_reference(id);
+    }
+}
+
+/// Converts a stored frame; frames with a crop variant this version does not know are skipped.
+pub fn to_reference_frame(f: FrameRecord) -> Option<ReferenceFrame> {
+    Some(ReferenceFrame {
+        ts_ms: f.ts_ms,
+        hash: f.hash,
+        quality: f.quality,
+        variant: CropVariant::from_u8(f.variant)?,
+    })
+}
+
+/// Converts a computed frame for storage.
+pub fn to_frame_record(f: &ReferenceFrame) -> FrameRecord {
+    FrameRecord { ts_ms: f.ts_ms, hash: f.hash, quality: f.quality, variant: f.variant.to_u8() }
+}
+
+/// Hashes reference files with the recognition core.
+#[derive(Debug, Default)]
+pub struct RecognitionHasher {
+    /// Decoding, pruning and crop settings.
+    pub options: ReferenceHashOptions,
+}
+
+impl ReferenceHasher for RecognitionHasher {
+    fn hash_file(
+        &self,
+        path: &Path,
+        source: ReferenceSource,
+        progress: &mut dyn FnMut(JobProgress) -> ControlFlow<()>,
+    ) -> anyhow::Result<Vec<FrameRecord>> {
+        let frames = match source {
+            ReferenceSource::Image => {
+                let size = std::fs::metadata(path).context("reading the uploaded image")?.len();
+                anyhow::ensure!(
+                    size <= MAX_IMAGE_BYTES,
+                    "the image is larger than {MAX_IMAGE_BYTES} bytes"
+                );
+                let bytes = std::fs::read(path).context("reading the uploaded image")?;
+                recognition::hash_reference_image(&bytes, &self.options)?
+            }
+            ReferenceSource::Video | ReferenceSource::Hashes => {
+                // The core cannot be stopped mid-file; on shutdown the job is abandoned and
+                // re-run at the next start, so the answer to a stop request is ignored here.
+                recognition::hash_reference_file(path, &self.options, |p| {
+                    #[allow(clippy::cast_precision_loss)] // stream times are far below 2^52 ms
+                    let fraction = match p.duration_ms {
+                        Some(total) if total > 0 => {
+                            (p.ts_ms as f64 / total as f64).clamp(0.0, 0.99)
+                        }
+                        _ => 0.0,
+                    };
+                    let _ = progress(JobProgress { fraction, frames: p.frames_kept });
+                })?
+            }
+        };
+        Ok(frames.iter().map(to_frame_record).collect())
+    }
+}
