@@ -367,14 +367,13 @@ struct Main {
 
 impl Main {
     /// `ids` strictly increasing, one per code.
-    fn build(ids: &[u32], codes: Vec<Hash256>) -> Self {
+    fn build(ids: &[u32], mut codes: Vec<Hash256>) -> Self {
         debug_assert_eq!(ids.len(), codes.len());
+        codes.shrink_to_fit();
         let n = codes.len();
         let mut alive = vec![u64::MAX; n.div_ceil(64)];
-        if n % 64 != 0 {
-            if let Some(last) = alive.last_mut() {
-                *last = (1u64 << (n % 64)) - 1;
-            }
+        if let Some(last) = alive.last_mut().filter(|_| !n.is_multiple_of(64)) {
+            *last = (1u64 << (n % 64)) - 1;
         }
         let ids = IdColumn::from_sorted(ids);
         let fixed = ids.memory_bytes() + alive.len() * 8;
@@ -463,7 +462,7 @@ impl Tables {
         // What the budget leaves for entries, in bits per entry (each of the TABLES tables
         // has one entry per code, so bytes per code for all tables = bits per entry).
         let budget = BUDGET_BYTES_PER_CODE * n;
-        let spent = n * std::mem::size_of::<Hash256>() + fixed_bytes + dir_bytes;
+        let spent = std::mem::size_of_val(codes) + fixed_bytes + dir_bytes;
         let entry_budget_bits = (budget.saturating_sub(spent) / n) as u32;
         let residue_bits =
             entry_budget_bits.saturating_sub(row_bits).min(MAX_RESIDUE_BITS).min(32 - prefix_bits);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use fingerprints::{ErrorKind, Hash256, HammingIndex, IndexMatch, LiveIndex, LiveMatch};
+use fingerprints::{ErrorKind, HammingIndex, Hash256, IndexMatch, LiveIndex, LiveMatch};
 use proptest::prelude::*;
 
 /// splitmix64, so large data sets are cheap to describe by a seed.
@@ -55,7 +55,11 @@ fn brute(model: &BTreeMap<u32, Hash256>, q: &Hash256, radius: u32) -> Vec<IndexM
 
 /// Families of near-duplicates: an anchor and copies with 0–40 bits flipped, like the frames
 /// of one shot. Returns the anchors so queries can aim at them.
-fn clustered(rng: &mut Rng, families: usize, per_family: usize) -> (Vec<(u32, Hash256)>, Vec<Hash256>) {
+fn clustered(
+    rng: &mut Rng,
+    families: usize,
+    per_family: usize,
+) -> (Vec<(u32, Hash256)>, Vec<Hash256>) {
     let mut entries = Vec::new();
     let mut anchors = Vec::new();
     for f in 0..families {
@@ -177,8 +181,12 @@ fn garbage_and_damaged_snapshots_are_rejected_as_corrupt() {
     flipped[40] ^= 1;
     let mut bad_version = good.clone();
     bad_version[8] = 9;
-    for bad in [&b""[..], &b"not a snapshot at all, really"[..], &good[..good.len() - 1], &flipped] {
-        assert_eq!(HammingIndex::from_bytes(bad).map(|_| ()).unwrap_err().kind(), ErrorKind::Corrupt);
+    for bad in [&b""[..], &b"not a snapshot at all, really"[..], &good[..good.len() - 1], &flipped]
+    {
+        assert_eq!(
+            HammingIndex::from_bytes(bad).map(|_| ()).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
     }
     assert_eq!(
         HammingIndex::from_bytes(&bad_version).map(|_| ()).unwrap_err().kind(),
@@ -232,7 +240,10 @@ fn live_index_is_exact_within_the_window_and_forgets_expired_frames() {
             let q = rng.flip(*anchor, 3);
             let from = end - 300_000 + j as i64 * 10_000;
             let to = from + 90_000;
-            assert_eq!(live.search(&q, 31, from, to), live_brute(&frames, cutoff, &q, 31, from, to));
+            assert_eq!(
+                live.search(&q, 31, from, to),
+                live_brute(&frames, cutoff, &q, 31, from, to)
+            );
         }
     }
     assert!(live.search(&anchors[0], 256, i64::MIN, cutoff - 1).is_empty());
