@@ -20,6 +20,8 @@
 //! card has no edge at all, a night scene rarely has mirrored smooth bands. The caller hashes
 //! the full frame as well, so a missed detection only costs the bar-stripped hash.
 
+use std::borrow::Cow;
+
 use crate::Luma;
 
 /// A rectangle of an image, in pixels: columns `x..x + width`, rows `y..y + height`.
@@ -109,128 +111,122 @@ pub fn content_rect(img: &Luma) -> Option<Rect> {
     })
 }
 
-/// An image read as `n` lines of `m` pixels each (rows or columns of a span), line-major.
-struct Lines {
+/// An image read as `n` lines of `m` pixels each: rows restricted to a span of columns, or
+/// columns restricted to a span of rows. Nothing is copied up front; a column is gathered when
+/// it is looked at.
+struct Lines<'a> {
+    img: &'a Luma,
+    columns: bool,
     n: usize,
     m: usize,
-    px: Vec<u8>,
+    /// First pixel of the span along each line.
+    start: usize,
 }
 
-impl Lines {
+impl<'a> Lines<'a> {
     /// Rows of `img`, restricted to columns `x0..x1`.
-    fn rows(img: &Luma, x0: usize, x1: usize) -> Lines {
-        let (n, m) = (img.height() as usize, x1 - x0);
-        let mut px = Vec::with_capacity(n * m);
-        for y in 0..n {
-            px.extend_from_slice(&img.row(y as u32)[x0..x1]);
-        }
-        Lines { n, m, px }
+    fn rows(img: &'a Luma, x0: usize, x1: usize) -> Self {
+        Lines { img, columns: false, n: img.height() as usize, m: x1 - x0, start: x0 }
     }
 
     /// Columns of `img`, restricted to rows `y0..y1`.
-    fn columns(img: &Luma, y0: usize, y1: usize) -> Lines {
-        let (n, m) = (img.width() as usize, y1 - y0);
-        let mut px = vec![0u8; n * m];
-        for (j, y) in (y0..y1).enumerate() {
-            for (i, &p) in img.row(y as u32).iter().enumerate() {
-                px[i * m + j] = p;
-            }
+    fn columns(img: &'a Luma, y0: usize, y1: usize) -> Self {
+        Lines { img, columns: true, n: img.width() as usize, m: y1 - y0, start: y0 }
+    }
+
+    fn line(&self, i: usize) -> Cow<'a, [u8]> {
+        if self.columns {
+            let w = self.img.width() as usize;
+            let px = self.img.pixels();
+            Cow::Owned((self.start..self.start + self.m).map(|y| px[y * w + i]).collect())
+        } else {
+            Cow::Borrowed(&self.img.row(i as u32)[self.start..self.start + self.m])
         }
-        Lines { n, m, px }
     }
-
-    fn line(&self, i: usize) -> &[u8] {
-        &self.px[i * self.m..(i + 1) * self.m]
-    }
-}
-
-/// Per-line measurements.
-struct Profile {
-    /// Largest segment mean of |p[j-1] - 2 p[j] + p[j+1]| along line i: curvature, not slope,
-    /// so a blurred gradient reads as smooth while texture, edges and text do not.
-    detail: Vec<f32>,
-    /// Mean |line i - line i-1| (0 for i = 0).
-    step: Vec<f32>,
-    /// Largest segment mean of |line i - line i-1|.
-    step_seg: Vec<f32>,
 }
 
 fn segment_len(m: usize) -> usize {
     (m / 24).clamp(8, 32)
 }
 
-fn profile(lines: &Lines) -> Profile {
-    let (n, m) = (lines.n, lines.m);
-    let seg = segment_len(m);
-    let mut detail = vec![0.0; n];
-    let mut step = vec![0.0; n];
-    let mut step_seg = vec![0.0; n];
-    for i in 0..n {
-        let l = lines.line(i);
+/// Per-line measurements, computed on demand: a frame without bars is rejected after a few
+/// lines from each side, so most frames never pay for a full profile.
+impl Lines<'_> {
+    /// Largest segment mean of |p[j-1] - 2 p[j] + p[j+1]| along line i: curvature, not slope,
+    /// so a blurred gradient reads as smooth while texture, edges and text do not.
+    fn detail(&self, i: usize) -> f32 {
+        let seg = segment_len(self.m);
         let mut worst = 0u32;
-        for chunk in l.chunks(seg + 2).filter(|c| c.len() > 2) {
+        for chunk in self.line(i).chunks(seg + 2).filter(|c| c.len() > 2) {
             let s: u32 = chunk
                 .windows(3)
                 .map(|p| (i32::from(p[0]) - 2 * i32::from(p[1]) + i32::from(p[2])).unsigned_abs())
                 .sum();
             worst = worst.max(s * 64 / (chunk.len() as u32 - 2));
         }
-        detail[i] = worst as f32 / 64.0;
-        if i > 0 {
-            let prev = lines.line(i - 1);
-            let mut total = 0u32;
-            let mut worst = 0u32;
-            for (a, b) in prev.chunks(seg).zip(l.chunks(seg)) {
-                let s: u32 = a.iter().zip(b).map(|(x, y)| u32::from(x.abs_diff(*y))).sum();
-                total += s;
-                worst = worst.max(s * 64 / a.len() as u32);
-            }
-            step[i] = total as f32 / m as f32;
-            step_seg[i] = worst as f32 / 64.0;
-        }
+        worst as f32 / 64.0
     }
-    Profile { detail, step, step_seg }
+
+    /// Mean |line i - line i-1| (0 for i = 0).
+    fn step(&self, i: usize) -> f32 {
+        if i == 0 { 0.0 } else { line_diff(self, i - 1, i) }
+    }
+
+    /// Largest segment mean of |line i - line i-1| (0 for i = 0).
+    fn step_seg(&self, i: usize) -> f32 {
+        if i == 0 {
+            return 0.0;
+        }
+        let seg = segment_len(self.m);
+        let mut worst = 0u32;
+        let (prev, line) = (self.line(i - 1), self.line(i));
+        for (a, b) in prev.chunks(seg).zip(line.chunks(seg)) {
+            let s: u32 = a.iter().zip(b).map(|(x, y)| u32::from(x.abs_diff(*y))).sum();
+            worst = worst.max(s * 64 / a.len() as u32);
+        }
+        worst as f32 / 64.0
+    }
 }
 
 /// Mean over the line of |line a - line b|.
-fn line_diff(lines: &Lines, a: usize, b: usize) -> f32 {
-    let s: u32 =
-        lines.line(a).iter().zip(lines.line(b)).map(|(x, y)| u32::from(x.abs_diff(*y))).sum();
+fn line_diff(lines: &Lines<'_>, a: usize, b: usize) -> f32 {
+    let (a, b) = (lines.line(a), lines.line(b));
+    let s: u32 = a.iter().zip(b.iter()).map(|(x, y)| u32::from(x.abs_diff(*y))).sum();
     s as f32 / lines.m as f32
 }
 
 /// Bars at the start and end of `lines`: `(start, end)` thicknesses, or `None`.
-fn find_bars(lines: &Lines) -> Option<(usize, usize)> {
+fn find_bars(lines: &Lines<'_>) -> Option<(usize, usize)> {
     let n = lines.n;
     if n < MIN_SIDE || lines.m < MIN_SIDE / 2 {
         return None;
     }
-    let p = profile(lines);
-    let a = edge(lines, &p, false)?;
-    let b = edge(lines, &p, true)?;
+    let a = edge(lines, false)?;
+    let b = edge(lines, true)?;
     if a.abs_diff(b) > (n / 100).max(2) || n - a - b < n / 5 {
         return None;
     }
     // The picture between the bars must have detail somewhere: a uniform frame with two faint
     // bands is not a padded picture.
-    let busy = (a..n - b).filter(|&i| p.detail[i] > BAR_DETAIL).count();
-    (busy * 10 >= n - a - b).then_some((a, b))
+    let needed = (n - a - b).div_ceil(10);
+    let busy = (a..n - b).filter(|&i| lines.detail(i) > BAR_DETAIL).take(needed).count();
+    (busy >= needed).then_some((a, b))
 }
 
 /// The thickness of the bar on one side (`from_end`: the last lines inward), if it has one.
-fn edge(lines: &Lines, p: &Profile, from_end: bool) -> Option<usize> {
+fn edge(lines: &Lines<'_>, from_end: bool) -> Option<usize> {
     let n = lines.n;
     // The k-th line from this side, and the step between it and the (k-1)-th: the edge that
     // makes a bar of k lines.
     let at = |k: usize| if from_end { n - 1 - k } else { k };
-    let step_at = |k: usize| if from_end { p.step[n - k] } else { p.step[k] };
-    let step_seg_at = |k: usize| if from_end { p.step_seg[n - k] } else { p.step_seg[k] };
+    let step_at = |k: usize| if from_end { lines.step(n - k) } else { lines.step(k) };
+    let step_seg_at = |k: usize| if from_end { lines.step_seg(n - k) } else { lines.step_seg(k) };
     let min_bar = (n / 50).max(2);
     let max_bar = n * 2 / 5;
     // The run of bar-like lines from this side.
     let mut smooth = 0;
     while smooth < max_bar
-        && p.detail[at(smooth)] <= BAR_DETAIL
+        && lines.detail(at(smooth)) <= BAR_DETAIL
         && (smooth == 0 || step_seg_at(smooth) <= BAR_STEP)
     {
         smooth += 1;
@@ -261,17 +257,17 @@ fn edge(lines: &Lines, p: &Profile, from_end: bool) -> Option<usize> {
     let bar = at(k.saturating_sub(4));
     let seg = segment_len(lines.m);
     let segments = lines.m.div_ceil(seg);
+    let bar_line = lines.line(bar);
+    let window: Vec<(usize, Cow<[u8]>)> =
+        (k.saturating_sub(3)..=(k + 3).min(n - 1)).map(|t| (t, lines.line(at(t)))).collect();
     let (mut aligned, mut departing) = (0usize, 0usize);
     for s in 0..segments {
         let (j0, j1) = (s * seg, ((s + 1) * seg).min(lines.m));
-        let reference = &lines.line(bar)[j0..j1];
-        let first = (k.saturating_sub(3)..=(k + 3).min(n - 1)).find(|&t| {
-            let d: u32 = lines.line(at(t))[j0..j1]
-                .iter()
-                .zip(reference)
-                .map(|(p, q)| u32::from(p.abs_diff(*q)))
-                .sum();
-            d as f32 >= DEPARTURE * (j1 - j0) as f32
+        let reference = &bar_line[j0..j1];
+        let first = window.iter().find_map(|(t, line)| {
+            let d: u32 =
+                line[j0..j1].iter().zip(reference).map(|(p, q)| u32::from(p.abs_diff(*q))).sum();
+            (d as f32 >= DEPARTURE * (j1 - j0) as f32).then_some(*t)
         });
         if let Some(t) = first {
             departing += 1;
