@@ -6,8 +6,12 @@
 
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod eval;
 pub mod http;
+pub mod media;
+pub mod recognition;
 pub mod references;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,691 @@
+//! `offside eval DIR`: scores an evaluation set (the `eval-dev` layout) in-process.
+//!
+//! The set: `DIR/manifest.tsv` (one row per query), `DIR/refs/*.mp4` (the references) and
+//! `DIR/<query>/<ts_ms>.jpg` (each query's keyframes). Every reference is hashed as the service
+//! would on upload ([`hash_reference_file`]), every query's keyframes go through
+//! [`hash_keyframe`] and a [`StreamRecognizer`] in `ts_ms` order, exactly the decision rule of
+//! the worker, and the first decision is what the stream would have been flagged for.
+//!
+//! Nothing here knows the names of a particular set: transformations, references and the
+//! hard negative come from the manifest's columns (`source_role`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::recognition::{
+    Library, RecognitionConfig, ReferenceFrame, ReferenceHashOptions, StreamRecognizer,
+    hash_keyframe, hash_reference_file,
+};
+
+/// Arguments of `offside eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// The evaluation set: manifest.tsv, refs/ and one folder of keyframes per query.
+    pub dir: PathBuf,
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep reference hashes in this folder between runs (keyed by file name, size and
+    /// modification time, and the hashing options); without it every run rehashes.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Threads hashing references in parallel (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Whether a query contains a reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryKind {
+    /// It re-streams `reference` and must be matched to it.
+    Positive,
+    /// It must never be flagged.
+    Negative,
+}
+
+/// One row of `manifest.tsv` with its keyframes.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The query's name (its folder).
+    pub name: String,
+    /// Positive or negative.
+    pub kind: QueryKind,
+    /// The transformation applied.
+    pub transform: String,
+    /// The reference file a positive must be matched to.
+    pub reference: Option<String>,
+    /// The role of the clip the query was cut from (`unrelated-hard-negative` marks the hard
+    /// negatives).
+    pub source_role: String,
+    /// The keyframes, `(ts_ms, path)` in time order.
+    pub keyframes: Vec<(i64, PathBuf)>,
+}
+
+impl Query {
+    /// A negative cut from a clip that resembles a reference on purpose.
+    pub fn is_hard_negative(&self) -> bool {
+        self.kind == QueryKind::Negative && self.source_role.contains("hard")
+    }
+}
+
+/// Reads `DIR/manifest.tsv` and lists each query's keyframes.
+///
+/// # Errors
+/// A missing or malformed manifest, or a query folder that cannot be read.
+pub fn load_queries(dir: &Path) -> anyhow::Result<Vec<Query>> {
+    let path = dir.join("manifest.tsv");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().context("manifest.tsv is empty")?.split('\t').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("manifest.tsv has no `{name}` column"))
+    };
+    let (c_query, c_kind, c_transform, c_reference) =
+        (col("query")?, col("kind")?, col("transform")?, col("reference")?);
+    let c_role = header.iter().position(|h| *h == "source_role");
+    let mut queries = Vec::new();
+    for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let field = |c: usize| {
+            fields.get(c).copied().with_context(|| format!("manifest.tsv line {} is short", n + 2))
+        };
+        let name = field(c_query)?.to_owned();
+        let kind = match field(c_kind)? {
+            "positive" => QueryKind::Positive,
+            "negative" => QueryKind::Negative,
+            other => bail!("manifest.tsv line {}: unknown kind {other:?}", n + 2),
+        };
+        let reference = Some(field(c_reference)?.to_owned()).filter(|r| !r.is_empty());
+        if kind == QueryKind::Positive && reference.is_none() {
+            bail!("manifest.tsv line {}: positive query {name} names no reference", n + 2);
+        }
+        let source_role = c_role.and_then(|c| fields.get(c)).unwrap_or(&"").to_string();
+        let keyframes = list_keyframes(&dir.join(&name))?;
+        queries.push(Query {
+            name,
+            kind,
+            transform: field(c_transform)?.to_owned(),
+            reference,
+            source_role,
+            keyframes,
+        });
+    }
+    Ok(queries)
+}
+
+/// `<ts_ms>.jpg` (or .png/.webp) files of a query folder, in time order.
+fn list_keyframes(dir: &Path) -> anyhow::Result<Vec<(i64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let ts = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<i64>().ok());
+        let image = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "webp")
+        });
+        if let (Some(ts), true) = (ts, image) {
+            out.push((ts, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The reference files of a set: `DIR/refs/*` that FFmpeg may open (mp4, mkv, mov, ts, webm...).
+///
+/// # Errors
+/// `DIR/refs` cannot be listed.
+pub fn list_references(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let refs = dir.join("refs");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&refs)
+        .with_context(|| format!("cannot list {}", refs.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Hashes every reference (in parallel on `threads` threads) and builds the library, keyed by
+/// file name (what the manifest's `reference` column holds).
+///
+/// # Errors
+/// A reference that cannot be hashed.
+pub fn build_library(
+    refs: &[PathBuf],
+    opts: &ReferenceHashOptions,
+    threads: usize,
+    cache: Option<&Path>,
+    on_progress: &(dyn Fn(&str, i64) + Sync),
+) -> anyhow::Result<(Library, ReferenceStats)> {
+    let started = Instant::now();
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<(usize, anyhow::Result<(Vec<ReferenceFrame>, i64, bool)>)>> =
+        Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                        let i = *n;
+                        *n += 1;
+                        i
+                    };
+                    let Some(path) = refs.get(i) else { break };
+                    let name = file_name(path);
+                    let result = hash_one(path, opts, cache, &|ts| on_progress(&name, ts));
+                    results.lock().unwrap_or_else(|e| e.into_inner()).push((i, result));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    let mut library = Library::new();
+    let mut stats = ReferenceStats::default();
+    for (i, result) in results {
+        let (frames, duration_ms, cached) = result?;
+        library.insert_reference(&file_name(&refs[i]), &frames)?;
+        stats.references += 1;
+        stats.frames += frames.len();
+        stats.video_seconds += duration_ms as f64 / 1000.0;
+        stats.cached += usize::from(cached);
+    }
+    stats.wall_seconds = started.elapsed().as_secs_f64();
+    Ok((library, stats))
+}
+
+/// Sizes and timing of the reference hashing.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReferenceStats {
+    /// References hashed.
+    pub references: usize,
+    /// Frames indexed, all variants.
+    pub frames: usize,
+    /// Total duration of the references.
+    pub video_seconds: f64,
+    /// Wall-clock time of the whole hashing step.
+    pub wall_seconds: f64,
+    /// References read from the cache instead of hashed.
+    pub cached: usize,
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Hashes one reference, through the cache when there is one. Returns the frames, the
+/// reference's duration (last frame time) and whether the cache served it.
+fn hash_one(
+    path: &Path,
+    opts: &ReferenceHashOptions,
+    cache: Option<&Path>,
+    progress: &dyn Fn(i64),
+) -> anyhow::Result<(Vec<ReferenceFrame>, i64, bool)> {
+    let cache_file = match cache {
+        Some(dir) => Some(dir.join(cache_key(path, opts)?)),
+        None => None,
+    };
+    if let Some(file) = &cache_file
+        && let Ok(bytes) = std::fs::read(file)
+        && let Some(frames) = decode_frames(&bytes)
+    {
+        let duration = frames.iter().map(|f| f.ts_ms).max().unwrap_or(0);
+        return Ok((frames, duration, true));
+    }
+    let frames = hash_reference_file(path, opts, |p| progress(p.ts_ms))?;
+    if let Some(file) = &cache_file {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        // Write then rename, so an interrupted run never leaves a half file to be trusted.
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, encode_frames(&frames))
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, file).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    let duration = frames.iter().map(|f| f.ts_ms).max().unwrap_or(0);
+    Ok((frames, duration, false))
+}
+
+/// File name, size, modification time and every hashing option, hashed into a file name: a
+/// changed reference or changed options never reuse stale hashes.
+fn cache_key(path: &Path, opts: &ReferenceHashOptions) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let mut h = Sha256::new();
+    h.update(format!("v1|{}|{}|{}|{opts:?}", file_name(path), meta.len(), modified));
+    Ok(format!("{}.frames", hex::encode(&h.finalize()[..16])))
+}
+
+const FRAME_RECORD: usize = 8 + 32 + 1 + 1;
+
+fn encode_frames(frames: &[ReferenceFrame]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frames.len() * FRAME_RECORD);
+    for f in frames {
+        out.extend_from_slice(&f.ts_ms.to_le_bytes());
+        out.extend_from_slice(&f.hash.to_bytes());
+        out.push(f.quality);
+        out.push(f.variant.to_u8());
+    }
+    out
+}
+
+fn decode_frames(bytes: &[u8]) -> Option<Vec<ReferenceFrame>> {
+    if bytes.is_empty() || bytes.len() % FRAME_RECORD != 0 {
+        return None;
+    }
+    bytes
+        .chunks_exact(FRAME_RECORD)
+        .map(|r| {
+            let ts_ms = i64::from_le_bytes(r[..8].try_into().ok()?);
+            let hash = fingerprints::Hash256::from_bytes(r[8..40].try_into().ok()?);
+            let variant = fingerprints::CropVariant::from_u8(r[41])?;
+            Some(ReferenceFrame { ts_ms, hash, quality: r[40], variant })
+        })
+        .collect()
+}
+
+/// What happened to one query.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryOutcome {
+    /// The query's name.
+    pub query: String,
+    /// Positive or negative.
+    pub kind: QueryKind,
+    /// The transformation.
+    pub transform: String,
+    /// The reference it should match (positives).
+    pub expected: Option<String>,
+    /// The reference the stream was flagged for, if it was.
+    pub flagged_as: Option<String>,
+    /// Stream time (s) of the keyframe at which the decision was made.
+    pub ttd_s: Option<f64>,
+    /// Keyframes in the query.
+    pub keyframes: usize,
+    /// Keyframes with at least one hit on the expected reference (positives) or on any
+    /// reference (negatives).
+    pub keyframes_hit: usize,
+    /// Whether it is a hard negative.
+    pub hard_negative: bool,
+}
+
+impl QueryOutcome {
+    /// A positive flagged for its reference.
+    pub fn detected(&self) -> bool {
+        self.kind == QueryKind::Positive
+            && self.flagged_as.is_some()
+            && self.flagged_as == self.expected
+    }
+
+    /// A negative flagged, or a positive flagged for another reference.
+    pub fn false_flag(&self) -> bool {
+        self.flagged_as.is_some() && !self.detected()
+    }
+}
+
+/// Runs one query through a fresh [`StreamRecognizer`], stopping at the first decision.
+///
+/// # Errors
+/// A keyframe file that cannot be read. Undecodable keyframes are skipped, as the worker
+/// dead-letters them.
+pub fn run_query(
+    library: &Library,
+    cfg: &RecognitionConfig,
+    query: &Query,
+) -> anyhow::Result<QueryOutcome> {
+    let mut recognizer = StreamRecognizer::new(cfg.clone());
+    let expected = query.reference.as_deref().and_then(|r| library.reference_number(r));
+    let mut keyframes_hit = 0;
+    let mut decision = None;
+    for (ts_ms, path) in &query.keyframes {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let Ok(hashes) = hash_keyframe(&bytes) else { continue };
+        let hits = recognizer.observe(library, *ts_ms, &hashes);
+        let hit = match expected {
+            Some(r) => hits.iter().any(|h| h.reference == r),
+            None => !hits.is_empty(),
+        };
+        keyframes_hit += usize::from(hit);
+        if decision.is_none()
+            && let Some(m) = recognizer.decision(library)
+        {
+            decision = Some((m.reference_id, *ts_ms));
+        }
+    }
+    Ok(QueryOutcome {
+        query: query.name.clone(),
+        kind: query.kind,
+        transform: query.transform.clone(),
+        expected: query.reference.clone(),
+        flagged_as: decision.as_ref().map(|(r, _)| r.clone()),
+        ttd_s: decision.map(|(_, ts)| ts as f64 / 1000.0),
+        keyframes: query.keyframes.len(),
+        keyframes_hit,
+        hard_negative: query.is_hard_negative(),
+    })
+}
+
+/// Per-transformation scores of the positives.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransformScore {
+    /// Positive queries.
+    pub queries: usize,
+    /// Detected (flagged for the right reference).
+    pub detected: usize,
+    /// Recall, detected / queries.
+    pub recall: f64,
+    /// Median time to detect over the detected queries, stream seconds.
+    pub ttd_median_s: Option<f64>,
+    /// 90th percentile time to detect.
+    pub ttd_p90_s: Option<f64>,
+    /// Keyframes with a hit on the right reference / all keyframes.
+    pub keyframe_hit_rate: f64,
+    /// Flagged for a wrong reference.
+    pub wrong_reference: usize,
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scores per transformation (positives).
+    pub per_transform: BTreeMap<String, TransformScore>,
+    /// Negatives flagged plus positives attributed to a wrong reference, hard negatives
+    /// included.
+    pub false_flags: usize,
+    /// Negative queries.
+    pub negatives: usize,
+    /// Negatives flagged (hard negatives included).
+    pub negatives_flagged: usize,
+    /// Hard negative queries, and how many were flagged.
+    pub hard_negatives: usize,
+    /// Hard negatives flagged.
+    pub hard_negatives_flagged: usize,
+    /// Keyframes of negatives with any hit / all keyframes of negatives.
+    pub negative_keyframe_hit_rate: f64,
+    /// All positives: recall.
+    pub overall_recall: f64,
+    /// All detected positives: median time to detect.
+    pub overall_ttd_median_s: Option<f64>,
+    /// Reference hashing figures.
+    pub references: ReferenceStats,
+    /// Keyframes hashed and looked up per second (one thread, decode included).
+    pub keyframes_per_second: f64,
+    /// Every query's outcome.
+    pub queries: Vec<QueryOutcome>,
+}
+
+/// Scores outcomes.
+pub fn report(
+    outcomes: Vec<QueryOutcome>,
+    references: ReferenceStats,
+    keyframes_per_second: f64,
+) -> Report {
+    let mut groups: BTreeMap<String, Vec<&QueryOutcome>> = BTreeMap::new();
+    for o in outcomes.iter().filter(|o| o.kind == QueryKind::Positive) {
+        groups.entry(o.transform.clone()).or_default().push(o);
+    }
+    let per_transform = groups
+        .into_iter()
+        .map(|(t, qs)| {
+            let detected: Vec<f64> =
+                qs.iter().filter(|o| o.detected()).filter_map(|o| o.ttd_s).collect();
+            let kf: usize = qs.iter().map(|o| o.keyframes).sum();
+            let kf_hit: usize = qs.iter().map(|o| o.keyframes_hit).sum();
+            let score = TransformScore {
+                queries: qs.len(),
+                detected: detected.len(),
+                recall: ratio(detected.len(), qs.len()),
+                ttd_median_s: percentile(&detected, 0.5),
+                ttd_p90_s: percentile(&detected, 0.9),
+                keyframe_hit_rate: ratio(kf_hit, kf),
+                wrong_reference: qs.iter().filter(|o| o.false_flag()).count(),
+            };
+            (t, score)
+        })
+        .collect();
+    let negatives: Vec<&QueryOutcome> =
+        outcomes.iter().filter(|o| o.kind == QueryKind::Negative).collect();
+    let positives: Vec<&QueryOutcome> =
+        outcomes.iter().filter(|o| o.kind == QueryKind::Positive).collect();
+    let all_ttd: Vec<f64> =
+        positives.iter().filter(|o| o.detected()).filter_map(|o| o.ttd_s).collect();
+    Report {
+        per_transform,
+        false_flags: outcomes.iter().filter(|o| o.false_flag()).count(),
+        negatives: negatives.len(),
+        negatives_flagged: negatives.iter().filter(|o| o.flagged_as.is_some()).count(),
+        hard_negatives: negatives.iter().filter(|o| o.hard_negative).count(),
+        hard_negatives_flagged: negatives
+            .iter()
+            .filter(|o| o.hard_negative && o.flagged_as.is_some())
+            .count(),
+        negative_keyframe_hit_rate: ratio(
+            negatives.iter().map(|o| o.keyframes_hit).sum(),
+            negatives.iter().map(|o| o.keyframes).sum(),
+        ),
+        overall_recall: ratio(all_ttd.len(), positives.len()),
+        overall_ttd_median_s: percentile(&all_ttd, 0.5),
+        references,
+        keyframes_per_second,
+        queries: outcomes,
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Nearest-rank percentile.
+fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
+}
+
+impl Report {
+    /// The human-readable tables.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let secs = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        s.push_str("| transform | queries | detected | recall | TTD median (s) | TTD p90 (s) | keyframe hit rate | wrong ref |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        for (t, r) in &self.per_transform {
+            s.push_str(&format!(
+                "| {t} | {} | {} | {:.0} % | {} | {} | {:.0} % | {} |\n",
+                r.queries,
+                r.detected,
+                r.recall * 100.0,
+                secs(r.ttd_median_s),
+                secs(r.ttd_p90_s),
+                r.keyframe_hit_rate * 100.0,
+                r.wrong_reference
+            ));
+        }
+        s.push_str(&format!(
+            "\nAll positives: recall {:.1} %, median TTD {} s.\n",
+            self.overall_recall * 100.0,
+            secs(self.overall_ttd_median_s)
+        ));
+        s.push_str(&format!(
+            "False flags: {} (negatives flagged: {} of {}; hard negatives flagged: {} of {}; positives flagged for a wrong reference: {}).\n",
+            self.false_flags,
+            self.negatives_flagged - self.hard_negatives_flagged,
+            self.negatives - self.hard_negatives,
+            self.hard_negatives_flagged,
+            self.hard_negatives,
+            self.false_flags - self.negatives_flagged
+        ));
+        s.push_str(&format!(
+            "Negative keyframes with any hit: {:.1} %.\n",
+            self.negative_keyframe_hit_rate * 100.0
+        ));
+        let r = &self.references;
+        s.push_str(&format!(
+            "References: {} ({:.0} s of video, {} frames indexed) hashed in {:.1} s wall ({} from cache); queries: {:.0} keyframes/s.\n",
+            r.references, r.video_seconds, r.frames, r.wall_seconds, r.cached, self.keyframes_per_second
+        ));
+        s
+    }
+
+    /// The contract JSON: `per_transform`, `false_flags`, `negatives`, plus the details.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("queries");
+            obj.insert(
+                "failures".to_owned(),
+                serde_json::to_value(
+                    self.queries
+                        .iter()
+                        .filter(|q| {
+                            q.false_flag() || (q.kind == QueryKind::Positive && !q.detected())
+                        })
+                        .map(|q| &q.query)
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap_or_default(),
+            );
+        }
+        v
+    }
+}
+
+/// Runs `offside eval`.
+///
+/// # Errors
+/// An unreadable set or reference.
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let queries = load_queries(&args.dir)?;
+    let refs = list_references(&args.dir)?;
+    anyhow::ensure!(!refs.is_empty(), "{} has no references", args.dir.join("refs").display());
+    let threads =
+        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let opts = ReferenceHashOptions::default();
+
+    let total_kf: u64 = queries.iter().map(|q| q.keyframes.len() as u64).sum();
+    let bar = ProgressBar::new(refs.len() as u64 + total_kf);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("hashing references");
+    let progress = |name: &str, ts: i64| {
+        bar.set_message(format!("hashing {name} at {:.0} s", ts as f64 / 1000.0))
+    };
+    let (library, ref_stats) =
+        build_library(&refs, &opts, threads, args.cache.as_deref(), &progress)?;
+    bar.inc(refs.len() as u64);
+
+    let missing: Vec<&str> = queries
+        .iter()
+        .filter_map(|q| q.reference.as_deref())
+        .filter(|r| !library.contains(r))
+        .collect();
+    anyhow::ensure!(missing.is_empty(), "the manifest names references not in refs/: {missing:?}");
+
+    let cfg = RecognitionConfig::default();
+    let started = Instant::now();
+    let mut outcomes = Vec::with_capacity(queries.len());
+    let mut by_thread: HashMap<usize, QueryOutcome> = HashMap::new();
+    let next = Mutex::new(0usize);
+    let results = Mutex::new(&mut by_thread);
+    let first_error = Mutex::new(None::<anyhow::Error>);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                        let i = *n;
+                        *n += 1;
+                        i
+                    };
+                    let Some(q) = queries.get(i) else { break };
+                    bar.set_message(format!("query {}", q.name));
+                    match run_query(&library, &cfg, q) {
+                        Ok(o) => {
+                            results.lock().unwrap_or_else(|e| e.into_inner()).insert(i, o);
+                        }
+                        Err(e) => {
+                            first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                        }
+                    }
+                    bar.inc(q.keyframes.len() as u64);
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    for i in 0..queries.len() {
+        if let Some(o) = by_thread.remove(&i) {
+            outcomes.push(o);
+        }
+    }
+    let per_second =
+        total_kf as f64 / started.elapsed().as_secs_f64().max(1e-9) / threads.max(1) as f64;
+    bar.finish_and_clear();
+    let report = report(outcomes, ref_stats, per_second);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &report.to_json())?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report.table())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v = [4.0, 2.0, 8.0, 6.0];
+        assert_eq!(percentile(&v, 0.5), Some(4.0));
+        assert_eq!(percentile(&v, 0.9), Some(8.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn cached_frames_round_trip() {
+        let mut hash = fingerprints::Hash256::default();
+        hash.set_bit(7);
+        let frames = vec![ReferenceFrame {
+            ts_ms: 1234,
+            hash,
+            quality: 88,
+            variant: fingerprints::CropVariant::Square,
+        }];
+        assert_eq!(decode_frames(&encode_frames(&frames)), Some(frames));
+        assert_eq!(decode_frames(&[1, 2, 3]), None);
+    }
+}

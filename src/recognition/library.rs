@@ -1,0 +1,259 @@
+//! [`Library`]: every reference frame in one Hamming index, with the metadata a hit needs.
+
+use std::collections::HashMap;
+
+use fingerprints::{CropVariant, HammingIndex, Hit, broadness_weight};
+
+use super::{KeyframeHashes, ReferenceFrame};
+
+/// What the index id of a frame stands for.
+#[derive(Debug, Clone, Copy)]
+struct FrameMeta {
+    reference: u64,
+    ts_ms: i64,
+    quality: u8,
+    variant: CropVariant,
+}
+
+#[derive(Debug, Clone)]
+struct ReferenceEntry {
+    number: u64,
+    frame_ids: Vec<u32>,
+}
+
+/// Sizes of a [`Library`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LibraryStats {
+    /// References held.
+    pub references: usize,
+    /// Frames indexed (all variants).
+    pub frames: usize,
+    /// Heap bytes of the Hamming index.
+    pub index_bytes: usize,
+}
+
+/// The in-memory index of all references.
+///
+/// References are keyed by the service's id strings; the matcher works with numbers, so each
+/// id is interned to a `u64` ([`Hit::reference`]) that stays stable while the reference is
+/// held. Not internally synchronised: share it behind an `RwLock` (lookups take `&self`).
+#[derive(Debug, Default)]
+pub struct Library {
+    index: HammingIndex,
+    frames: Vec<Option<FrameMeta>>,
+    free_ids: Vec<u32>,
+    references: HashMap<String, ReferenceEntry>,
+    names: HashMap<u64, String>,
+    next_number: u64,
+}
+
+impl Library {
+    /// An empty library.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the frames of reference `id`.
+    ///
+    /// # Errors
+    /// When the index would exceed `u32::MAX` frames.
+    pub fn insert_reference(&mut self, id: &str, frames: &[ReferenceFrame]) -> anyhow::Result<()> {
+        self.remove_reference(id);
+        self.next_number += 1;
+        let number = self.next_number;
+        let mut frame_ids = Vec::with_capacity(frames.len());
+        for f in frames {
+            let fid = match self.free_ids.pop() {
+                Some(fid) => fid,
+                None => {
+                    let fid = u32::try_from(self.frames.len())
+                        .map_err(|_| anyhow::anyhow!("the library is full (2^32 frames)"))?;
+                    self.frames.push(None);
+                    fid
+                }
+            };
+            self.frames[fid as usize] = Some(FrameMeta {
+                reference: number,
+                ts_ms: f.ts_ms,
+                quality: f.quality,
+                variant: f.variant,
+            });
+            self.index.insert(fid, f.hash);
+            frame_ids.push(fid);
+        }
+        self.names.insert(number, id.to_owned());
+        self.references.insert(id.to_owned(), ReferenceEntry { number, frame_ids });
+        Ok(())
+    }
+
+    /// Removes reference `id`; returns whether it was held.
+    pub fn remove_reference(&mut self, id: &str) -> bool {
+        let Some(entry) = self.references.remove(id) else { return false };
+        for fid in entry.frame_ids {
+            self.index.remove(fid);
+            self.frames[fid as usize] = None;
+            self.free_ids.push(fid);
+        }
+        self.names.remove(&entry.number);
+        true
+    }
+
+    /// Whether reference `id` is held.
+    pub fn contains(&self, id: &str) -> bool {
+        self.references.contains_key(id)
+    }
+
+    /// The id string of an interned reference number ([`Hit::reference`]).
+    pub fn reference_id(&self, number: u64) -> Option<&str> {
+        self.names.get(&number).map(String::as_str)
+    }
+
+    /// The interned number of reference `id`.
+    pub fn reference_number(&self, id: &str) -> Option<u64> {
+        self.references.get(id).map(|e| e.number)
+    }
+
+    /// Sizes, for logs and metrics.
+    pub fn stats(&self) -> LibraryStats {
+        LibraryStats {
+            references: self.references.len(),
+            frames: self.index.len(),
+            index_bytes: self.index.memory_bytes(),
+        }
+    }
+
+    /// Looks up every hash of a keyframe within `radius` bits and returns one [`Hit`] per
+    /// matched (reference, reference time), at its smallest distance over query views and
+    /// crop variants, closest first, at most `max_hits`.
+    ///
+    /// Weights down-rate frames that match too broadly, from what this very lookup found: a
+    /// keyframe matching frames of several references cannot tell them apart (each gets 1/N),
+    /// and one matching hundreds of frames (black, a slate, a logo) says little about any of
+    /// them ([`broadness_weight`]). Reference frames of low detail (PDQ quality near the 50
+    /// floor, whose hash bits are partly noise) weigh up to half less.
+    pub fn lookup(&self, keyframe: &KeyframeHashes, radius: u32, max_hits: usize) -> Vec<Hit> {
+        let mut best: HashMap<(u64, i64), (u32, u8)> = HashMap::new();
+        for q in &keyframe.hashes {
+            for m in self.index.search(&q.hash, radius) {
+                let Some(Some(meta)) = self.frames.get(m.id as usize) else { continue };
+                let slot = best.entry((meta.reference, meta.ts_ms)).or_insert((u32::MAX, 0));
+                if m.distance < slot.0 {
+                    *slot = (m.distance, meta.quality);
+                }
+            }
+        }
+        if best.is_empty() {
+            return Vec::new();
+        }
+        let mut references: Vec<u64> = best.keys().map(|(r, _)| *r).collect();
+        references.sort_unstable();
+        references.dedup();
+        let broad = broadness_weight(count_u32(references.len()), count_u32(best.len()));
+        let mut hits: Vec<Hit> = best
+            .into_iter()
+            .map(|((reference, reference_ts_ms), (distance, quality))| Hit {
+                reference,
+                reference_ts_ms,
+                distance,
+                weight: broad * detail_weight(quality),
+            })
+            .collect();
+        hits.sort_unstable_by_key(|h| (h.distance, h.reference, h.reference_ts_ms));
+        hits.truncate(max_hits);
+        hits
+    }
+
+    /// The crop variant and time of an indexed frame, for diagnostics.
+    pub fn frames_of(&self, id: &str) -> Vec<(i64, CropVariant)> {
+        self.references.get(id).map_or_else(Vec::new, |e| {
+            e.frame_ids
+                .iter()
+                .filter_map(|fid| self.frames[*fid as usize].map(|m| (m.ts_ms, m.variant)))
+                .collect()
+        })
+    }
+}
+
+fn count_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// 0.5 at PDQ quality 50 rising linearly to 1.0 at 70 and above.
+fn detail_weight(quality: u8) -> f32 {
+    (0.5 + (f32::from(quality) - 50.0) / 40.0).clamp(0.5, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recognition::{QueryHash, QueryView};
+    use fingerprints::Hash256;
+
+    fn h(bits: &[usize]) -> Hash256 {
+        let mut x = Hash256::default();
+        for &b in bits {
+            x.set_bit(b);
+        }
+        x
+    }
+
+    fn rf(ts_ms: i64, hash: Hash256) -> ReferenceFrame {
+        ReferenceFrame { ts_ms, hash, quality: 100, variant: CropVariant::Full }
+    }
+
+    fn query(hash: Hash256) -> KeyframeHashes {
+        KeyframeHashes {
+            quality: 100,
+            hashes: vec![QueryHash { hash, view: QueryView::Full }],
+            content: None,
+        }
+    }
+
+    #[test]
+    fn a_specific_frame_hits_its_reference_at_full_weight() {
+        let mut lib = Library::new();
+        lib.insert_reference(
+            "a",
+            &[rf(0, h(&[1, 2, 3])), rf(40, h(&(100..200).collect::<Vec<_>>()))],
+        )
+        .unwrap();
+        let hits = lib.lookup(&query(h(&[1, 2])), 10, 100);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(lib.reference_id(hits[0].reference), Some("a"));
+        assert_eq!((hits[0].reference_ts_ms, hits[0].distance, hits[0].weight), (0, 1, 1.0));
+    }
+
+    #[test]
+    fn a_frame_shared_by_two_references_weighs_half() {
+        let mut lib = Library::new();
+        lib.insert_reference("a", &[rf(0, h(&[1]))]).unwrap();
+        lib.insert_reference("b", &[rf(5000, h(&[2]))]).unwrap();
+        let hits = lib.lookup(&query(h(&[])), 4, 100);
+        assert_eq!(hits.len(), 2);
+        assert!(hits.iter().all(|x| x.weight == 0.5));
+    }
+
+    #[test]
+    fn removing_a_reference_removes_its_hits_and_frees_its_frames() {
+        let mut lib = Library::new();
+        lib.insert_reference("a", &[rf(0, h(&[1]))]).unwrap();
+        lib.insert_reference("b", &[rf(0, h(&[2]))]).unwrap();
+        assert!(lib.remove_reference("a"));
+        assert!(!lib.remove_reference("a"));
+        let hits = lib.lookup(&query(h(&[])), 4, 100);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(lib.reference_id(hits[0].reference), Some("b"));
+        lib.insert_reference("c", &[rf(0, h(&[3]))]).unwrap();
+        assert_eq!(lib.stats().frames, 2);
+        assert_eq!(lib.stats().references, 2);
+    }
+
+    #[test]
+    fn reinserting_a_reference_replaces_its_frames() {
+        let mut lib = Library::new();
+        lib.insert_reference("a", &[rf(0, h(&[1])), rf(40, h(&[2]))]).unwrap();
+        lib.insert_reference("a", &[rf(80, h(&[200]))]).unwrap();
+        assert_eq!(lib.stats().frames, 1);
+        assert!(lib.lookup(&query(h(&[1])), 1, 100).is_empty());
+    }
+}

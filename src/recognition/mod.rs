@@ -1,0 +1,27 @@
+//! Recognition: the service's glue over `fingerprints`, and the one decision rule.
+//!
+//! - [`hash_keyframe`]: query side, keyframe bytes to the hashes we look up ([`KeyframeHashes`]).
+//! - [`hash_reference_file`]: reference side, a video file densely hashed into
+//!   [`ReferenceFrame`]s (full frame plus centre crops, low-detail frames skipped,
+//!   near-duplicates pruned).
+//! - [`Library`]: every reference's frames in one Hamming index; a lookup turns a keyframe's
+//!   hashes into weighted [`Hit`]s for the temporal matcher.
+//! - [`StreamRecognizer`]: one stream's matcher plus [`RecognitionConfig`], the decision rule
+//!   that both `offside eval` and the worker apply, so the evaluation measures what runs.
+//!
+//! Everything here is synchronous and CPU-bound: call it from a blocking thread.
+
+mod keyframe;
+mod library;
+mod reference;
+mod stream;
+
+pub use keyframe::{KeyframeHashes, QueryHash, QueryView, hash_keyframe, hash_luma};
+pub use library::{Library, LibraryStats};
+pub use reference::{
+    HashProgress, ReferenceFrame, ReferenceHashOptions, hash_reference_file, hash_reference_image,
+    reference_frames_of,
+};
+pub use stream::{Match, RecognitionConfig, StreamRecognizer};
+
+pub use fingerprints::{CropVariant, Evidence, Hit, MatcherConfig};

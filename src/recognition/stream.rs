@@ -1,0 +1,111 @@
+//! The decision rule: one stream's keyframes against the library, until a conclusive match.
+
+use fingerprints::{Evidence, Hit, MatcherConfig, StreamMatcher};
+
+use super::{KeyframeHashes, Library};
+
+/// Every parameter of recognition, in one place so the evaluation and the service apply the
+/// same rule. The defaults are the values measured with `offside eval` (docs/EVALUATION.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecognitionConfig {
+    /// Hamming radius of index lookups (bits of 256).
+    pub radius: u32,
+    /// Keyframes whose PDQ quality is below this carry no evidence (PDQ's own threshold).
+    pub min_quality: u8,
+    /// At most this many hits per keyframe go to the matcher, closest first. A keyframe with
+    /// more is a broad frame whose hits carry little weight anyway.
+    pub max_hits_per_keyframe: usize,
+    /// The temporal matcher's thresholds, including the decision rule's.
+    pub matcher: MatcherConfig,
+}
+
+impl Default for RecognitionConfig {
+    fn default() -> Self {
+        Self {
+            radius: 31,
+            min_quality: 50,
+            max_hits_per_keyframe: 256,
+            matcher: MatcherConfig::default(),
+        }
+    }
+}
+
+/// A decided match: the stream is this reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    /// The reference's id in the library.
+    pub reference_id: String,
+    /// The evidence that decided it.
+    pub evidence: Evidence,
+}
+
+/// One stream's recognition state: feed it keyframes in (roughly) stream order.
+#[derive(Debug, Clone)]
+pub struct StreamRecognizer {
+    cfg: RecognitionConfig,
+    matcher: StreamMatcher,
+}
+
+impl StreamRecognizer {
+    /// A stream with no evidence yet.
+    pub fn new(cfg: RecognitionConfig) -> Self {
+        let matcher = StreamMatcher::new(cfg.matcher.clone());
+        Self { cfg, matcher }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &RecognitionConfig {
+        &self.cfg
+    }
+
+    /// Looks a keyframe up in `library` and adds its hits to the stream's evidence; returns
+    /// the hits (empty for a keyframe below the quality floor).
+    pub fn observe(
+        &mut self,
+        library: &Library,
+        stream_ts_ms: i64,
+        keyframe: &KeyframeHashes,
+    ) -> Vec<Hit> {
+        let hits = if keyframe.quality < self.cfg.min_quality {
+            Vec::new()
+        } else {
+            library.lookup(keyframe, self.cfg.radius, self.cfg.max_hits_per_keyframe)
+        };
+        self.matcher.observe(stream_ts_ms, &hits);
+        hits
+    }
+
+    /// Adds hits from another source (local features, a live reference window) for the
+    /// keyframe at `stream_ts_ms`.
+    pub fn observe_hits(&mut self, stream_ts_ms: i64, hits: &[Hit]) {
+        self.matcher.observe(stream_ts_ms, hits);
+    }
+
+    /// The decision under the configured rule: the best conclusive evidence whose reference
+    /// is still in `library`.
+    pub fn decision(&self, library: &Library) -> Option<Match> {
+        self.decision_with(library, |_| None)
+    }
+
+    /// The decision with a per-reference `min_match_seconds` (a reference policy); `None` from
+    /// `min_seconds` keeps the configured default.
+    pub fn decision_with(
+        &self,
+        library: &Library,
+        min_seconds: impl Fn(&str) -> Option<f64>,
+    ) -> Option<Match> {
+        let cfg = &self.cfg.matcher;
+        self.matcher.evidence().into_iter().find_map(|evidence| {
+            let id = library.reference_id(evidence.reference)?;
+            let secs = min_seconds(id).unwrap_or(cfg.min_matched_seconds);
+            evidence
+                .is_conclusive_after(cfg, secs)
+                .then(|| Match { reference_id: id.to_owned(), evidence })
+        })
+    }
+
+    /// All current evidence, best first (for diagnostics and case files).
+    pub fn evidence(&self) -> Vec<Evidence> {
+        self.matcher.evidence()
+    }
+}
