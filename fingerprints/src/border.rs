@@ -6,19 +6,30 @@
 //! to the pixel so the caller can hash it on its own.
 //!
 //! How: the frame is read as lines (rows for bars above and below, then columns for bars left
-//! and right, inside the rows kept). Per line we measure its detail (the largest mean absolute
-//! difference between neighbouring pixels over short segments of the line) and the change to
-//! the next line. Bars, plain or blurred, have no detail anywhere along a line and change
-//! slowly from line to line. A bar ends at a *sharp, straight* edge: a step between two lines
-//! that is large compared with the bar's own line-to-line noise and that happens in one line
-//! (or two, for compression smear) rather than over a band, as a horizon or a soft shadow
-//! would. The bars must also mirror each other (same thickness within 1 % of the frame, as
-//! every padding filter centres the picture), and the picture between them must have detail.
+//! and right inside the rows kept, then the rows again inside the columns kept). From each
+//! side we walk inwards while lines look like a bar: no segment of the line has texture (mean
+//! absolute *second* difference, so the gentle gradients of a blurred fill pass while texture,
+//! text and edges do not) and the line barely changes from the previous one. Where the walk
+//! stops (give or take the few lines that compression ringing spoils), the bar must end at an
+//! edge that is
+//! - strong: the step between two lines is well above the bar's own line-to-line noise;
+//! - persistent: three lines into the picture it still differs from the bar (a thin grid line
+//!   on a flat background does not);
+//! - straight: along the line, every segment that departs from the bar nearby departs exactly
+//!   at this edge (a title's outline, a horizon or a slanted object depart at varying lines),
+//!   over at least a quarter of the line.
+//!
+//! The two bars of an axis must mirror each other (same thickness within 1 % of the frame:
+//! every padding filter centres the picture), the picture between them must have texture, and
+//! bars on all four sides may not leave a small box in the middle (a logo on a plain
+//! background).
 //!
 //! False bars cost matching (the caller would hash a wrong crop), so every test leans towards
-//! `None`: a dark sky above a skyline has no straight edge spanning the frame, a black title
-//! card has no edge at all, a night scene rarely has mirrored smooth bands. The caller hashes
-//! the full frame as well, so a missed detection only costs the bar-stripped hash.
+//! `None`. Pictures whose own margins are as flat as the bars (a planet in black space inside
+//! black bars, a night scene) are not found: the edge is invisible. The caller hashes the full
+//! frame as well, so a miss only costs the bar-stripped hash. Footage that carries bars of its
+//! own (a 2.35:1 film in a 16:9 frame) gives the picture inside them: the caller should hash
+//! the content rectangle of reference frames too, so both sides strip the same bars.
 
 use std::borrow::Cow;
 
@@ -76,11 +87,26 @@ const EDGE_EXTENT: f32 = 0.25;
 
 /// Finds the picture inside letterbox (above/below) and pillarbox (left/right) bars.
 ///
-/// Returns `Some` only when bars were found on at least one axis, symmetric within 1 % of the
-/// frame (at least 2 pixels), each at least 2 % of the frame thick, leaving a picture of at
-/// least 20 % of the frame on that axis (a 2.35:1 film inside a vertical 9:16 canvas keeps 24 %). Bars may be black, any near-uniform colour, or a
-/// heavily blurred copy of the picture. `None` means "no bars, or not sure": hash the whole
-/// frame.
+/// Returns `Some` only when bars were found on at least one axis: symmetric within 1 % of the
+/// frame (at least 2 pixels), each at least 2 % and at most 40 % of the frame thick, leaving a
+/// picture of at least 20 % of the frame on that axis (a 2.35:1 film inside a vertical 9:16
+/// canvas keeps 24 %). Bars may be black, any near-uniform colour, or a heavily blurred copy of
+/// the picture. `None` means "no bars, or not sure": hash the whole frame. Images under 48
+/// pixels on a side give `None`.
+///
+/// ```
+/// use fingerprints::{Luma, Rect, content_rect};
+///
+/// // A textured 512x288 picture padded with black to 640x360.
+/// let mut px = vec![0u8; 640 * 360];
+/// for y in 36..324 {
+///     for x in 64..576 {
+///         px[y * 640 + x] = ((x * 7 + y * 13) % 97 + (x * y) % 61) as u8 + 40;
+///     }
+/// }
+/// let img = Luma::new(640, 360, px).unwrap();
+/// assert_eq!(content_rect(&img), Some(Rect { x: 64, y: 36, width: 512, height: 288 }));
+/// ```
 pub fn content_rect(img: &Luma) -> Option<Rect> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w < MIN_SIDE || h < MIN_SIDE {
@@ -201,11 +227,16 @@ fn find_bars(lines: &Lines<'_>) -> Option<(usize, usize)> {
     if n < MIN_SIDE || lines.m < MIN_SIDE / 2 {
         return None;
     }
-    let a = edge(lines, false)?;
-    let b = edge(lines, true)?;
-    if a.abs_diff(b) > (n / 100).max(2) || n - a - b < n / 5 {
-        return None;
-    }
+    // Bars can nest (a film's own black bars inside a pad or a blur fill, whose outer edge may
+    // be invisible on one side): take the outermost symmetric pair of candidate edges.
+    let starts = edges(lines, false);
+    let ends = edges(lines, true);
+    let tolerance = (n / 100).max(2);
+    let (a, b) = starts
+        .iter()
+        .flat_map(|&a| ends.iter().map(move |&b| (a, b)))
+        .filter(|&(a, b)| a.abs_diff(b) <= tolerance && n - a - b >= n / 5)
+        .min_by_key(|&(a, b)| a + b)?;
     // The picture between the bars must have detail somewhere: a uniform frame with two faint
     // bands is not a padded picture.
     let needed = (n - a - b).div_ceil(10);
@@ -213,8 +244,23 @@ fn find_bars(lines: &Lines<'_>) -> Option<(usize, usize)> {
     (busy >= needed).then_some((a, b))
 }
 
-/// The thickness of the bar on one side (`from_end`: the last lines inward), if it has one.
-fn edge(lines: &Lines<'_>, from_end: bool) -> Option<usize> {
+/// Up to three nested bar edges on one side (`from_end`: the last lines inward), outermost
+/// first, as bar thicknesses.
+fn edges(lines: &Lines<'_>, from_end: bool) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut begin = 0;
+    while out.len() < 3
+        && let Some(k) = edge(lines, from_end, begin)
+    {
+        out.push(k);
+        begin = k;
+    }
+    out
+}
+
+/// The bar edge on one side whose bar-like run starts at line `begin` from that side (0 for
+/// the frame's border, or a previous edge for a bar nested inside another).
+fn edge(lines: &Lines<'_>, from_end: bool, begin: usize) -> Option<usize> {
     let n = lines.n;
     // The k-th line from this side, and the step between it and the (k-1)-th: the edge that
     // makes a bar of k lines.
@@ -224,10 +270,10 @@ fn edge(lines: &Lines<'_>, from_end: bool) -> Option<usize> {
     let min_bar = (n / 50).max(2);
     let max_bar = n * 2 / 5;
     // The run of bar-like lines from this side.
-    let mut smooth = 0;
+    let mut smooth = begin;
     while smooth < max_bar
         && lines.detail(at(smooth)) <= BAR_DETAIL
-        && (smooth == 0 || step_seg_at(smooth) <= BAR_STEP)
+        && (smooth == begin || step_seg_at(smooth) <= BAR_STEP)
     {
         smooth += 1;
     }
@@ -236,10 +282,12 @@ fn edge(lines: &Lines<'_>, from_end: bool) -> Option<usize> {
     let slack = (n / 100).max(4);
     let lo = smooth.saturating_sub(1).max(min_bar);
     let hi = (smooth + slack).min(max_bar).min(n - 2);
-    if lo > hi || smooth < 2 {
+    if lo > hi || smooth < begin + 2 {
         return None;
     }
-    let noise = (1..smooth.saturating_sub(slack).max(1)).map(step_at).fold(0.0f32, f32::max);
+    let noise = (begin + 1..smooth.saturating_sub(slack).max(begin + 1))
+        .map(step_at)
+        .fold(0.0f32, f32::max);
     let peak = (lo..=hi).map(step_at).fold(0.0f32, f32::max);
     let floor = EDGE_MIN.max(EDGE_OVER_NOISE * noise).max(peak / 2.0);
     let k = (lo..=hi).find(|&k| step_at(k) >= floor)?;
@@ -254,7 +302,7 @@ fn edge(lines: &Lines<'_>, from_end: bool) -> Option<usize> {
     // Straightness: along the line, wherever the picture departs from the bar it does so at
     // this edge (within a line), not a few lines before or after as the outline of a title, a
     // horizon or a slanted object would. And it does so along a fair part of the line.
-    let bar = at(k.saturating_sub(4));
+    let bar = at(k.saturating_sub(4).max(begin));
     let seg = segment_len(lines.m);
     let segments = lines.m.div_ceil(seg);
     let bar_line = lines.line(bar);
