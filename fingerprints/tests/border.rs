@@ -186,16 +186,12 @@ fn border_detection_report_on_an_eval_set() {
                     && g.x + g.width <= w.x + w.width + 2
                     && g.y + g.height <= w.y + w.height + 2
             };
-            let slot = if got.is_none() {
-                4
-            } else if wants.iter().any(|w| close(got, *w, 0)) {
-                0
-            } else if wants.iter().any(|w| close(got, *w, 2)) {
-                1
-            } else if OWN_BARS.contains(&stem) && inside(got.unwrap(), want) {
-                2
-            } else {
-                3
+            let slot = match got {
+                None => 4,
+                Some(_) if wants.iter().any(|w| close(got, *w, 0)) => 0,
+                Some(_) if wants.iter().any(|w| close(got, *w, 2)) => 1,
+                Some(g) if OWN_BARS.contains(&stem) && inside(g, want) => 2,
+                Some(_) => 3,
             };
             row[slot] += 1;
             if verbose && slot >= 2 {
