@@ -193,7 +193,7 @@ pub fn fit_similarity_ransac(pairs: &[Pair], params: &RansacParams) -> Option<Ra
             }
         }
     }
-    let (mut weight, mut transform, mut inliers) = best.map(|(w, s, i)| (w, s, i))?;
+    let (mut weight, mut transform, mut inliers) = best?;
     // Two rounds of refinement: the least-squares fit may pull in a few more inliers.
     for _ in 0..2 {
         let subset: Vec<Pair> = inliers.iter().map(|&i| pairs[i]).collect();
