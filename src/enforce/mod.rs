@@ -1,3 +1,5 @@
-//! Enforcement: what happens after a decision. Signed takedown webhooks and their delivery.
+//! Enforcement: what happens after a decision: signed takedown webhooks ([`webhook`]) and the
+//! outbox delivery loop ([`delivery`]).
 
+pub mod delivery;
 pub mod webhook;

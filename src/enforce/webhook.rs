@@ -12,7 +12,7 @@
 //! takedown receiver has no reason to redirect, and a redirect is the other classic way round
 //! an address check.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -275,7 +275,8 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
         Box::pin(async move {
             let addrs = resolve(&host, 0, allow_private).await?;
             if addrs.is_empty() {
-                return Err(Box::new(UrlError::Unresolvable(host)) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(UrlError::Unresolvable(host))
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -333,7 +334,13 @@ impl WebhookClient {
     }
 
     /// POSTs `body` (the event JSON) to `url`, signed with `secret` at time `now_unix`.
-    pub async fn deliver(&self, url: &str, secret: &[u8], body: &[u8], now_unix: i64) -> AttemptOutcome {
+    pub async fn deliver(
+        &self,
+        url: &str,
+        secret: &[u8],
+        body: &[u8],
+        now_unix: i64,
+    ) -> AttemptOutcome {
         if let Err(e) = check_url(url, self.allow_private) {
             return AttemptOutcome::Failed(e.to_string());
         }
@@ -346,7 +353,9 @@ impl WebhookClient {
             .send()
             .await;
         match result {
-            Ok(resp) if resp.status().is_success() => AttemptOutcome::Delivered(resp.status().as_u16()),
+            Ok(resp) if resp.status().is_success() => {
+                AttemptOutcome::Delivered(resp.status().as_u16())
+            }
             Ok(resp) => AttemptOutcome::Rejected(resp.status().as_u16()),
             Err(e) => AttemptOutcome::Failed(error_chain(&e)),
         }
@@ -397,11 +406,13 @@ mod tests {
         assert_eq!(v["type"], "stream.killed");
         assert_eq!(v["data"]["stream_id"], "s1");
         assert!(v["id"].as_str().is_some_and(|s| s.len() == 36));
-        assert!(time::OffsetDateTime::parse(
-            v["created_at"].as_str().unwrap(),
-            &time::format_description::well_known::Rfc3339
-        )
-        .is_ok());
+        assert!(
+            time::OffsetDateTime::parse(
+                v["created_at"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339
+            )
+            .is_ok()
+        );
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys.len(), 4);
     }
@@ -431,7 +442,10 @@ mod tests {
             "http://[fe80::1]/",
             "http://[::ffff:127.0.0.1]/",
         ] {
-            assert!(matches!(check_url(u, false), Err(UrlError::PrivateAddress(_))), "{u} was accepted");
+            assert!(
+                matches!(check_url(u, false), Err(UrlError::PrivateAddress(_))),
+                "{u} was accepted"
+            );
             assert!(check_url(u, true).is_ok(), "{u} refused even when private URLs are allowed");
         }
         assert!(check_url("http://[2606:4700::1111]/", false).is_ok());
@@ -450,6 +464,9 @@ mod tests {
     async fn the_client_cannot_reach_loopback_by_name_without_permission() {
         let client = WebhookClient::new(Duration::from_secs(2), false).unwrap();
         let outcome = client.deliver("http://localhost:9/hook", b"k", b"{}", 0).await;
-        assert!(matches!(outcome, AttemptOutcome::Failed(ref m) if m.contains("public")), "{outcome:?}");
+        assert!(
+            matches!(outcome, AttemptOutcome::Failed(ref m) if m.contains("public")),
+            "{outcome:?}"
+        );
     }
 }

@@ -146,9 +146,11 @@ impl Link {
 
     fn close(self) {
         // Closing politely lets the broker requeue at once instead of after a heartbeat timeout.
-        tokio::spawn(async move {
-            let _ = self.connection.close(200, "reconnecting".into()).await;
-        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = self.connection.close(200, "closing".into()).await;
+            });
+        }
     }
 }
 
@@ -159,7 +161,12 @@ impl Link {
 pub async fn declare_topology(channel: &Channel, cfg: &AmqpConfig) -> Result<(), QueueError> {
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     channel
-        .exchange_declare(cfg.exchange().into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .exchange_declare(
+            cfg.exchange().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
         .exchange_declare(
@@ -395,6 +402,16 @@ impl AmqpConsumer {
             .await?;
         self.state = Some(ConsumerState { link, consume_channel, consumer });
         Ok(())
+    }
+}
+
+impl Drop for AmqpConsumer {
+    // A consumer that goes away (a worker stopping) closes its connection, so the broker
+    // requeues its unacked deliveries at once rather than after a heartbeat timeout.
+    fn drop(&mut self) {
+        if let Some(old) = self.state.take() {
+            old.link.close();
+        }
     }
 }
 

@@ -54,7 +54,11 @@ mod tests {
             let cap = base.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(max);
             for _ in 0..20 {
                 let d = delay(attempt, base, max);
-                assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?} outside [{:?}, {cap:?}]", cap / 2);
+                assert!(
+                    d >= cap / 2 && d <= cap,
+                    "attempt {attempt}: {d:?} outside [{:?}, {cap:?}]",
+                    cap / 2
+                );
             }
         }
         assert!(delay(10, base, max) >= Duration::from_millis(2500));
@@ -62,8 +66,9 @@ mod tests {
 
     #[test]
     fn jitter_spreads_retries_of_the_same_attempt() {
-        let ds: std::collections::HashSet<_> =
-            (0..50).map(|_| delay(4, Duration::from_millis(100), Duration::from_secs(60))).collect();
+        let ds: std::collections::HashSet<_> = (0..50)
+            .map(|_| delay(4, Duration::from_millis(100), Duration::from_secs(60)))
+            .collect();
         assert!(ds.len() > 10, "only {} distinct delays", ds.len());
     }
 }

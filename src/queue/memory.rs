@@ -47,7 +47,9 @@ pub struct MemoryQueue {
 
 impl std::fmt::Debug for MemoryQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryQueue").field("available", &self.inner.capacity.available_permits()).finish()
+        f.debug_struct("MemoryQueue")
+            .field("available", &self.inner.capacity.available_permits())
+            .finish()
     }
 }
 
@@ -109,14 +111,18 @@ impl KeyframeQueue for MemoryQueue {
             .await
             .map_err(|_| QueueError::Timeout(self.inner.publish_timeout))?
             .map_err(|_| QueueError::Closed)?;
-            self.inner.push(Entry { message: message.clone(), redelivered: false, _permit: permit }, false);
+            self.inner.push(
+                Entry { message: message.clone(), redelivered: false, _permit: permit },
+                false,
+            );
             Ok(())
         }
         .boxed()
     }
 
     fn consume(&self) -> BoxFuture<'_, Result<Box<dyn DeliveryStream>, QueueError>> {
-        let stream: Box<dyn DeliveryStream> = Box::new(MemoryConsumer { inner: self.inner.clone() });
+        let stream: Box<dyn DeliveryStream> =
+            Box::new(MemoryConsumer { inner: self.inner.clone() });
         futures::future::ready(Ok(stream)).boxed()
     }
 
@@ -175,7 +181,10 @@ impl Settle for MemorySettle {
         futures::future::ready(Ok(())).boxed()
     }
 
-    fn dead_letter(mut self: Box<Self>, reason: String) -> BoxFuture<'static, Result<(), QueueError>> {
+    fn dead_letter(
+        mut self: Box<Self>,
+        reason: String,
+    ) -> BoxFuture<'static, Result<(), QueueError>> {
         if let Some(e) = self.entry.take() {
             tracing::warn!(stream_id = e.message.stream_id(), %reason, "message dead-lettered");
             let mut dead = lock(&self.inner.dead);

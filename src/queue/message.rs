@@ -172,14 +172,19 @@ impl Default for MessageLimits {
 ///
 /// # Errors
 /// A [`MessageError`] naming the first problem found; it is permanent.
-pub fn parse(fields: RawFields, body: Bytes, limits: &MessageLimits) -> Result<QueueMessage, MessageError> {
+pub fn parse(
+    fields: RawFields,
+    body: Bytes,
+    limits: &MessageLimits,
+) -> Result<QueueMessage, MessageError> {
     if let Some(v) = fields.version.as_deref() {
         match v.trim().parse::<u32>() {
             Ok(n) if n == MESSAGE_VERSION => {}
             _ => return Err(MessageError::UnsupportedVersion(v.to_owned())),
         }
     }
-    let stream_id = parse_id("stream_id", fields.stream_id)?.ok_or(MessageError::Missing("stream_id"))?;
+    let stream_id =
+        parse_id("stream_id", fields.stream_id)?.ok_or(MessageError::Missing("stream_id"))?;
     let content_type = normalise_content_type(fields.content_type.as_deref().unwrap_or(""));
     if content_type == CONTENT_TYPE_STREAM_END {
         return Ok(QueueMessage::StreamEnd(StreamEndMessage { stream_id }));
@@ -196,7 +201,8 @@ pub fn parse(fields: RawFields, body: Bytes, limits: &MessageLimits) -> Result<Q
     if body.len() > limits.max_body_bytes {
         return Err(MessageError::TooLarge { size: body.len(), limit: limits.max_body_bytes });
     }
-    let message = KeyframeMessage { stream_id, ts_ms, account_id, captured_at_ms, content_type, body };
+    let message =
+        KeyframeMessage { stream_id, ts_ms, account_id, captured_at_ms, content_type, body };
     // Validate the payload now so a bad hash is refused at the edge, not in the worker.
     message.payload()?;
     Ok(QueueMessage::Keyframe(message))
@@ -224,14 +230,14 @@ impl KeyframeMessage {
 /// # Errors
 /// [`MessageError::InvalidHash`] with what is wrong.
 pub fn parse_pdq_body(body: &[u8]) -> Result<Payload, MessageError> {
-    let text = std::str::from_utf8(body).map_err(|_| MessageError::InvalidHash("not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| MessageError::InvalidHash("not UTF-8".into()))?;
     let text = text.trim();
     let (hex, quality) = match text.split_once(',') {
         Some((h, q)) => {
-            let q: u8 = q
-                .trim()
-                .parse()
-                .map_err(|_| MessageError::InvalidHash(format!("quality {q:?} is not an integer 0-100")))?;
+            let q: u8 = q.trim().parse().map_err(|_| {
+                MessageError::InvalidHash(format!("quality {q:?} is not an integer 0-100"))
+            })?;
             if q > 100 {
                 return Err(MessageError::InvalidHash(format!("quality {q} is above 100")));
             }
@@ -240,7 +246,10 @@ pub fn parse_pdq_body(body: &[u8]) -> Result<Payload, MessageError> {
         None => (text, 100),
     };
     if hex.len() != 64 {
-        return Err(MessageError::InvalidHash(format!("expected 64 hex digits, got {}", hex.len())));
+        return Err(MessageError::InvalidHash(format!(
+            "expected 64 hex digits, got {}",
+            hex.len()
+        )));
     }
     let hash = Hash256::from_hex(hex).map_err(|e| MessageError::InvalidHash(e.to_string()))?;
     Ok(Payload::Pdq { hash, quality })
@@ -256,10 +265,16 @@ fn parse_id(name: &'static str, value: Option<String>) -> Result<Option<String>,
         return Err(MessageError::Invalid { name, reason: "empty".into() });
     }
     if v.len() > MAX_ID_LEN {
-        return Err(MessageError::Invalid { name, reason: format!("longer than {MAX_ID_LEN} bytes") });
+        return Err(MessageError::Invalid {
+            name,
+            reason: format!("longer than {MAX_ID_LEN} bytes"),
+        });
     }
     if v.chars().any(|c| c.is_control() || c == '/') {
-        return Err(MessageError::Invalid { name, reason: "contains '/' or control characters".into() });
+        return Err(MessageError::Invalid {
+            name,
+            reason: "contains '/' or control characters".into(),
+        });
     }
     Ok(Some(v))
 }
@@ -303,10 +318,16 @@ mod tests {
 
     #[test]
     fn pdq_body_with_and_without_quality_parses() {
-        let with_q = parse(fields(CONTENT_TYPE_PDQ), Bytes::from(format!("{HEX},87")), &MessageLimits::default()).unwrap();
+        let with_q = parse(
+            fields(CONTENT_TYPE_PDQ),
+            Bytes::from(format!("{HEX},87")),
+            &MessageLimits::default(),
+        )
+        .unwrap();
         let QueueMessage::Keyframe(k) = with_q else { panic!("expected a keyframe") };
         assert!(matches!(k.payload().unwrap(), Payload::Pdq { quality: 87, .. }));
-        let without = parse(fields(CONTENT_TYPE_PDQ), Bytes::from(HEX), &MessageLimits::default()).unwrap();
+        let without =
+            parse(fields(CONTENT_TYPE_PDQ), Bytes::from(HEX), &MessageLimits::default()).unwrap();
         let QueueMessage::Keyframe(k) = without else { panic!("expected a keyframe") };
         assert!(matches!(k.payload().unwrap(), Payload::Pdq { quality: 100, .. }));
     }
@@ -323,7 +344,10 @@ mod tests {
         assert_eq!(parse(no_ts, body(), &l), Err(MessageError::Missing("ts_ms")));
         let mut bad_ts = fields("image/jpeg");
         bad_ts.ts_ms = Some("soon".into());
-        assert!(matches!(parse(bad_ts, body(), &l), Err(MessageError::Invalid { name: "ts_ms", .. })));
+        assert!(matches!(
+            parse(bad_ts, body(), &l),
+            Err(MessageError::Invalid { name: "ts_ms", .. })
+        ));
         assert!(matches!(
             parse(fields("text/plain"), body(), &l),
             Err(MessageError::UnsupportedContentType(ct)) if ct == "text/plain"
@@ -338,7 +362,11 @@ mod tests {
             Err(MessageError::InvalidHash(_))
         ));
         assert!(matches!(
-            parse(fields(CONTENT_TYPE_PDQ), Bytes::from(format!("{HEX},101")), &MessageLimits::default()),
+            parse(
+                fields(CONTENT_TYPE_PDQ),
+                Bytes::from(format!("{HEX},101")),
+                &MessageLimits::default()
+            ),
             Err(MessageError::InvalidHash(_))
         ));
         let mut v2 = fields("image/jpeg");

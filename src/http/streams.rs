@@ -1,0 +1,235 @@
+//! `/v1/streams`: keyframe ingest (role `ingest`), stream status and matches, manual kill and
+//! restore (trust & safety, admin).
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header::CONTENT_TYPE};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::AppState;
+use super::auth::Principal;
+use super::error::{ApiError, Json, Path, Query};
+use crate::enforce::webhook::{Event, EventType};
+use crate::queue::message::{
+    self, CONTENT_TYPE_STREAM_END, MessageError, MessageLimits, RawFields,
+};
+use crate::store::keys::Role;
+use crate::store::streams::{self, StreamMatch, StreamStatus};
+use crate::store::{audit, outbox};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/streams", get(list))
+        .route("/v1/streams/{id}", get(show))
+        .route("/v1/streams/{id}/keyframes", post(keyframe))
+        .route("/v1/streams/{id}/end", post(end))
+        .route("/v1/streams/{id}/kill", post(kill))
+        .route("/v1/streams/{id}/restore", post(restore))
+}
+
+fn message_error(e: MessageError) -> ApiError {
+    match e {
+        MessageError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
+        other => ApiError::Unprocessable(other.to_string()),
+    }
+}
+
+async fn publish(state: &AppState, fields: RawFields, body: Bytes) -> Result<StatusCode, ApiError> {
+    let limits = MessageLimits {
+        max_body_bytes: usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX),
+    };
+    let message = message::parse(fields, body, &limits).map_err(message_error)?;
+    state
+        .queue
+        .publish(&message)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("publishing a keyframe: {e}")))?;
+    metrics::counter!("offside_keyframes_published_total", "via" => "http").increment(1);
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST /v1/streams/{id}/keyframes?ts_ms=N[&account_id=A][&captured_at_ms=T]`, body an image
+/// or a hash as in the AMQP contract. 202 once the queue has it.
+async fn keyframe(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    principal.require(&[Role::Ingest, Role::Admin])?;
+    let fields = RawFields {
+        stream_id: Some(id),
+        ts_ms: params.get("ts_ms").cloned(),
+        account_id: params.get("account_id").cloned(),
+        captured_at_ms: params.get("captured_at_ms").cloned(),
+        version: None,
+        content_type: headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
+    };
+    if fields.content_type.as_deref().is_some_and(|c| c.starts_with(CONTENT_TYPE_STREAM_END)) {
+        return Err(ApiError::Unprocessable(
+            "use POST /v1/streams/{id}/end to end a stream".into(),
+        ));
+    }
+    publish(&state, fields, body).await
+}
+
+/// `POST /v1/streams/{id}/end`: the stream is over; its later keyframes are dropped.
+async fn end(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(&[Role::Ingest, Role::Admin])?;
+    let fields = RawFields {
+        stream_id: Some(id),
+        content_type: Some(CONTENT_TYPE_STREAM_END.to_owned()),
+        ..RawFields::default()
+    };
+    publish(&state, fields, Bytes::new()).await
+}
+
+/// A stream with its decisions.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StreamView {
+    /// The platform's id.
+    pub id: String,
+    /// The streamer.
+    pub account_id: Option<String>,
+    /// live, flagged, killed or ended.
+    pub status: StreamStatus,
+    /// Why the status last changed.
+    pub status_reason: Option<String>,
+    /// Decisions per reference.
+    pub matches: Vec<StreamMatch>,
+}
+
+async fn view(state: &AppState, s: streams::Stream) -> Result<StreamView, ApiError> {
+    let matches = streams::matches(state.store.pool(), &s.id).await?;
+    Ok(StreamView {
+        id: s.id,
+        account_id: s.account_id,
+        status: s.status,
+        status_reason: s.status_reason,
+        matches,
+    })
+}
+
+/// `GET /v1/streams/{id}`.
+async fn show(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<StreamView>, ApiError> {
+    principal.require(&[Role::Admin, Role::TrustSafety, Role::Ingest])?;
+    let s = streams::get(state.store.pool(), &id).await?.ok_or(ApiError::NotFound("stream"))?;
+    Ok(Json(view(&state, s).await?))
+}
+
+/// Filters of `GET /v1/streams`.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/streams?status=`.
+async fn list(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<StreamView>>, ApiError> {
+    principal.require(&[Role::Admin, Role::TrustSafety])?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            StreamStatus::parse(s)
+                .ok_or_else(|| ApiError::Unprocessable(format!("unknown status {s:?}")))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut out = Vec::new();
+    for s in streams::list(state.store.pool(), status, limit).await? {
+        out.push(view(&state, s).await?);
+    }
+    Ok(Json(out))
+}
+
+/// A reason for a manual action.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Reason {
+    /// Why (kept in the audit trail).
+    pub reason: String,
+}
+
+/// `POST /v1/streams/{id}/kill {reason}`.
+async fn kill(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<Reason>,
+) -> Result<Json<StreamView>, ApiError> {
+    principal.require(&[Role::Admin, Role::TrustSafety])?;
+    manual(&state, &principal, &id, &body.reason, StreamStatus::Killed).await
+}
+
+/// `POST /v1/streams/{id}/restore {reason}`.
+async fn restore(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<Reason>,
+) -> Result<Json<StreamView>, ApiError> {
+    principal.require(&[Role::Admin, Role::TrustSafety])?;
+    manual(&state, &principal, &id, &body.reason, StreamStatus::Live).await
+}
+
+async fn manual(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    reason: &str,
+    to: StreamStatus,
+) -> Result<Json<StreamView>, ApiError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.len() > 2000 {
+        return Err(ApiError::Unprocessable("reason must be 1 to 2000 characters".into()));
+    }
+    let (from, event, action): (&[StreamStatus], _, _) = match to {
+        StreamStatus::Killed => {
+            (&[StreamStatus::Live, StreamStatus::Flagged], EventType::StreamKilled, "stream.kill")
+        }
+        _ => (
+            &[StreamStatus::Killed, StreamStatus::Flagged],
+            EventType::StreamRestored,
+            "stream.restore",
+        ),
+    };
+    let mut tx = state.store.pool().begin().await?;
+    let Some(_) = streams::get(&mut *tx, id).await? else {
+        return Err(ApiError::NotFound("stream"));
+    };
+    if !streams::transition(&mut *tx, id, from, to, reason).await? {
+        return Err(ApiError::Conflict(format!(
+            "the stream cannot be {} from its current status",
+            to.as_str()
+        )));
+    }
+    let detail = json!({ "reason": reason });
+    audit::record(&mut *tx, &principal.key_id, action, "stream", id, Some(&detail)).await?;
+    outbox::enqueue(
+        &mut tx,
+        &Event::new(event, json!({ "stream_id": id, "reason": reason, "by": principal.key_id })),
+    )
+    .await?;
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    let s = streams::get(state.store.pool(), id).await?.ok_or(ApiError::NotFound("stream"))?;
+    Ok(Json(view(state, s).await?))
+}

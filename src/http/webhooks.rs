@@ -1,0 +1,119 @@
+//! `/v1/webhooks`: takedown hooks (admin, trust & safety).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::AppState;
+use super::auth::Principal;
+use super::error::{ApiError, Json, Path};
+use crate::enforce::webhook::{EventType, check_url_resolved};
+use crate::store::audit;
+use crate::store::keys::Role;
+use crate::store::outbox::{self, DeliveryState};
+use crate::store::webhooks::{self, Webhook};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/webhooks", post(create).get(list))
+        .route("/v1/webhooks/{id}", delete(remove))
+        .route("/v1/webhooks/{id}/deliveries", get(deliveries))
+}
+
+/// A webhook to register.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// http(s) URL; private and loopback addresses need `allow_private_urls`.
+    pub url: String,
+    /// Event types: stream.flagged, stream.killed, stream.restored, case.created.
+    pub events: Vec<String>,
+    /// Signing secret (at least 16 characters).
+    pub secret: String,
+}
+
+/// The registered webhook (without its secret).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Created {
+    /// Its id.
+    pub id: String,
+    /// Its URL.
+    pub url: String,
+    /// Its events.
+    pub events: Vec<String>,
+}
+
+async fn create(
+    principal: Principal,
+    State(state): State<AppState>,
+    Json(body): Json<CreateWebhook>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    principal.require(&[Role::Admin, Role::TrustSafety])?;
+    let url = check_url_resolved(body.url.trim(), state.config.allow_private_urls)
+        .await
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    if body.events.is_empty() {
+        return Err(ApiError::Unprocessable("events must name at least one event type".into()));
+    }
+    let mut events = Vec::new();
+    for e in &body.events {
+        let kind = EventType::parse(e)
+            .ok_or_else(|| ApiError::Unprocessable(format!("unknown event type {e:?}")))?;
+        if !events.contains(&kind.as_str().to_owned()) {
+            events.push(kind.as_str().to_owned());
+        }
+    }
+    if body.secret.len() < 16 || body.secret.len() > 512 {
+        return Err(ApiError::Unprocessable("secret must be 16 to 512 characters".into()));
+    }
+    let mut tx = state.store.pool().begin().await?;
+    let hook =
+        webhooks::create(&mut *tx, url.as_str(), &events, &body.secret, &principal.key_id).await?;
+    audit::record(
+        &mut *tx,
+        &principal.key_id,
+        "webhook.create",
+        "webhook",
+        &hook.id,
+        Some(&json!({"url": hook.url, "events": hook.events})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(Created { id: hook.id, url: hook.url, events: hook.events })))
+}
+
+async fn list(
+    principal: Principal,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<Webhook>>, ApiError> {
+    principal.require(&[Role::Admin, Role::TrustSafety])?;
+    Ok(Json(webhooks::list(state.store.pool()).await?))
+}
+
+async fn remove(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(&[Role::Admin, Role::TrustSafety])?;
+    let mut tx = state.store.pool().begin().await?;
+    if !webhooks::delete(&mut *tx, &id).await? {
+        return Err(ApiError::NotFound("webhook"));
+    }
+    audit::record(&mut *tx, &principal.key_id, "webhook.delete", "webhook", &id, None).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn deliveries(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<DeliveryState>>, ApiError> {
+    principal.require(&[Role::Admin, Role::TrustSafety])?;
+    webhooks::get(state.store.pool(), &id).await?.ok_or(ApiError::NotFound("webhook"))?;
+    Ok(Json(outbox::deliveries(state.store.pool(), &id, 200).await?))
+}

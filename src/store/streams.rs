@@ -1,0 +1,334 @@
+//! Streams, their persisted matcher hits and their decisions (matches).
+
+use sqlx::{Any, Executor, Row as _};
+
+use super::now_ms;
+
+/// A stream's lifecycle.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStatus {
+    /// Receiving keyframes, nothing decided.
+    Live,
+    /// Flagged for review.
+    Flagged,
+    /// Killed: its keyframes are dropped.
+    Killed,
+    /// Ended by the platform: its keyframes are dropped.
+    Ended,
+}
+
+impl StreamStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamStatus::Live => "live",
+            StreamStatus::Flagged => "flagged",
+            StreamStatus::Killed => "killed",
+            StreamStatus::Ended => "ended",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [StreamStatus::Live, StreamStatus::Flagged, StreamStatus::Killed, StreamStatus::Ended]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
+    /// Whether keyframes of a stream in this status are still worth recognising.
+    pub fn accepts_keyframes(self) -> bool {
+        matches!(self, StreamStatus::Live | StreamStatus::Flagged)
+    }
+}
+
+fn decode_err(what: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("unexpected {what}").into())
+}
+
+/// A stream as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stream {
+    /// The platform's id.
+    pub id: String,
+    /// The streamer's account, as first seen.
+    pub account_id: Option<String>,
+    /// Status.
+    pub status: StreamStatus,
+    /// Why the status last changed.
+    pub status_reason: Option<String>,
+    /// First keyframe seen (ms since epoch).
+    pub created_at: i64,
+    /// Last status change.
+    pub updated_at: i64,
+}
+
+const STREAM_COLUMNS: &str = "id, account_id, status, status_reason, created_at, updated_at";
+
+fn stream_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Stream> {
+    let status: String = row.try_get(2)?;
+    Ok(Stream {
+        id: row.try_get(0)?,
+        account_id: row.try_get(1)?,
+        status: StreamStatus::parse(&status).ok_or_else(|| decode_err("stream status"))?,
+        status_reason: row.try_get(3)?,
+        created_at: row.try_get(4)?,
+        updated_at: row.try_get(5)?,
+    })
+}
+
+/// Records a stream the first time one of its keyframes is seen; a no-op afterwards.
+///
+/// # Errors
+/// Any database error.
+pub async fn ensure<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+    account_id: Option<&str>,
+) -> sqlx::Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO streams (id, account_id, status, created_at, updated_at) \
+         VALUES ($1, $2, 'live', $3, $3) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(account_id)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Looks a stream up.
+///
+/// # Errors
+/// Any database error.
+pub async fn get<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> sqlx::Result<Option<Stream>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {STREAM_COLUMNS} FROM streams WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(stream_from_row).transpose()
+}
+
+/// Lists streams, optionally by status, newest first, at most `limit`.
+///
+/// # Errors
+/// Any database error.
+pub async fn list<'e>(
+    db: impl Executor<'e, Database = Any>,
+    status: Option<StreamStatus>,
+    limit: i64,
+) -> sqlx::Result<Vec<Stream>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {STREAM_COLUMNS} FROM streams WHERE ($1 IS NULL OR status = $1) \
+         ORDER BY created_at DESC, id DESC LIMIT $2"
+    )))
+    .bind(status.map(StreamStatus::as_str))
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(stream_from_row).collect()
+}
+
+/// Moves a stream to `to` if its status is one of `from`. Returns whether it changed.
+///
+/// # Errors
+/// Any database error.
+pub async fn transition<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+    from: &[StreamStatus],
+    to: StreamStatus,
+    reason: &str,
+) -> sqlx::Result<bool> {
+    // At most four statuses: spell them out rather than build an IN list per database.
+    let mut allowed = from.iter().map(|s| s.as_str()).collect::<Vec<_>>();
+    allowed.resize(4, "");
+    let done = sqlx::query(
+        "UPDATE streams SET status = $1, status_reason = $2, updated_at = $3 \
+         WHERE id = $4 AND status IN ($5, $6, $7, $8)",
+    )
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(now_ms())
+    .bind(id)
+    .bind(allowed[0])
+    .bind(allowed[1])
+    .bind(allowed[2])
+    .bind(allowed[3])
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// One index hit of one keyframe of a stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredHit {
+    /// Stream time of the keyframe.
+    pub stream_ts_ms: i64,
+    /// Reference time of the matching frame.
+    pub reference_ts_ms: i64,
+    /// Hamming distance.
+    pub distance: u32,
+    /// Weight (frames that match too much weigh less).
+    pub weight: f32,
+}
+
+/// Stores a keyframe's hits on one reference; redelivered keyframes add nothing.
+///
+/// # Errors
+/// Any database error.
+pub async fn insert_hit<'e>(
+    db: impl Executor<'e, Database = Any>,
+    stream_id: &str,
+    reference_id: &str,
+    hit: &StoredHit,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO stream_hits (stream_id, reference_id, stream_ts_ms, reference_ts_ms, distance, \
+         weight_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(stream_id)
+    .bind(reference_id)
+    .bind(hit.stream_ts_ms)
+    .bind(hit.reference_ts_ms)
+    .bind(i64::from(hit.distance))
+    .bind((f64::from(hit.weight) * 1e6).round() as i64)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A stream's hits on one reference with stream time in `[from_ts_ms, to_ts_ms]`, in stream
+/// time order.
+///
+/// # Errors
+/// Any database error.
+pub async fn hits<'e>(
+    db: impl Executor<'e, Database = Any>,
+    stream_id: &str,
+    reference_id: &str,
+    from_ts_ms: i64,
+    to_ts_ms: i64,
+) -> sqlx::Result<Vec<StoredHit>> {
+    let rows = sqlx::query(
+        "SELECT stream_ts_ms, reference_ts_ms, distance, weight_micros FROM stream_hits \
+         WHERE stream_id = $1 AND reference_id = $2 AND stream_ts_ms BETWEEN $3 AND $4 \
+         ORDER BY stream_ts_ms, reference_ts_ms",
+    )
+    .bind(stream_id)
+    .bind(reference_id)
+    .bind(from_ts_ms)
+    .bind(to_ts_ms)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let distance: i64 = r.try_get(2)?;
+            let weight: i64 = r.try_get(3)?;
+            Ok(StoredHit {
+                stream_ts_ms: r.try_get(0)?,
+                reference_ts_ms: r.try_get(1)?,
+                distance: u32::try_from(distance).map_err(|_| decode_err("distance"))?,
+                weight: (weight as f64 / 1e6) as f32,
+            })
+        })
+        .collect()
+}
+
+/// A decision on a (stream, reference).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct StreamMatch {
+    /// Its id.
+    #[serde(skip)]
+    pub id: String,
+    /// The reference matched.
+    pub reference_id: String,
+    /// The action taken (monitor, flag, kill).
+    pub action: String,
+    /// Reference time minus stream time.
+    pub offset_ms: i64,
+    /// Seconds of consistent evidence at the decision.
+    pub matched_seconds: f64,
+    /// Keyframes in the evidence.
+    pub matched_keyframes: i64,
+    /// Stream time of the first matching keyframe.
+    pub first_match_ts_ms: i64,
+    /// Stream time of the keyframe that decided.
+    pub decided_at_ts_ms: i64,
+    /// When it was decided (ms since epoch).
+    pub created_at: i64,
+}
+
+/// Records a decision. Fails with a unique violation when the pair was already decided: that
+/// is how a decision happens at most once across workers and redeliveries.
+///
+/// # Errors
+/// A unique violation as above; any database error.
+pub async fn insert_match<'e>(
+    db: impl Executor<'e, Database = Any>,
+    stream_id: &str,
+    m: &StreamMatch,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO stream_matches (id, stream_id, reference_id, action, offset_ms, matched_ms, \
+         matched_keyframes, first_match_ts_ms, decided_at_ts_ms, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&m.id)
+    .bind(stream_id)
+    .bind(&m.reference_id)
+    .bind(&m.action)
+    .bind(m.offset_ms)
+    .bind((m.matched_seconds * 1000.0).round() as i64)
+    .bind(m.matched_keyframes)
+    .bind(m.first_match_ts_ms)
+    .bind(m.decided_at_ts_ms)
+    .bind(m.created_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The references already decided on a stream.
+///
+/// # Errors
+/// Any database error.
+pub async fn matches<'e>(
+    db: impl Executor<'e, Database = Any>,
+    stream_id: &str,
+) -> sqlx::Result<Vec<StreamMatch>> {
+    let rows = sqlx::query(
+        "SELECT id, reference_id, action, offset_ms, matched_ms, matched_keyframes, \
+         first_match_ts_ms, decided_at_ts_ms, created_at FROM stream_matches \
+         WHERE stream_id = $1 ORDER BY created_at, id",
+    )
+    .bind(stream_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let matched_ms: i64 = r.try_get(4)?;
+            Ok(StreamMatch {
+                id: r.try_get(0)?,
+                reference_id: r.try_get(1)?,
+                action: r.try_get(2)?,
+                offset_ms: r.try_get(3)?,
+                matched_seconds: matched_ms as f64 / 1000.0,
+                matched_keyframes: r.try_get(5)?,
+                first_match_ts_ms: r.try_get(6)?,
+                decided_at_ts_ms: r.try_get(7)?,
+                created_at: r.try_get(8)?,
+            })
+        })
+        .collect()
+}
