@@ -276,10 +276,10 @@ async fn report_progress(
 }
 
 async fn remove_upload(path: &Path) {
-    if let Err(err) = tokio::fs::remove_file(path).await {
-        if err.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %err, "could not delete a processed upload");
-        }
+    if let Err(err) = tokio::fs::remove_file(path).await
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %err, "could not delete a processed upload");
     }
 }
 

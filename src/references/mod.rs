@@ -168,10 +168,10 @@ impl Policy {
         {
             return Err(PolicyError::MinMatchSeconds);
         }
-        if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
-            if until <= from {
-                return Err(PolicyError::EmptyWindow);
-            }
+        if let (Some(from), Some(until)) = (self.valid_from, self.valid_until)
+            && until <= from
+        {
+            return Err(PolicyError::EmptyWindow);
         }
         if self.allow_accounts.iter().any(|a| a.trim().is_empty()) {
             return Err(PolicyError::EmptyAccount);

@@ -138,11 +138,12 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
     };
-    if path != ":memory:" && !path.is_empty() {
-        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating the database directory {}", parent.display()))?;
-        }
+    if path != ":memory:"
+        && !path.is_empty()
+        && let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating the database directory {}", parent.display()))?;
     }
     Ok(match query {
         Some(query) if query.contains("mode=") => url.to_owned(),

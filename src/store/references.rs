@@ -388,7 +388,7 @@ fn encode_frames(frames: &[FrameRecord]) -> Vec<u8> {
 struct TornChunk(usize);
 
 fn decode_frames(data: &[u8], out: &mut Vec<FrameRecord>) -> sqlx::Result<()> {
-    if data.len() % FRAME_RECORD_BYTES != 0 {
+    if !data.len().is_multiple_of(FRAME_RECORD_BYTES) {
         return Err(decode_err(TornChunk(data.len())));
     }
     for record in data.chunks_exact(FRAME_RECORD_BYTES) {
