@@ -230,10 +230,11 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, UrlError> {
         Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
         Some(url::Host::Domain(_)) => None,
     };
-    if let Some(ip) = ip {
-        if !allow_private && !is_public(ip) {
-            return Err(UrlError::PrivateAddress(ip));
-        }
+    if let Some(ip) = ip
+        && !allow_private
+        && !is_public(ip)
+    {
+        return Err(UrlError::PrivateAddress(ip));
     }
     Ok(url)
 }

@@ -49,10 +49,10 @@ pub fn check_policy(
     account: Option<&str>,
     at_ms: i64,
 ) -> Result<(), Hold> {
-    if let Some(a) = account {
-        if policy.allow_accounts.iter().any(|x| x == a) {
-            return Err(Hold::AllowedAccount);
-        }
+    if let Some(a) = account
+        && policy.allow_accounts.iter().any(|x| x == a)
+    {
+        return Err(Hold::AllowedAccount);
     }
     let at_ns = i128::from(at_ms) * 1_000_000;
     if policy.valid_from.is_some_and(|t| at_ns < t.unix_timestamp_nanos())

@@ -39,6 +39,13 @@ pub const EVIDENCE_WINDOW_MS: i64 = 10 * 60 * 1000;
 pub trait Lookup: Send + Sync + 'static {
     /// The hits of one keyframe.
     fn lookup(&self, hashes: &KeyframeHashes) -> Vec<(String, Hit)>;
+
+    /// The hits of one keyframe captured at `at_ms` (Unix ms): what [`Lookup::lookup`] finds
+    /// plus, where live feeds are indexed, what they aired shortly before `at_ms`.
+    fn lookup_at(&self, hashes: &KeyframeHashes, at_ms: i64) -> Vec<(String, Hit)> {
+        let _ = at_ms;
+        self.lookup(hashes)
+    }
 }
 
 /// What the worker needs.
@@ -123,10 +130,10 @@ impl From<sqlx::Error> for HandleError {
 }
 
 async fn stream_status(deps: &Deps, k: &KeyframeMessage) -> Result<StreamStatus, HandleError> {
-    if let Some((s, at)) = lock(&deps.status_cache).get(&k.stream_id) {
-        if at.elapsed() < STATUS_TTL {
-            return Ok(*s);
-        }
+    if let Some((s, at)) = lock(&deps.status_cache).get(&k.stream_id)
+        && at.elapsed() < STATUS_TTL
+    {
+        return Ok(*s);
     }
     streams::ensure(deps.store.pool(), &k.stream_id, k.account_id.as_deref()).await?;
     let status = streams::get(deps.store.pool(), &k.stream_id)
@@ -170,6 +177,9 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
     }
     let payload = k.payload().map_err(|e| HandleError::Permanent(e.to_string()))?;
     let lookup = Arc::clone(&deps.lookup);
+    // Live references are aligned by wall-clock time: the capture time when the platform sent
+    // one, else now (arrival).
+    let at_ms = k.captured_at_ms.unwrap_or_else(crate::store::now_ms);
     // Decoding and hashing are CPU-bound: keep them off the async threads.
     let (quality, hits) = tokio::task::spawn_blocking(move || {
         let hashes = match payload {
@@ -181,7 +191,7 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
         if hashes.quality < MIN_QUALITY {
             return Ok((hashes.quality, Vec::new()));
         }
-        Ok::<_, HandleError>((hashes.quality, lookup.lookup(&hashes)))
+        Ok::<_, HandleError>((hashes.quality, lookup.lookup_at(&hashes, at_ms)))
     })
     .await
     .map_err(|e| HandleError::Transient(anyhow::anyhow!("hashing task failed: {e}")))??;
@@ -341,6 +351,8 @@ pub struct LibraryLookup {
     pub library: crate::references::engine::SharedLibrary,
     /// Radius, quality floor and hit cap (the same rule `offside eval` measures).
     pub config: crate::recognition::RecognitionConfig,
+    /// Live feeds' recent frames, searched by wall-clock alignment ([`Lookup::lookup_at`]).
+    pub live: Option<crate::live::SharedLiveLibrary>,
 }
 
 impl Lookup for LibraryLookup {
@@ -351,5 +363,20 @@ impl Lookup for LibraryLookup {
             .into_iter()
             .filter_map(|h| library.reference_id(h.reference).map(|id| (id.to_owned(), h)))
             .collect()
+    }
+
+    fn lookup_at(&self, hashes: &KeyframeHashes, at_ms: i64) -> Vec<(String, Hit)> {
+        let mut hits = self.lookup(hashes);
+        if let Some(live) = &self.live {
+            let live = live.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            hits.extend(live.lookup(
+                hashes,
+                at_ms,
+                crate::live::LiveWindow::default(),
+                self.config.radius,
+                self.config.max_hits_per_keyframe,
+            ));
+        }
+        hits
     }
 }

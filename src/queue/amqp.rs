@@ -227,10 +227,10 @@ impl AmqpQueue {
 
     async fn publisher_channel(&self) -> Result<Channel, QueueError> {
         let mut guard = self.publisher.lock().await;
-        if let Some(link) = guard.as_ref() {
-            if link.usable() {
-                return Ok(link.channel.clone());
-            }
+        if let Some(link) = guard.as_ref()
+            && link.usable()
+        {
+            return Ok(link.channel.clone());
         }
         if let Some(old) = guard.take() {
             old.close();
