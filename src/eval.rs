@@ -20,8 +20,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::recognition::{
-    Library, RecognitionConfig, ReferenceFrame, ReferenceHashOptions, StreamRecognizer,
-    hash_keyframe, hash_reference_file,
+    Library, REFERENCE_HASHING_VERSION, RecognitionConfig, ReferenceFrame, ReferenceHashOptions,
+    StreamRecognizer, hash_keyframe, hash_reference_file,
 };
 
 /// Arguments of `offside eval`.
@@ -36,9 +36,48 @@ pub struct EvalArgs {
     /// modification time, and the hashing options); without it every run rehashes.
     #[arg(long)]
     pub cache: Option<PathBuf>,
-    /// Threads hashing references in parallel (default: one per core).
+    /// Threads hashing references and running queries in parallel (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Override the lookup radius (bits), to explore the decision rule.
+    #[arg(long)]
+    pub radius: Option<u32>,
+    /// Override the matcher's minimum counted keyframes.
+    #[arg(long)]
+    pub min_keyframes: Option<u32>,
+    /// Override the matcher's minimum matched seconds.
+    #[arg(long)]
+    pub min_seconds: Option<f64>,
+    /// Override the matcher's minimum score.
+    #[arg(long)]
+    pub min_score: Option<f32>,
+    /// Override the matcher's vote-sharing temperature (bits).
+    #[arg(long)]
+    pub share_temperature: Option<f32>,
+}
+
+impl EvalArgs {
+    /// The default rule with this run's overrides applied.
+    pub fn recognition_config(&self) -> RecognitionConfig {
+        let mut cfg = RecognitionConfig::default();
+        if let Some(r) = self.radius {
+            cfg.radius = r;
+            cfg.matcher.max_distance = r;
+        }
+        if let Some(v) = self.min_keyframes {
+            cfg.matcher.min_keyframes = v;
+        }
+        if let Some(v) = self.min_seconds {
+            cfg.matcher.min_matched_seconds = v;
+        }
+        if let Some(v) = self.min_score {
+            cfg.matcher.min_score = v;
+        }
+        if let Some(v) = self.share_temperature {
+            cfg.matcher.share_temperature = v;
+        }
+        cfg
+    }
 }
 
 /// Whether a query contains a reference.
@@ -171,8 +210,7 @@ pub fn build_library(
 ) -> anyhow::Result<(Library, ReferenceStats)> {
     let started = Instant::now();
     let next = Mutex::new(0usize);
-    let results: Mutex<Vec<(usize, anyhow::Result<(Vec<ReferenceFrame>, i64, bool)>)>> =
-        Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, anyhow::Result<Hashed>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {
@@ -227,6 +265,10 @@ fn file_name(path: &Path) -> String {
         .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
+/// One hashed reference: its frames, its duration (last frame time, ms) and whether the cache
+/// served it.
+type Hashed = (Vec<ReferenceFrame>, i64, bool);
+
 /// Hashes one reference, through the cache when there is one. Returns the frames, the
 /// reference's duration (last frame time) and whether the cache served it.
 fn hash_one(
@@ -234,7 +276,7 @@ fn hash_one(
     opts: &ReferenceHashOptions,
     cache: Option<&Path>,
     progress: &dyn Fn(i64),
-) -> anyhow::Result<(Vec<ReferenceFrame>, i64, bool)> {
+) -> anyhow::Result<Hashed> {
     let cache_file = match cache {
         Some(dir) => Some(dir.join(cache_key(path, opts)?)),
         None => None,
@@ -262,8 +304,9 @@ fn hash_one(
     Ok((frames, duration, false))
 }
 
-/// File name, size, modification time and every hashing option, hashed into a file name: a
-/// changed reference or changed options never reuse stale hashes.
+/// Hashing version, file name, size, modification time and every hashing option, hashed into a
+/// file name: a changed reference, changed options or a new hashing version never reuse stale
+/// hashes.
 fn cache_key(path: &Path, opts: &ReferenceHashOptions) -> anyhow::Result<String> {
     use sha2::{Digest, Sha256};
     let meta =
@@ -274,7 +317,12 @@ fn cache_key(path: &Path, opts: &ReferenceHashOptions) -> anyhow::Result<String>
         .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
     let mut h = Sha256::new();
-    h.update(format!("v1|{}|{}|{}|{opts:?}", file_name(path), meta.len(), modified));
+    h.update(format!(
+        "{REFERENCE_HASHING_VERSION}|{}|{}|{}|{opts:?}",
+        file_name(path),
+        meta.len(),
+        modified
+    ));
     Ok(format!("{}.frames", hex::encode(&h.finalize()[..16])))
 }
 
@@ -292,7 +340,7 @@ fn encode_frames(frames: &[ReferenceFrame]) -> Vec<u8> {
 }
 
 fn decode_frames(bytes: &[u8]) -> Option<Vec<ReferenceFrame>> {
-    if bytes.is_empty() || bytes.len() % FRAME_RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(FRAME_RECORD) {
         return None;
     }
     bytes
@@ -553,26 +601,10 @@ impl Report {
         s
     }
 
-    /// The contract JSON: `per_transform`, `false_flags`, `negatives`, plus the details.
+    /// The contract JSON: `per_transform`, `false_flags`, `negatives`, plus the details
+    /// (every query's outcome under `queries`).
     pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        if let Some(obj) = v.as_object_mut() {
-            obj.remove("queries");
-            obj.insert(
-                "failures".to_owned(),
-                serde_json::to_value(
-                    self.queries
-                        .iter()
-                        .filter(|q| {
-                            q.false_flag() || (q.kind == QueryKind::Positive && !q.detected())
-                        })
-                        .map(|q| &q.query)
-                        .collect::<Vec<_>>(),
-                )
-                .unwrap_or_default(),
-            );
-        }
-        v
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 
@@ -609,7 +641,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         .collect();
     anyhow::ensure!(missing.is_empty(), "the manifest names references not in refs/: {missing:?}");
 
-    let cfg = RecognitionConfig::default();
+    let cfg = args.recognition_config();
     let started = Instant::now();
     let mut outcomes = Vec::with_capacity(queries.len());
     let mut by_thread: HashMap<usize, QueryOutcome> = HashMap::new();

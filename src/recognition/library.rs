@@ -128,8 +128,9 @@ impl Library {
     ///
     /// Weights down-rate frames that match too broadly, from what this very lookup found: a
     /// keyframe matching frames of several references cannot tell them apart (each gets 1/N),
-    /// and one matching hundreds of frames (black, a slate, a logo) says little about any of
-    /// them ([`broadness_weight`]). Reference frames of low detail (PDQ quality near the 50
+    /// and one matching hundreds of frames about equally well (black, a slate, a logo) says
+    /// little about any of them ([`broadness_weight`] over the hits within a few bits of the
+    /// closest). Reference frames of low detail (PDQ quality near the 50
     /// floor, whose hash bits are partly noise) weigh up to half less.
     pub fn lookup(&self, keyframe: &KeyframeHashes, radius: u32, max_hits: usize) -> Vec<Hit> {
         let mut best: HashMap<(u64, i64), (u32, u8)> = HashMap::new();
@@ -148,7 +149,12 @@ impl Library {
         let mut references: Vec<u64> = best.keys().map(|(r, _)| *r).collect();
         references.sort_unstable();
         references.dedup();
-        let broad = broadness_weight(count_u32(references.len()), count_u32(best.len()));
+        // Frames about as close as the best one are the ones this keyframe cannot tell apart.
+        // Frames much farther are the rest of a shot or scene, which the matcher's offset
+        // voting sorts out; counting them would punish every static shot of a reference.
+        let closest = best.values().map(|(d, _)| *d).min().unwrap_or(0);
+        let ambiguous = best.values().filter(|(d, _)| *d <= closest + AMBIGUITY_BITS).count();
+        let broad = broadness_weight(count_u32(references.len()), count_u32(ambiguous));
         let mut hits: Vec<Hit> = best
             .into_iter()
             .map(|((reference, reference_ts_ms), (distance, quality))| Hit {
@@ -173,6 +179,9 @@ impl Library {
         })
     }
 }
+
+/// Hits within this many bits of a keyframe's closest hit count as equally plausible.
+const AMBIGUITY_BITS: u32 = 4;
 
 fn count_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)

@@ -19,8 +19,8 @@ mod stream;
 pub use keyframe::{KeyframeHashes, QueryHash, QueryView, hash_keyframe, hash_luma};
 pub use library::{Library, LibraryStats};
 pub use reference::{
-    HashProgress, ReferenceFrame, ReferenceHashOptions, hash_reference_file, hash_reference_image,
-    reference_frames_of,
+    HashProgress, REFERENCE_HASHING_VERSION, ReferenceFrame, ReferenceHashOptions,
+    hash_reference_file, hash_reference_image, reference_frames_of,
 };
 pub use stream::{Match, RecognitionConfig, StreamRecognizer};
 

@@ -4,9 +4,15 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use anyhow::Context as _;
-use fingerprints::{CropVariant, DecodeLimits, Hash256, Luma, centre_crop, decode_luma, pdq};
+use fingerprints::{
+    CropVariant, DecodeLimits, Hash256, Luma, centre_crop, content_rect, decode_luma, pdq,
+};
 
 use crate::media::{LumaOptions, decode_luma_frames, probe};
+
+/// Version of what [`hash_reference_file`] computes; bumped whenever the same file and options
+/// would give different frames, so stored or cached reference hashes can be recognised as stale.
+pub const REFERENCE_HASHING_VERSION: u32 = 3;
 
 /// One indexed reference frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +43,13 @@ pub struct ReferenceHashOptions {
     /// query that matches a dropped frame within r matches the kept one within r + 8 at worst,
     /// and in practice within a bit or two of what it would have scored.
     pub dedup_distance: u32,
+    /// A frame is kept regardless of [`Self::dedup_distance`] when the last kept frame of its
+    /// variant is at least this old (ms; default 500). Pruning alone would represent a static
+    /// shot (a presenter, a pianist, a slide) by its first frame only, and every keyframe
+    /// streamed during that shot would then match the same reference time: the temporal
+    /// matcher would see neither progress nor a consistent offset. Two kept frames per second
+    /// keep the time error below the matcher's offset tolerance.
+    pub max_pruned_gap_ms: i64,
     /// The crops indexed besides the full frame (default: 9:16, 1:1 and 4:3).
     pub variants: Vec<CropVariant>,
 }
@@ -47,6 +60,7 @@ impl Default for ReferenceHashOptions {
             decode: LumaOptions { skip_loop_filter: true, ..LumaOptions::default() },
             min_quality: 50,
             dedup_distance: 8,
+            max_pruned_gap_ms: 500,
             variants: vec![CropVariant::Portrait9x16, CropVariant::Square, CropVariant::Classic4x3],
         }
     }
@@ -65,33 +79,50 @@ pub struct HashProgress {
     pub frames_kept: u64,
 }
 
-/// Hashes a still frame as the reference side does, without pruning: the full frame and each
-/// of `variants`' centre crops, those below `min_quality` left out.
+/// Hashes a still frame as the reference side does, without pruning: the full frame, the
+/// picture inside its bars when it has letterbox or pillarbox bars, and each of `variants`'
+/// centre crops; those below `min_quality` are left out.
 pub fn reference_frames_of(
     luma: &Luma,
     ts_ms: i64,
     variants: &[CropVariant],
     min_quality: u8,
 ) -> Vec<ReferenceFrame> {
-    let mut out = Vec::with_capacity(1 + variants.len());
-    let full = pdq(luma);
-    if full.quality >= min_quality {
-        out.push(ReferenceFrame {
-            ts_ms,
-            hash: full.hash,
-            quality: full.quality,
-            variant: CropVariant::Full,
-        });
+    slotted_frames(luma, ts_ms, variants, min_quality).into_iter().map(|(_, f)| f).collect()
+}
+
+/// Pruning slot of the content-rectangle hash (the crop variants use their codes 0-3).
+const CONTENT_SLOT: usize = 4;
+
+/// [`reference_frames_of`] with each frame's pruning slot.
+///
+/// The content rectangle of a reference that carries its own bars (a film letterboxed in a
+/// 16:9 broadcast, a 4:3 archive pillarboxed) is what a pirate's letterbox or portrait canvas
+/// shows, and the query side strips bars before hashing; so it is indexed too. It is stored as
+/// [`CropVariant::Full`] (the whole picture the broadcaster shows) and pruned on its own.
+fn slotted_frames(
+    luma: &Luma,
+    ts_ms: i64,
+    variants: &[CropVariant],
+    min_quality: u8,
+) -> Vec<(usize, ReferenceFrame)> {
+    let mut out = Vec::with_capacity(2 + variants.len());
+    let mut push = |slot: usize, img: &Luma, variant: CropVariant| {
+        let h = pdq(img);
+        if h.quality >= min_quality {
+            out.push((slot, ReferenceFrame { ts_ms, hash: h.hash, quality: h.quality, variant }));
+        }
+    };
+    push(0, luma, CropVariant::Full);
+    if let Some(inner) = content_rect(luma).and_then(|r| r.crop(luma)) {
+        push(CONTENT_SLOT, &inner, CropVariant::Full);
     }
     for &variant in variants {
         if variant == CropVariant::Full {
             continue;
         }
         if let Some(crop) = centre_crop(luma, variant) {
-            let h = pdq(&crop);
-            if h.quality >= min_quality {
-                out.push(ReferenceFrame { ts_ms, hash: h.hash, quality: h.quality, variant });
-            }
+            push(usize::from(variant.to_u8()), &crop, variant);
         }
     }
     out
@@ -130,14 +161,15 @@ pub fn hash_reference_file(
 ) -> anyhow::Result<Vec<ReferenceFrame>> {
     let input = path.to_str().with_context(|| format!("{} is not a UTF-8 path", path.display()))?;
     let duration_ms = probe(input).ok().and_then(|info| info.duration_ms);
-    let mut pruner = Pruner::new(opts.dedup_distance);
+    let mut pruner = Pruner::new(opts.dedup_distance, opts.max_pruned_gap_ms);
     let mut frames = Vec::new();
     let mut decoded = 0u64;
     let mut next_report = 0i64;
     decode_luma_frames(input, &opts.decode, |frame| {
         decoded += 1;
-        for f in reference_frames_of(&frame.luma, frame.ts_ms, &opts.variants, opts.min_quality) {
-            if pruner.keep(&f) {
+        for (slot, f) in slotted_frames(&frame.luma, frame.ts_ms, &opts.variants, opts.min_quality)
+        {
+            if pruner.keep(slot, f.ts_ms, &f.hash) {
                 frames.push(f);
             }
         }
@@ -162,23 +194,28 @@ pub fn hash_reference_file(
     Ok(frames)
 }
 
-/// Near-duplicate pruning: remembers the last kept hash of each variant.
+/// Near-duplicate pruning: remembers the last kept hash and time of each slot (crop variant,
+/// or the content rectangle).
 struct Pruner {
     distance: u32,
-    last: [Option<Hash256>; 4],
+    max_gap_ms: i64,
+    last: [Option<(i64, Hash256)>; CONTENT_SLOT + 1],
 }
 
 impl Pruner {
-    fn new(distance: u32) -> Self {
-        Self { distance, last: [None; 4] }
+    fn new(distance: u32, max_gap_ms: i64) -> Self {
+        Self { distance, max_gap_ms, last: [None; CONTENT_SLOT + 1] }
     }
 
-    fn keep(&mut self, frame: &ReferenceFrame) -> bool {
-        let slot = &mut self.last[usize::from(frame.variant.to_u8()).min(3)];
-        if slot.is_some_and(|prev| prev.distance(&frame.hash) <= self.distance) {
+    fn keep(&mut self, slot: usize, ts_ms: i64, hash: &Hash256) -> bool {
+        let Some(last) = self.last.get_mut(slot) else { return true };
+        if let Some((prev_ts, prev)) = *last
+            && prev.distance(hash) <= self.distance
+            && ts_ms - prev_ts < self.max_gap_ms
+        {
             return false;
         }
-        *slot = Some(frame.hash);
+        *last = Some((ts_ms, *hash));
         true
     }
 }
@@ -186,10 +223,6 @@ impl Pruner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(ts_ms: i64, hash: Hash256, variant: CropVariant) -> ReferenceFrame {
-        ReferenceFrame { ts_ms, hash, quality: 100, variant }
-    }
 
     fn hash_with_bits(n: usize) -> Hash256 {
         let mut h = Hash256::default();
@@ -201,13 +234,22 @@ mod tests {
 
     #[test]
     fn near_duplicates_of_the_same_variant_are_pruned() {
-        let mut p = Pruner::new(8);
-        assert!(p.keep(&frame(0, hash_with_bits(0), CropVariant::Full)));
-        assert!(!p.keep(&frame(40, hash_with_bits(8), CropVariant::Full)));
+        let mut p = Pruner::new(8, 500);
+        assert!(p.keep(0, 0, &hash_with_bits(0)));
+        assert!(!p.keep(0, 40, &hash_with_bits(8)));
         // Another variant has its own history.
-        assert!(p.keep(&frame(40, hash_with_bits(8), CropVariant::Square)));
-        assert!(p.keep(&frame(80, hash_with_bits(9), CropVariant::Full)));
+        assert!(p.keep(2, 40, &hash_with_bits(8)));
+        assert!(p.keep(CONTENT_SLOT, 40, &hash_with_bits(8)));
+        assert!(p.keep(0, 80, &hash_with_bits(9)));
         // Compared with the last kept frame, not the last seen one.
-        assert!(!p.keep(&frame(120, hash_with_bits(12), CropVariant::Full)));
+        assert!(!p.keep(0, 120, &hash_with_bits(12)));
+    }
+
+    #[test]
+    fn a_static_shot_still_keeps_two_frames_per_second() {
+        let mut p = Pruner::new(8, 500);
+        let kept: Vec<i64> =
+            (0..50).map(|i| i * 40).filter(|&ts| p.keep(0, ts, &Hash256::ZERO)).collect();
+        assert_eq!(kept, [0, 520, 1040, 1560]);
     }
 }

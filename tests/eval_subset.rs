@@ -1,0 +1,72 @@
+//! The evaluation on a committed subset of the development set (tests/fixtures/eval-mini):
+//! references hashed densely, keyframes through the same decision rule as the worker.
+
+use std::path::{Path, PathBuf};
+
+use offside::eval::{self, QueryKind};
+use offside::recognition::{RecognitionConfig, ReferenceHashOptions};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval-mini")
+}
+
+#[test]
+fn every_positive_is_flagged_for_its_reference_and_no_negative_is_flagged() {
+    let dir = fixture();
+    let queries = eval::load_queries(&dir).unwrap();
+    assert_eq!(queries.len(), 9);
+    let refs = eval::list_references(&dir).unwrap();
+    let (library, stats) =
+        eval::build_library(&refs, &ReferenceHashOptions::default(), 2, None, &|_, _| {}).unwrap();
+    assert_eq!(stats.references, 2);
+
+    let cfg = RecognitionConfig::default();
+    let outcomes: Vec<_> =
+        queries.iter().map(|q| eval::run_query(&library, &cfg, q).unwrap()).collect();
+    for o in &outcomes {
+        match o.kind {
+            QueryKind::Positive => {
+                assert!(o.detected(), "{} was not detected: {o:?}", o.query);
+                // Keyframes come every 2 s and the rule needs three in agreement.
+                let ttd = o.ttd_s.unwrap();
+                assert!((4.0..=8.1).contains(&ttd), "{} detected after {ttd} s", o.query);
+            }
+            QueryKind::Negative => {
+                assert_eq!(o.flagged_as, None, "negative {} was flagged", o.query);
+            }
+        }
+    }
+    let report = eval::report(outcomes, stats, 0.0);
+    assert_eq!(report.false_flags, 0);
+    assert_eq!((report.negatives, report.hard_negatives), (3, 1));
+    let json = report.to_json();
+    assert_eq!(json["per_transform"]["reencode"]["queries"], 1);
+    assert_eq!(json["per_transform"]["reencode"]["detected"], 1);
+    assert!(json["per_transform"]["mirror"]["ttd_median_s"].is_number());
+    assert_eq!(json["negatives"], 3);
+}
+
+#[test]
+fn without_the_mirrored_hash_a_mirrored_stream_would_be_missed() {
+    // Guards the query side: the mirror query exists because the full-frame hash alone does
+    // not match a flipped picture.
+    let dir = fixture();
+    let refs = eval::list_references(&dir).unwrap();
+    let (library, _) =
+        eval::build_library(&refs, &ReferenceHashOptions::default(), 2, None, &|_, _| {}).unwrap();
+    let query = eval::load_queries(&dir)
+        .unwrap()
+        .into_iter()
+        .find(|q| q.transform == "mirror" && q.kind == QueryKind::Positive)
+        .unwrap();
+    let cfg = RecognitionConfig::default();
+    let mut full_only_hits = 0;
+    for (_, path) in &query.keyframes {
+        let mut hashes =
+            offside::recognition::hash_keyframe(&std::fs::read(path).unwrap()).unwrap();
+        hashes.hashes.retain(|h| h.view == offside::recognition::QueryView::Full);
+        full_only_hits += usize::from(!library.lookup(&hashes, cfg.radius, 256).is_empty());
+    }
+    assert_eq!(full_only_hits, 0);
+    assert!(eval::run_query(&library, &cfg, &query).unwrap().detected());
+}
