@@ -53,6 +53,7 @@ pub struct App {
     state: AppState,
     listener: Option<TcpListener>,
     runner: Arc<JobRunner>,
+    live: crate::live::SharedLiveLibrary,
 }
 
 impl App {
@@ -100,12 +101,17 @@ impl App {
             queue,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
         };
-        Ok(Self { mode, state, listener, runner })
+        Ok(Self { mode, state, listener, runner, live: crate::live::SharedLiveLibrary::default() })
     }
 
     /// The address the HTTP API listens on (`None` for workers).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// This process's live library (the recent frames of live reference feeds).
+    pub fn live(&self) -> &crate::live::SharedLiveLibrary {
+        &self.live
     }
 
     /// The shared state (store, index, jobs), for tests and embedding.
@@ -118,7 +124,7 @@ impl App {
     /// # Errors
     /// When the HTTP server fails.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let Self { mode, state, listener, runner } = self;
+        let Self { mode, state, listener, runner, live } = self;
         let mut tasks: JoinSet<()> = JoinSet::new();
 
         // Background tasks, each stopped by the same token.
@@ -135,10 +141,31 @@ impl App {
             Arc::new(crate::pipeline::LibraryLookup {
                 library: state.library.clone(),
                 config: recognition.clone(),
+                live: Some(live.clone()),
             }),
             recognition.matcher.clone(),
         );
         deps.outbox_wake = Arc::clone(&state.outbox_wake);
+        // Live reference feeds: every process may ingest a feed (one at a time per feed, by
+        // lease) and every process matches against all of them. With RabbitMQ, frames reach the
+        // other processes through the live fanout.
+        let instance = format!("offside-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let fanout = state.config.amqp_url.as_ref().map(|url| {
+            Arc::new(crate::live::fanout::LiveFanout::new(url.expose(), "", instance.clone()))
+        });
+        if let Some(fanout) = &fanout {
+            let fanout = Arc::clone(fanout);
+            let (live, cancel) = (live.clone(), cancel.clone());
+            tasks.spawn(async move { fanout.run_consumer(live, cancel).await });
+        }
+        let live_service = Arc::new(crate::live::LiveService::new(
+            state.store.clone(),
+            live.clone(),
+            fanout,
+            instance,
+            crate::live::IngestOptions::default(),
+        ));
+        tasks.spawn(live_service.run(cancel.clone()));
         let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         for _ in 0..workers {
             tasks.spawn(crate::pipeline::run_consumer(

@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt as _;
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, Json, Path, Query};
+use crate::live::store::{self as live_store, FeedStatus, LiveFeed};
 use crate::references::{Policy, ReferenceSource, ReferenceStatus};
 use crate::store::keys::Role;
 use crate::store::references::{self, FrameRecord, NewReference, Reference};
@@ -76,6 +77,178 @@ pub struct ReferenceView {
     pub created_at: i64,
     /// Last change, milliseconds since the Unix epoch.
     pub updated_at: i64,
+    /// The feed of a live reference: its state and counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveView>,
+}
+
+/// What a client sees of a live feed.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LiveView {
+    /// live (ingesting, or waiting for its start), reconnecting (the feed dropped) or ended.
+    pub status: FeedStatus,
+    /// The input.
+    pub url: String,
+    /// Frames hashed so far.
+    pub frames: i64,
+    /// Wall-clock time of the last frame hashed, milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_frame_at: Option<i64>,
+    /// Times the input was reopened after dropping.
+    pub reconnects: i64,
+    /// Why the input last failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Time zero of the event (milliseconds since the Unix epoch): live hits' reference times
+    /// count from it.
+    pub origin_ms: i64,
+    /// Ingest starts at (ms since the Unix epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<i64>,
+    /// Ingest ends at (ms since the Unix epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<i64>,
+    /// When it ended (ms since the Unix epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+    /// How long live frames stay matchable.
+    pub retention_seconds: i64,
+    /// Whether the event becomes an ordinary reference when it ends.
+    pub archive: bool,
+    /// The process ingesting it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingested_by: Option<String>,
+}
+
+impl From<LiveFeed> for LiveView {
+    fn from(f: LiveFeed) -> Self {
+        Self {
+            status: f.status,
+            url: f.url,
+            frames: f.frames,
+            last_frame_at: f.last_frame_at,
+            reconnects: f.reconnects,
+            last_error: f.last_error,
+            origin_ms: f.origin_ms,
+            starts_at: f.starts_at,
+            ends_at: f.ends_at,
+            ended_at: f.ended_at,
+            retention_seconds: f.retention_ms / 1000,
+            archive: f.archive,
+            ingested_by: f.lease_holder,
+        }
+    }
+}
+
+/// Attaches the feed of a live reference to its view.
+async fn with_live(state: &AppState, mut view: ReferenceView) -> Result<ReferenceView, ApiError> {
+    if view.status == ReferenceStatus::Live || view.source == ReferenceSource::Video {
+        view.live = live_store::get(state.store.pool(), &view.id).await?.map(LiveView::from);
+    }
+    Ok(view)
+}
+
+/// JSON `{title, live_url, ...}`: registers a live feed.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiveReferenceRequest {
+    /// A human title, 1–300 characters.
+    pub title: String,
+    /// The feed: `rtmp://`, `rtmps://`, `srt://`, `udp://` (MPEG-TS), `http(s)://` (HLS), or a
+    /// file path (replayed in real time; only with `allow_private_urls`). Loopback and private
+    /// addresses need `allow_private_urls`.
+    pub live_url: String,
+    /// What to do on a match (default: flag after 8 s).
+    #[serde(default)]
+    pub policy: Option<Policy>,
+    /// How long live frames stay matchable, 60 s to 7 days (default 7200).
+    #[serde(default)]
+    pub retention_seconds: Option<i64>,
+    /// Start ingesting at (RFC 3339; default now). Also the event's time zero.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub starts_at: Option<time::OffsetDateTime>,
+    /// Stop ingesting at (RFC 3339; default: when the feed is deleted or a file input ends).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ends_at: Option<time::OffsetDateTime>,
+    /// Keep the frames as an ordinary ready reference when the event ends (default false).
+    #[serde(default)]
+    pub archive: bool,
+    /// The owner; only an admin sets it.
+    #[serde(default)]
+    pub rights_holder_id: Option<String>,
+}
+
+fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Registers a live feed: the reference row (status `live`) and its feed row, together.
+async fn create_live(
+    principal: &Principal,
+    state: &AppState,
+    request: LiveReferenceRequest,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let metadata = ReferenceMetadata {
+        title: request.title.clone(),
+        policy: request.policy.clone(),
+        rights_holder_id: request.rights_holder_id.clone(),
+    };
+    let (owner, policy) = check_metadata(principal, state, &metadata).await?;
+    let input = crate::live::check_live_url(&request.live_url, state.config.allow_private_urls)
+        .await
+        .map_err(|err| ApiError::Unprocessable(err.to_string()))?;
+    let retention_seconds =
+        request.retention_seconds.unwrap_or(crate::live::DEFAULT_RETENTION_SECONDS);
+    if !(60..=crate::live::MAX_RETENTION_SECONDS).contains(&retention_seconds) {
+        return Err(ApiError::Unprocessable(format!(
+            "retention_seconds must be between 60 and {}",
+            crate::live::MAX_RETENTION_SECONDS
+        )));
+    }
+    let now = crate::store::now_ms();
+    let starts_at = request.starts_at.map(unix_ms);
+    let ends_at = request.ends_at.map(unix_ms);
+    if let Some(end) = ends_at {
+        if end <= starts_at.unwrap_or(now) {
+            return Err(ApiError::Unprocessable(
+                "ends_at must be in the future and after starts_at".to_owned(),
+            ));
+        }
+    }
+    let id = new_id();
+    let mut tx = state.store.pool().begin().await?;
+    references::insert(
+        &mut *tx,
+        &NewReference {
+            id: &id,
+            rights_holder_id: owner.as_deref(),
+            title: metadata.title.trim(),
+            // A live feed is video; its archive becomes an ordinary video reference.
+            source: ReferenceSource::Video,
+            status: ReferenceStatus::Live,
+            policy: &policy,
+            upload_path: None,
+        },
+    )
+    .await?;
+    live_store::insert(
+        &mut *tx,
+        &live_store::NewFeed {
+            reference_id: &id,
+            url: input.as_str(),
+            origin_ms: starts_at.unwrap_or(now),
+            starts_at,
+            ends_at,
+            retention_ms: retention_seconds * 1000,
+            archive: request.archive,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(reference_id = %id, "live feed registered");
+    Ok((StatusCode::CREATED, Json(Accepted { id, status: ReferenceStatus::Live })))
 }
 
 impl From<Reference> for ReferenceView {
@@ -94,6 +267,7 @@ impl From<Reference> for ReferenceView {
             rights_holder_id: r.rights_holder_id,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            live: None,
         }
     }
 }
@@ -162,8 +336,10 @@ pub struct Imported {
     pub frames: i64,
 }
 
-/// Registers a reference: multipart upload of a video or image (202, hashed by a job), or JSON
-/// `{title, policy?}` for an empty reference to import hash lines into (201).
+/// Registers a reference: multipart upload of a video or image (202, hashed by a job), JSON
+/// `{title, policy?}` for an empty reference to import hash lines into (201), or JSON
+/// `{title, live_url, policy?, retention_seconds?, starts_at?, ends_at?, archive?}` for a live
+/// feed (201, status `live`).
 #[utoipa::path(post, path = "/v1/references", tag = "references", security(("bearer" = [])),
     request_body(content(
         (UploadForm = "multipart/form-data"),
@@ -194,7 +370,14 @@ async fn create(
         let bytes = axum::body::to_bytes(request.into_body(), limit)
             .await
             .map_err(|_| ApiError::PayloadTooLarge("the JSON body is too large".to_owned()))?;
-        let metadata: ReferenceMetadata = serde_json::from_slice(&bytes)
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|err| ApiError::Unprocessable(err.to_string()))?;
+        if value.get("live_url").is_some() {
+            let request: LiveReferenceRequest = serde_json::from_value(value)
+                .map_err(|err| ApiError::Unprocessable(err.to_string()))?;
+            return create_live(&principal, &state, request).await;
+        }
+        let metadata: ReferenceMetadata = serde_json::from_value(value)
             .map_err(|err| ApiError::Unprocessable(err.to_string()))?;
         let (owner, policy) = check_metadata(&principal, &state, &metadata).await?;
         let id = new_id();
@@ -403,10 +586,11 @@ async fn list(
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = if more { rows.last().map(|r| r.id.clone()) } else { None };
-    Ok(Json(ReferencePage {
-        items: rows.into_iter().map(ReferenceView::from).collect(),
-        next_cursor,
-    }))
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        items.push(with_live(&state, ReferenceView::from(row)).await?);
+    }
+    Ok(Json(ReferencePage { items, next_cursor }))
 }
 
 /// One reference, with its status, frame count and progress.
@@ -419,7 +603,8 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<ReferenceView>, ApiError> {
     principal.require(READERS)?;
-    Ok(Json(visible(&principal, &state, &id).await?.into()))
+    let view = ReferenceView::from(visible(&principal, &state, &id).await?);
+    Ok(Json(with_live(&state, view).await?))
 }
 
 /// Deletes a reference: it leaves every worker's index (this one at once, others within the

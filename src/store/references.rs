@@ -299,6 +299,27 @@ pub async fn append_frames(
     id: &str,
     frames: &[FrameRecord],
 ) -> sqlx::Result<i64> {
+    write_chunks(conn, id, frames).await?;
+    let now = now_ms();
+    let added = i64::try_from(frames.len()).unwrap_or(i64::MAX);
+    let row = sqlx::query(
+        "UPDATE library_references SET frames = frames + $2, updated_at = $3 WHERE id = $1 RETURNING frames",
+    )
+    .bind(id)
+    .bind(added)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(sqlx::Error::RowNotFound)?;
+    row.try_get(0)
+}
+
+/// Writes frames as new chunks after the reference's last one, leaving its frame count alone.
+async fn write_chunks(
+    conn: &mut AnyConnection,
+    id: &str,
+    frames: &[FrameRecord],
+) -> sqlx::Result<()> {
     let next_seq: i64 = sqlx::query(
         "SELECT COALESCE(MAX(seq) + 1, 0) FROM reference_frame_chunks WHERE reference_id = $1",
     )
@@ -320,17 +341,45 @@ pub async fn append_frames(
         .execute(&mut *conn)
         .await?;
     }
-    let added = i64::try_from(frames.len()).unwrap_or(i64::MAX);
-    let row = sqlx::query(
-        "UPDATE library_references SET frames = frames + $2, updated_at = $3 WHERE id = $1 RETURNING frames",
+    Ok(())
+}
+
+/// Appends frames of a live feed's archive. Unlike [`append_frames`] the reference's frame
+/// count stays as it is: the index sync loads a reference when its count changes, and an
+/// archive must not be matched as an ordinary reference before its event ends
+/// ([`finish_archive`]); while the feed airs its frames are matched by wall-clock time instead.
+///
+/// # Errors
+/// Any database error (a foreign-key violation when the reference was deleted meanwhile).
+pub async fn append_archive_frames(
+    conn: &mut AnyConnection,
+    id: &str,
+    frames: &[FrameRecord],
+) -> sqlx::Result<()> {
+    write_chunks(conn, id, frames).await
+}
+
+/// Turns a live reference with an archive into an ordinary `ready` reference: its frame count
+/// becomes the number of archived frames, so every process's index sync loads them. Returns
+/// false when the reference no longer exists or is not live.
+///
+/// # Errors
+/// Any database error.
+pub async fn finish_archive<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE library_references SET status = 'ready', progress_permille = NULL, \
+         frames = (SELECT COALESCE(SUM(frame_count), 0) FROM reference_frame_chunks \
+                   WHERE reference_id = $1), updated_at = $2 \
+         WHERE id = $1 AND status = 'live'",
     )
     .bind(id)
-    .bind(added)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(sqlx::Error::RowNotFound)?;
-    row.try_get(0)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Removes every stored frame of a reference (before a job re-runs) and zeroes its count.

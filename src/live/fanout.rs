@@ -1,0 +1,310 @@
+//! Scale-out: live frames from the one ingesting process to the live index of every process.
+//!
+//! A small piece beside the keyframe queue, not part of it: keyframes are work (each goes to
+//! one worker, acked after its effects commit), live frames are state every process needs a
+//! copy of. So: a fanout exchange `<prefix>offside.live`; each process binds its own exclusive,
+//! auto-delete, server-named queue and consumes it without acks. A process that starts (or
+//! reconnects) sees frames from then on; the frames it missed are at most a few seconds of the
+//! feed, and the temporal matcher needs many seconds of agreeing hits anyway.
+//!
+//! Publishing skips publisher confirms on purpose: a batch is a fifth of a second of one feed,
+//! waiting for a confirm would add a broker round trip to the feed-to-matchable latency, and a
+//! batch lost while the broker restarts only leaves a gap the evidence rides over. The sender
+//! inserts its own frames into its own library directly; consumers skip batches with their own
+//! instance id.
+//!
+//! Wire form: headers `reference_id`, `origin_ms`, `retention_ms`, `sender`; body: packed
+//! frames of [`RECORD_BYTES`] bytes (time i64 LE, 32 hash bytes, quality, crop variant).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fingerprints::{CropVariant, Hash256};
+use futures::StreamExt as _;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::index::{LiveFrame, SharedLiveLibrary};
+use crate::queue::QueueError;
+use crate::queue::backoff::Backoff;
+
+/// Bytes per frame on the wire.
+pub const RECORD_BYTES: usize = 8 + 32 + 1 + 1;
+
+/// Frames of one feed, as published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameBatch {
+    /// The feed's reference id.
+    pub reference_id: String,
+    /// Time zero of the event.
+    pub origin_ms: i64,
+    /// The feed's retention.
+    pub retention_ms: i64,
+    /// The frames.
+    pub frames: Vec<LiveFrame>,
+}
+
+/// Packs frames for the wire.
+pub fn encode_frames(frames: &[LiveFrame]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frames.len() * RECORD_BYTES);
+    for f in frames {
+        out.extend_from_slice(&f.time_ms.to_le_bytes());
+        out.extend_from_slice(&f.hash.to_bytes());
+        out.push(f.quality);
+        out.push(f.variant.to_u8());
+    }
+    out
+}
+
+/// Unpacks frames; `None` when the body is not whole records or names an unknown variant.
+pub fn decode_frames(body: &[u8]) -> Option<Vec<LiveFrame>> {
+    if !body.len().is_multiple_of(RECORD_BYTES) {
+        return None;
+    }
+    body.chunks_exact(RECORD_BYTES)
+        .map(|r| {
+            let time_ms = i64::from_le_bytes(r[..8].try_into().ok()?);
+            let hash = Hash256::from_bytes(r[8..40].try_into().ok()?);
+            let variant = CropVariant::from_u8(r[41])?;
+            Some(LiveFrame { time_ms, hash, quality: r[40], variant })
+        })
+        .collect()
+}
+
+/// The fanout of one process: publishes its own feeds' frames, consumes everyone's.
+pub struct LiveFanout {
+    url: String,
+    exchange: String,
+    instance: String,
+    publisher: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl std::fmt::Debug for LiveFanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveFanout")
+            .field("exchange", &self.exchange)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+fn header_str(headers: &FieldTable, name: &str) -> Option<String> {
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn header_i64(headers: &FieldTable, name: &str) -> Option<i64> {
+    match headers.inner().get(name)? {
+        AMQPValue::LongLongInt(v) => Some(*v),
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        _ => None,
+    }
+}
+
+impl LiveFanout {
+    /// The fanout on the broker at `url`, exchange `<prefix>offside.live`; `instance`
+    /// identifies this process (its own batches are not inserted twice). Connects lazily.
+    pub fn new(url: impl Into<String>, prefix: &str, instance: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            exchange: format!("{prefix}offside.live"),
+            instance: instance.into(),
+            publisher: Mutex::new(None),
+        }
+    }
+
+    /// The exchange name.
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
+    async fn open(&self, name: &str) -> Result<(Connection, Channel), QueueError> {
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let connection = Connection::connect(&self.url, props).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((connection, channel))
+    }
+
+    /// Publishes a batch to every process. On a broken connection it reconnects once and
+    /// retries; a second failure is returned (the caller logs it and carries on).
+    ///
+    /// # Errors
+    /// The broker cannot be reached.
+    pub async fn publish(&self, batch: &FrameBatch) -> Result<(), QueueError> {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "reference_id".into(),
+            AMQPValue::LongString(batch.reference_id.as_str().into()),
+        );
+        headers.insert("origin_ms".into(), AMQPValue::LongLongInt(batch.origin_ms));
+        headers.insert("retention_ms".into(), AMQPValue::LongLongInt(batch.retention_ms));
+        headers.insert("sender".into(), AMQPValue::LongString(self.instance.as_str().into()));
+        let body = encode_frames(&batch.frames);
+        let properties = BasicProperties::default()
+            .with_content_type("application/vnd.offside.live-frames".into())
+            .with_headers(headers);
+        let mut guard = self.publisher.lock().await;
+        for attempt in 0..2 {
+            let usable = guard
+                .as_ref()
+                .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected());
+            if !usable {
+                *guard = Some(self.open("offside-live-publisher").await?);
+            }
+            let Some((_, channel)) = guard.as_ref() else { continue };
+            let sent = channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties.clone(),
+                )
+                .await;
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt == 0 => {
+                    tracing::debug!(error = %e, "live publish failed; reconnecting");
+                    *guard = None;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(QueueError::Closed)
+    }
+
+    /// Consumes every process's batches into `library` until `cancel` fires, reconnecting
+    /// with backoff whenever the broker goes away.
+    pub async fn run_consumer(&self, library: SharedLiveLibrary, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            let consumed = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = self.consume_once(&library, &cancel) => r,
+            };
+            if let Err(e) = consumed {
+                tracing::warn!(error = %e, "live fanout consumer lost the broker; reconnecting");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    async fn consume_once(
+        &self,
+        library: &SharedLiveLibrary,
+        cancel: &CancellationToken,
+    ) -> Result<(), QueueError> {
+        let (connection, channel) = self.open("offside-live-consumer").await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let queue_name: ShortString = queue.name().clone();
+        channel
+            .queue_bind(
+                queue_name.clone(),
+                self.exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                queue_name,
+                format!("offside-live-{}", self.instance).into(),
+                BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::debug!(exchange = %self.exchange, "live fanout consumer bound");
+        loop {
+            let delivery = tokio::select! {
+                () = cancel.cancelled() => {
+                    let _ = connection.close(200, "closing".into()).await;
+                    return Ok(());
+                }
+                d = consumer.next() => d,
+            };
+            let delivery = match delivery {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(QueueError::Closed),
+            };
+            let Some(headers) = delivery.properties.headers().as_ref() else { continue };
+            if header_str(headers, "sender").as_deref() == Some(self.instance.as_str()) {
+                continue;
+            }
+            let (Some(id), Some(origin), Some(retention)) = (
+                header_str(headers, "reference_id"),
+                header_i64(headers, "origin_ms"),
+                header_i64(headers, "retention_ms"),
+            ) else {
+                tracing::warn!("live fanout message without its headers; skipped");
+                continue;
+            };
+            let Some(frames) = decode_frames(&Bytes::from(delivery.data)) else {
+                tracing::warn!(reference_id = %id, "malformed live frames; skipped");
+                continue;
+            };
+            library
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(&id, origin, retention, &frames);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_survive_the_wire_form_and_torn_bodies_are_refused() {
+        let frames = vec![
+            LiveFrame {
+                time_ms: 1_700_000_000_123,
+                hash: Hash256([1, 2, 3, u64::MAX]),
+                quality: 77,
+                variant: CropVariant::Square,
+            },
+            LiveFrame {
+                time_ms: -5,
+                hash: Hash256::default(),
+                quality: 50,
+                variant: CropVariant::Full,
+            },
+        ];
+        let body = encode_frames(&frames);
+        assert_eq!(decode_frames(&body), Some(frames));
+        assert_eq!(decode_frames(&body[..body.len() - 1]), None);
+    }
+}

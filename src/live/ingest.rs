@@ -1,0 +1,535 @@
+//! [`LiveService`]: claims live feeds, ingests them, keeps this process's live library current.
+//!
+//! Every process runs one. Each second it reads the feed rows: feeds it does not know any more
+//! (deleted) leave its live library, frames past their retention expire, and every feed whose
+//! event is on and whose lease is free (or expired: its holder died) is claimed and ingested
+//! here. The ingest decodes on a blocking thread and hands each frame's hashes to the async
+//! side, which makes them matchable at once (this process's library directly; other processes
+//! through the [`LiveFanout`]), counts them, renews the lease with the counters every second,
+//! and collects the archive when asked to. A lost lease (this process stalled past the lease
+//! and another took over) stops the ingest without touching the feed.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fingerprints::{CropVariant, Hash256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::LiveInput;
+use super::fanout::{FrameBatch, LiveFanout};
+use super::index::{LiveFrame, SharedLiveLibrary};
+use super::store::{self as feeds, FeedStatus, Heartbeat, LiveFeed};
+use crate::media::{InputOptions, LumaOptions, MediaError, decode_luma_frames};
+use crate::queue::backoff::Backoff;
+use crate::recognition::reference_frames_of;
+use crate::store::references::{self, FrameRecord};
+use crate::store::{Store, now_ms};
+
+/// How feeds are ingested.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// How often the service looks for feeds to claim, expires frames and drops deleted feeds.
+    pub poll: Duration,
+    /// How long a lease lasts without renewal; a dead holder's feed is taken over after it.
+    pub lease_ttl: Duration,
+    /// How often the holder renews its lease and writes the counters.
+    pub heartbeat: Duration,
+    /// Frames hashed per second of feed at most (frames in between are decoded, not hashed).
+    pub max_fps: f64,
+    /// Frames below this PDQ quality are not indexed (PDQ's own threshold).
+    pub min_quality: u8,
+    /// Crops indexed besides the full frame, as for uploaded references.
+    pub variants: Vec<CropVariant>,
+    /// A frame is not indexed when it is within this many bits of the last kept frame of its
+    /// variant, unless that one is [`Self::max_pruned_gap_ms`] old (as for references).
+    pub dedup_distance: u32,
+    /// See [`Self::dedup_distance`].
+    pub max_pruned_gap_ms: i64,
+    /// A network read stalled this long counts as a dropped feed.
+    pub read_timeout: Duration,
+    /// First and longest wait before reopening a dropped feed.
+    pub reconnect_backoff: (Duration, Duration),
+    /// How often the archive collected so far is written to the database.
+    pub archive_flush: Duration,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(1),
+            max_fps: 10.0,
+            min_quality: 50,
+            variants: vec![CropVariant::Portrait9x16, CropVariant::Square, CropVariant::Classic4x3],
+            dedup_distance: 8,
+            max_pruned_gap_ms: 500,
+            read_timeout: Duration::from_secs(5),
+            reconnect_backoff: (Duration::from_millis(500), Duration::from_secs(10)),
+            archive_flush: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Claims and ingests live feeds; keeps the process's live library in step with the database.
+pub struct LiveService {
+    store: Store,
+    library: SharedLiveLibrary,
+    fanout: Option<Arc<LiveFanout>>,
+    instance: String,
+    options: IngestOptions,
+}
+
+impl std::fmt::Debug for LiveService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveService").field("instance", &self.instance).finish_non_exhaustive()
+    }
+}
+
+/// How one ingest ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The event is over (end time, end of a file input, or the feed was deleted).
+    Ended,
+    /// Another process holds the lease now.
+    LeaseLost,
+    /// This process is shutting down.
+    Shutdown,
+}
+
+impl LiveService {
+    /// A service for this process; `instance` names it in leases (unique per process).
+    pub fn new(
+        store: Store,
+        library: SharedLiveLibrary,
+        fanout: Option<Arc<LiveFanout>>,
+        instance: impl Into<String>,
+        options: IngestOptions,
+    ) -> Self {
+        Self { store, library, fanout, instance: instance.into(), options }
+    }
+
+    /// This process's lease holder name.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Runs until `cancel` fires, then stops its ingests and gives their leases up.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut running: HashMap<String, (JoinHandle<()>, CancellationToken)> = HashMap::new();
+        loop {
+            running.retain(|_, (task, _)| !task.is_finished());
+            if let Err(err) = self.tick(&mut running, &cancel).await {
+                tracing::warn!(error = %format!("{err:#}"), "live feed poll failed; retrying");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(self.options.poll) => {}
+            }
+        }
+        for (_, (task, stop)) in running.drain() {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+
+    async fn tick(
+        self: &Arc<Self>,
+        running: &mut HashMap<String, (JoinHandle<()>, CancellationToken)>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let all = feeds::list(self.store.pool()).await?;
+        let now = now_ms();
+        {
+            let mut library =
+                self.library.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in library.feed_ids() {
+                // Deleted feeds stop matching; archived ones are ordinary references now.
+                let keep = all
+                    .iter()
+                    .any(|f| f.reference_id == id && !(f.archive && f.status == FeedStatus::Ended));
+                if !keep {
+                    library.remove(&id);
+                }
+            }
+            library.expire(now);
+        }
+        for feed in all {
+            if feed.status == FeedStatus::Ended || running.contains_key(&feed.reference_id) {
+                continue;
+            }
+            if feed.starts_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            let ttl = ms(self.options.lease_ttl);
+            if !feeds::claim(self.store.pool(), &feed.reference_id, &self.instance, now, ttl)
+                .await?
+            {
+                continue;
+            }
+            tracing::info!(reference_id = %feed.reference_id, instance = %self.instance, "live feed claimed");
+            let stop = cancel.child_token();
+            let id = feed.reference_id.clone();
+            let task = tokio::spawn(Arc::clone(self).ingest(feed, stop.clone()));
+            running.insert(id, (task, stop));
+        }
+        Ok(())
+    }
+
+    /// Ingests one claimed feed until it ends, the lease is lost or `stop` fires.
+    async fn ingest(self: Arc<Self>, feed: LiveFeed, stop: CancellationToken) {
+        let id = feed.reference_id.clone();
+        let outcome = self.ingest_loop(&feed, &stop).await;
+        let result = match outcome {
+            Ok(Stop::Ended) => self.finish(&feed).await,
+            Ok(Stop::Shutdown) => {
+                feeds::release(self.store.pool(), &id, &self.instance).await.map_err(Into::into)
+            }
+            Ok(Stop::LeaseLost) => {
+                tracing::warn!(reference_id = %id, "live feed lease lost; another process ingests it");
+                Ok(())
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
+            // The lease runs out and the feed is claimed again (here or elsewhere).
+            tracing::warn!(reference_id = %id, error = %format!("{err:#}"), "live ingest failed");
+        }
+    }
+
+    /// Ends the feed and, if asked, turns its archive into an ordinary reference.
+    async fn finish(&self, feed: &LiveFeed) -> anyhow::Result<()> {
+        let now = now_ms();
+        if feeds::end(self.store.pool(), &feed.reference_id, now).await? {
+            tracing::info!(reference_id = %feed.reference_id, "live feed ended");
+        }
+        if feed.archive && references::finish_archive(self.store.pool(), &feed.reference_id).await?
+        {
+            tracing::info!(reference_id = %feed.reference_id, "live feed archived as a ready reference");
+        }
+        Ok(())
+    }
+
+    async fn ingest_loop(&self, feed: &LiveFeed, stop: &CancellationToken) -> anyhow::Result<Stop> {
+        let id = feed.reference_id.as_str();
+        let input = LiveInput::classify(&feed.url);
+        let mut backoff =
+            Backoff::new(self.options.reconnect_backoff.0, self.options.reconnect_backoff.1);
+        let mut state = IngestState::new(feed, &self.options);
+        let mut first_attempt = true;
+        loop {
+            if feed.ends_at.is_some_and(|t| now_ms() >= t) {
+                state.flush_archive(&self.store, id).await?;
+                return Ok(Stop::Ended);
+            }
+            if !first_attempt {
+                state.beat.status = Some(FeedStatus::Reconnecting);
+                state.beat.reconnects_added += 1;
+                if !self.heartbeat(id, &mut state).await? {
+                    return Ok(Stop::LeaseLost);
+                }
+                let wait = backoff.next_delay();
+                if let Some(stopped) = self.wait(feed, &mut state, wait, stop).await? {
+                    return Ok(stopped);
+                }
+            }
+            first_attempt = false;
+            let (tx, mut rx) = mpsc::channel::<Vec<LiveFrame>>(256);
+            let halt = Arc::new(AtomicBool::new(false));
+            let decoder = {
+                let input = input.clone();
+                let options = self.options.clone();
+                let halt = Arc::clone(&halt);
+                tokio::task::spawn_blocking(move || decode_feed(&input, &options, &halt, &tx))
+            };
+            let mut ticker = tokio::time::interval(self.options.heartbeat);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let stopped = loop {
+                tokio::select! {
+                    frames = rx.recv() => match frames {
+                        Some(frames) => {
+                            if state.beat.status != Some(FeedStatus::Live) {
+                                state.beat.status = Some(FeedStatus::Live);
+                                backoff.reset();
+                            }
+                            self.publish(feed, &frames).await;
+                            state.collect(feed, &frames);
+                        }
+                        None => break None,
+                    },
+                    _ = ticker.tick() => {
+                        if feed.ends_at.is_some_and(|t| now_ms() >= t) {
+                            break Some(Stop::Ended);
+                        }
+                        match self.heartbeat(id, &mut state).await {
+                            Ok(true) => {}
+                            Ok(false) => break Some(self.why_lease_is_gone(id).await),
+                            Err(err) => tracing::warn!(reference_id = id, error = %err, "live heartbeat failed"),
+                        }
+                        if state.archive_due() {
+                            if let Err(err) = state.flush_archive(&self.store, id).await {
+                                tracing::warn!(reference_id = id, error = %format!("{err:#}"), "archive write failed; kept for the next flush");
+                            }
+                        }
+                    }
+                    () = stop.cancelled() => break Some(Stop::Shutdown),
+                }
+            };
+            halt.store(true, Ordering::Relaxed);
+            // Drain what the decoder still sends so it never blocks on a full channel.
+            let drain = async { while rx.recv().await.is_some() {} };
+            let (_, decoded) = tokio::join!(drain, decoder);
+            if let Some(stopped) = stopped {
+                if stopped != Stop::LeaseLost {
+                    self.heartbeat(id, &mut state).await.ok();
+                }
+                if stopped == Stop::Ended {
+                    state.flush_archive(&self.store, id).await?;
+                }
+                return Ok(stopped);
+            }
+            match decoded {
+                Ok(Ok(())) if matches!(input, LiveInput::File(_)) => {
+                    // A file replayed as a feed is over when it ends.
+                    self.heartbeat(id, &mut state).await.ok();
+                    state.flush_archive(&self.store, id).await?;
+                    return Ok(Stop::Ended);
+                }
+                Ok(Ok(())) => {
+                    tracing::warn!(
+                        reference_id = id,
+                        "live feed ended by the sender; reconnecting"
+                    );
+                    state.beat.error = Some("the input ended".to_owned());
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(reference_id = id, error = %err, "live feed dropped; reconnecting");
+                    state.beat.error = Some(err.to_string());
+                }
+                Err(err) => {
+                    state.beat.error = Some(format!("decoder task failed: {err}"));
+                }
+            }
+        }
+    }
+
+    /// Whether the feed was deleted or ended by someone else, or another process took it.
+    async fn why_lease_is_gone(&self, id: &str) -> Stop {
+        match feeds::get(self.store.pool(), id).await {
+            Ok(None) => Stop::Ended,
+            Ok(Some(f)) if f.status == FeedStatus::Ended => Stop::Ended,
+            _ => Stop::LeaseLost,
+        }
+    }
+
+    /// Sleeps `wait` while keeping the lease; returns early when the feed must stop.
+    async fn wait(
+        &self,
+        feed: &LiveFeed,
+        state: &mut IngestState,
+        wait: Duration,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<Stop>> {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            let step = self.options.heartbeat.min(until - Instant::now());
+            tokio::select! {
+                () = stop.cancelled() => return Ok(Some(Stop::Shutdown)),
+                () = tokio::time::sleep(step) => {}
+            }
+            if feed.ends_at.is_some_and(|t| now_ms() >= t) {
+                state.flush_archive(&self.store, &feed.reference_id).await?;
+                return Ok(Some(Stop::Ended));
+            }
+            if !self.heartbeat(&feed.reference_id, state).await? {
+                return Ok(Some(self.why_lease_is_gone(&feed.reference_id).await));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn heartbeat(&self, id: &str, state: &mut IngestState) -> anyhow::Result<bool> {
+        let ttl = ms(self.options.lease_ttl);
+        let held =
+            feeds::heartbeat(self.store.pool(), id, &self.instance, now_ms(), ttl, &state.beat)
+                .await?;
+        // Counted once written; on failure (an error above) they are sent with the next beat.
+        state.beat = Heartbeat { status: None, ..Heartbeat::default() };
+        Ok(held)
+    }
+
+    /// Makes frames matchable: this process's library at once, every other one via the fanout.
+    async fn publish(&self, feed: &LiveFeed, frames: &[LiveFrame]) {
+        self.library.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
+            &feed.reference_id,
+            feed.origin_ms,
+            feed.retention_ms,
+            frames,
+        );
+        if let Some(fanout) = &self.fanout {
+            let batch = FrameBatch {
+                reference_id: feed.reference_id.clone(),
+                origin_ms: feed.origin_ms,
+                retention_ms: feed.retention_ms,
+                frames: frames.to_vec(),
+            };
+            if let Err(err) = fanout.publish(&batch).await {
+                tracing::warn!(reference_id = %feed.reference_id, error = %err, "live frames not fanned out");
+            }
+        }
+    }
+}
+
+/// The counters and archive of one running ingest.
+struct IngestState {
+    beat: Heartbeat,
+    archive: Option<Vec<FrameRecord>>,
+    last_flush: Instant,
+    flush_every: Duration,
+}
+
+impl IngestState {
+    fn new(feed: &LiveFeed, options: &IngestOptions) -> Self {
+        Self {
+            beat: Heartbeat::default(),
+            archive: feed.archive.then(Vec::new),
+            last_flush: Instant::now(),
+            flush_every: options.archive_flush,
+        }
+    }
+
+    fn collect(&mut self, feed: &LiveFeed, frames: &[LiveFrame]) {
+        let Some(newest) = frames.iter().map(|f| f.time_ms).max() else { return };
+        self.beat.frames_added += 1;
+        self.beat.last_frame_at = Some(newest);
+        if let Some(archive) = &mut self.archive {
+            archive.extend(frames.iter().map(|f| FrameRecord {
+                ts_ms: f.time_ms - feed.origin_ms,
+                hash: f.hash,
+                quality: f.quality,
+                variant: f.variant.to_u8(),
+            }));
+        }
+    }
+
+    fn archive_due(&self) -> bool {
+        self.archive.as_ref().is_some_and(|a| !a.is_empty())
+            && self.last_flush.elapsed() >= self.flush_every
+    }
+
+    async fn flush_archive(&mut self, store: &Store, id: &str) -> anyhow::Result<()> {
+        let Some(archive) = &mut self.archive else { return Ok(()) };
+        self.last_flush = Instant::now();
+        if archive.is_empty() {
+            return Ok(());
+        }
+        let mut tx = store.pool().begin().await?;
+        references::append_archive_frames(&mut tx, id, archive).await?;
+        tx.commit().await?;
+        archive.clear();
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Keeps a frame's hash unless it repeats the last kept one of its slot (see
+/// [`IngestOptions::dedup_distance`]).
+#[derive(Default)]
+struct Pruner {
+    last: HashMap<(u8, usize), (Hash256, i64)>,
+}
+
+impl Pruner {
+    fn keep(
+        &mut self,
+        slot: (u8, usize),
+        hash: Hash256,
+        time_ms: i64,
+        options: &IngestOptions,
+    ) -> bool {
+        match self.last.get(&slot) {
+            Some((h, t))
+                if h.distance(&hash) <= options.dedup_distance
+                    && time_ms - t < options.max_pruned_gap_ms =>
+            {
+                false
+            }
+            _ => {
+                self.last.insert(slot, (hash, time_ms));
+                true
+            }
+        }
+    }
+}
+
+/// Decodes the feed on this (blocking) thread and sends each kept frame's hashes, stamped with
+/// the wall-clock time it was decoded at, until the input ends, fails or `halt` is set.
+fn decode_feed(
+    input: &LiveInput,
+    options: &IngestOptions,
+    halt: &Arc<AtomicBool>,
+    tx: &mpsc::Sender<Vec<LiveFrame>>,
+) -> Result<(), MediaError> {
+    let paced = matches!(input, LiveInput::File(_));
+    let luma_options = LumaOptions {
+        input: InputOptions {
+            read_timeout: (!paced).then_some(options.read_timeout),
+            cancel: Some(Arc::clone(halt)),
+            decoder_threads: 1,
+        },
+        max_fps: Some(options.max_fps),
+        skip_loop_filter: true,
+        ..LumaOptions::default()
+    };
+    let started = Instant::now();
+    let mut first_ts: Option<i64> = None;
+    let mut pruner = Pruner::default();
+    decode_luma_frames(input.as_str(), &luma_options, |frame| {
+        if halt.load(Ordering::Relaxed) {
+            return ControlFlow::Break(());
+        }
+        if paced {
+            // A file is replayed as if it aired now: each frame no earlier than its stream time.
+            let first = *first_ts.get_or_insert(frame.ts_ms);
+            let due = Duration::from_millis(u64::try_from(frame.ts_ms - first).unwrap_or(0));
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+        let time_ms = now_ms();
+        let mut per_variant: HashMap<u8, usize> = HashMap::new();
+        let frames: Vec<LiveFrame> =
+            reference_frames_of(&frame.luma, time_ms, &options.variants, options.min_quality)
+                .into_iter()
+                .filter(|f| {
+                    let n = per_variant.entry(f.variant.to_u8()).or_insert(0);
+                    let slot = (f.variant.to_u8(), *n);
+                    *n += 1;
+                    pruner.keep(slot, f.hash, time_ms, options)
+                })
+                .map(|f| LiveFrame {
+                    time_ms,
+                    hash: f.hash,
+                    quality: f.quality,
+                    variant: f.variant,
+                })
+                .collect();
+        if frames.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        if tx.blocking_send(frames).is_err() {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })
+    .map(|_| ())
+}
