@@ -51,37 +51,58 @@ impl Plane {
     /// Smooths with the separable binomial kernel `[1 4 6 4 1] / 16` (a Gaussian of sigma 1),
     /// replicating edge pixels. BRIEF compares single pixels, so without it noise and JPEG
     /// ringing flip many bits.
+    ///
+    /// All in 16-bit lanes (the horizontal sum is at most 16 * 255, the vertical one at most
+    /// 256 * 255 + 128), with the interior loops free of clamps so they vectorise.
     pub(crate) fn smooth(&self) -> Plane {
         let (w, h) = (self.width, self.height);
+        if w == 0 || h == 0 {
+            return self.clone();
+        }
         let mut tmp = vec![0u16; w * h];
-        for y in 0..h {
-            let row = &self.pixels[y * w..(y + 1) * w];
+        for (row, out) in self.pixels.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
             let px = |x: isize| u16::from(row[x.clamp(0, w as isize - 1) as usize]);
-            for x in 0..w {
-                let xi = x as isize;
-                tmp[y * w + x] =
-                    px(xi - 2) + 4 * px(xi - 1) + 6 * px(xi) + 4 * px(xi + 1) + px(xi + 2);
+            let tap = |x: isize| px(x - 2) + 4 * px(x - 1) + 6 * px(x) + 4 * px(x + 1) + px(x + 2);
+            if w < 5 {
+                for (x, o) in out.iter_mut().enumerate() {
+                    *o = tap(x as isize);
+                }
+                continue;
+            }
+            for x in [0, 1, w - 2, w - 1] {
+                out[x] = tap(x as isize);
+            }
+            let n = w - 4;
+            let (a, b, c, d, e) =
+                (&row[..n], &row[1..n + 1], &row[2..n + 2], &row[3..n + 3], &row[4..n + 4]);
+            for (i, o) in out[2..w - 2].iter_mut().enumerate() {
+                *o = u16::from(a[i])
+                    + 4 * u16::from(b[i])
+                    + 6 * u16::from(c[i])
+                    + 4 * u16::from(d[i])
+                    + u16::from(e[i]);
             }
         }
         let mut out = vec![0u8; w * h];
-        for y in 0..h {
-            let yi = y as isize;
-            let row = |d: isize| (yi + d).clamp(0, h as isize - 1) as usize * w;
-            let (a, b, c, d, e) = (row(-2), row(-1), row(0), row(1), row(2));
-            for x in 0..w {
-                let s = u32::from(tmp[a + x])
-                    + 4 * u32::from(tmp[b + x])
-                    + 6 * u32::from(tmp[c + x])
-                    + 4 * u32::from(tmp[d + x])
-                    + u32::from(tmp[e + x]);
-                out[y * w + x] = ((s + 128) >> 8) as u8;
+        for (y, orow) in out.chunks_exact_mut(w).enumerate() {
+            let r = |d: isize| {
+                let yy = (y as isize + d).clamp(0, h as isize - 1) as usize;
+                &tmp[yy * w..(yy + 1) * w]
+            };
+            let (a, b, c, d, e) = (r(-2), r(-1), r(0), r(1), r(2));
+            for (x, o) in orow.iter_mut().enumerate() {
+                // At most 16 * 4080 + 128 = 65408: no 16-bit overflow.
+                let full = a[x] + 4 * b[x] + 6 * c[x] + 4 * d[x] + e[x] + 128;
+                *o = (full >> 8) as u8;
             }
         }
         Plane { width: w, height: h, pixels: out }
     }
 }
 
-/// Bilinear resampling with pixel-centre alignment, in 8-bit fixed point.
+/// Bilinear resampling with pixel-centre alignment, in 8-bit fixed point. Separable: each
+/// source row is interpolated horizontally once (a downscale by 1.25 reads most source rows
+/// for two output rows), then pairs of such rows are blended in a loop that vectorises.
 fn bilinear(src: &Plane, w: usize, h: usize) -> Plane {
     let sx = src.width as f32 / w as f32;
     let sy = src.height as f32 / h as f32;
@@ -94,18 +115,38 @@ fn bilinear(src: &Plane, w: usize, h: usize) -> Plane {
             (x0, x1, ((fx - x0 as f32) * 256.0) as u32)
         })
         .collect();
-    let mut out = Vec::with_capacity(w * h);
-    for y in 0..h {
+    let horizontal = |y: usize, out: &mut Vec<u16>| {
+        let row = &src.pixels[y * src.width..(y + 1) * src.width];
+        out.clear();
+        // At most 255 * 256: fits 16 bits.
+        out.extend(xs.iter().map(|&(x0, x1, wx)| {
+            (u32::from(row[x0]) * (256 - wx) + u32::from(row[x1]) * wx) as u16
+        }));
+    };
+    let (mut top, mut bot) = (Vec::with_capacity(w), Vec::with_capacity(w));
+    let (mut top_y, mut bot_y) = (usize::MAX, usize::MAX);
+    let mut out = vec![0u8; w * h];
+    for (y, orow) in out.chunks_exact_mut(w).enumerate() {
         let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (src.height - 1) as f32);
         let y0 = fy.floor() as usize;
         let y1 = (y0 + 1).min(src.height - 1);
         let wy = ((fy - y0 as f32) * 256.0) as u32;
-        let r0 = &src.pixels[y0 * src.width..(y0 + 1) * src.width];
-        let r1 = &src.pixels[y1 * src.width..(y1 + 1) * src.width];
-        for &(x0, x1, wx) in &xs {
-            let top = u32::from(r0[x0]) * (256 - wx) + u32::from(r0[x1]) * wx;
-            let bot = u32::from(r1[x0]) * (256 - wx) + u32::from(r1[x1]) * wx;
-            out.push(((top * (256 - wy) + bot * wy + (1 << 15)) >> 16) as u8);
+        if top_y != y0 {
+            if bot_y == y0 {
+                std::mem::swap(&mut top, &mut bot);
+                top_y = y0;
+                bot_y = usize::MAX;
+            } else {
+                horizontal(y0, &mut top);
+                top_y = y0;
+            }
+        }
+        if bot_y != y1 {
+            horizontal(y1, &mut bot);
+            bot_y = y1;
+        }
+        for ((o, &t), &b) in orow.iter_mut().zip(&top).zip(&bot) {
+            *o = ((u32::from(t) * (256 - wy) + u32::from(b) * wy + (1 << 15)) >> 16) as u8;
         }
     }
     Plane { width: w, height: h, pixels: out }

@@ -2,12 +2,14 @@
 //!
 //! # Layout, and why
 //! Every reference feature is one 40-byte slab entry (descriptor, frame id, packed position).
-//! `tables` hash tables each key it by 16 sampled descriptor bits; a bucket entry is 12 bytes:
-//! the slab slot and a 64-bit *check* code (64 further sampled bits). A lookup scans the query's
-//! buckets sequentially and estimates each candidate's distance from the check code alone
-//! (4x the check distance estimates the full Hamming distance), so the slab, spread over
-//! hundreds of megabytes for hours of reference, is only touched for the few candidates that
-//! pass: random slab reads, not popcounts, are what costs time at this scale.
+//! `tables` hash tables each key it by 16 sampled descriptor bits; a bucket item is 8 bytes:
+//! the slab slot and a 32-bit *check* code (32 further sampled bits), packed as described in
+//! the `store` module (exactly sized buckets plus a small append log; about 76 bytes of RAM
+//! per feature with four tables). A lookup scans the query's buckets sequentially and
+//! estimates each candidate's distance from the check code alone (8x the check distance
+//! estimates the full Hamming distance), so the slab, spread over hundreds of megabytes for
+//! hours of reference, is only touched for the few candidates that pass: random slab reads,
+//! not popcounts, are what costs time at this scale.
 //!
 //! # Precision rules
 //! - **Stop features**: a query feature whose matches span more than
@@ -25,13 +27,13 @@
 //!   pillarboxed picture the reverse).
 
 use super::ransac::{Pair, RansacParams, Similarity, fit_similarity_ransac};
+use super::store::{Entry, Item, Slab, Table};
 use super::{Descriptor, Keypoint, LocalFeatures};
 use crate::{Error, ErrorKind};
 use std::collections::HashMap;
 
 const MAGIC: &[u8; 4] = b"OFFI";
 const VERSION: u8 = 1;
-const FREE: u32 = u32::MAX;
 
 /// Shape of the LSH tables. Part of the snapshot: an index only loads with its own shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,14 +153,6 @@ impl Verified {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    desc: [u64; 4],
-    frame: u32,
-    /// x (13 bits, half pixels) | y (13 bits, half pixels) << 13 | level (4 bits) << 26.
-    pos: u32,
-}
-
 fn pack(k: &Keypoint) -> u32 {
     let q = |v: f32| ((v * 2.0).round().clamp(0.0, 8191.0)) as u32;
     q(k.x) | (q(k.y) << 13) | (u32::from(k.level.min(15)) << 26)
@@ -193,10 +187,10 @@ impl Projection {
     }
 
     #[inline]
-    fn check(&self, d: &[u64; 4]) -> u64 {
-        let mut k = 0u64;
+    fn check(&self, d: &[u64; 4]) -> u32 {
+        let mut k = 0u32;
         for (i, &b) in self.bits.iter().enumerate() {
-            k |= ((d[usize::from(b >> 6)] >> (b & 63)) & 1) << i;
+            k |= (((d[usize::from(b >> 6)] >> (b & 63)) & 1) as u32) << i;
         }
         k
     }
@@ -212,10 +206,8 @@ pub struct FeatureIndex {
     cfg: IndexConfig,
     keys: Vec<Projection>,
     check: Projection,
-    entries: Vec<Entry>,
-    free: Vec<u32>,
-    /// `tables[t][key]`: `[slot, check_lo, check_hi]`.
-    tables: Vec<Vec<Vec<[u32; 3]>>>,
+    entries: Slab,
+    tables: Vec<Table>,
     frames: HashMap<u32, FrameInfo>,
     /// Frames per group, for the static-feature rule.
     group_sizes: HashMap<u32, u32>,
@@ -250,20 +242,19 @@ impl FeatureIndex {
             order.swap(i, j);
         }
         let kb = usize::from(cfg.key_bits);
-        let check = Projection { bits: order[192..256].to_vec() };
+        let check = Projection { bits: order[192..224].to_vec() };
         let keys = (0..usize::from(cfg.tables))
             .map(|t| {
                 let start = (t * kb) % (192 - kb);
                 Projection { bits: order[start..start + kb].to_vec() }
             })
             .collect();
-        let tables = (0..cfg.tables).map(|_| vec![Vec::new(); 1 << kb]).collect();
+        let tables = (0..cfg.tables).map(|_| Table::new(cfg.key_bits)).collect();
         Self {
             cfg,
             keys,
             check,
-            entries: Vec::new(),
-            free: Vec::new(),
+            entries: Slab::default(),
             tables,
             frames: HashMap::new(),
             group_sizes: HashMap::new(),
@@ -282,7 +273,7 @@ impl FeatureIndex {
 
     /// Number of features.
     pub fn len(&self) -> usize {
-        self.entries.len() - self.free.len()
+        self.entries.len()
     }
 
     /// True when the index holds no feature.
@@ -292,44 +283,31 @@ impl FeatureIndex {
 
     /// Heap bytes held (capacity-based; what the index costs in RAM).
     pub fn memory_bytes(&self) -> usize {
-        let tables: usize = self
-            .tables
-            .iter()
-            .flatten()
-            .map(|b| b.capacity() * 12 + std::mem::size_of::<Vec<[u32; 3]>>())
-            .sum();
+        let tables: usize = self.tables.iter().map(Table::memory_bytes).sum();
         let frames: usize = self
             .frames
             .values()
             .map(|f| f.slots.capacity() * 4 + std::mem::size_of::<FrameInfo>() + 8)
             .sum();
-        self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.free.capacity() * 4
-            + tables
-            + frames
+        let groups = self.group_sizes.capacity() * 9;
+        self.entries.memory_bytes() + tables + frames + groups
     }
 
     /// Adds (or replaces) frame `frame` of reference `group` with its features. Features of
     /// one frame beyond 65,535 are ignored.
     pub fn insert(&mut self, frame: u32, group: u32, features: &LocalFeatures) {
+        self.insert_inner(frame, group, features, true);
+    }
+
+    fn insert_inner(&mut self, frame: u32, group: u32, features: &LocalFeatures, merge: bool) {
         self.remove(frame);
         let n = features.len().min(usize::from(u16::MAX));
         let mut slots = Vec::with_capacity(n);
         for (k, d) in features.keypoints().iter().zip(features.descriptors()).take(n) {
-            let entry = Entry { desc: d.0, frame, pos: pack(k) };
-            let slot = match self.free.pop() {
-                Some(s) => {
-                    self.entries[s as usize] = entry;
-                    s
-                }
-                None => {
-                    self.entries.push(entry);
-                    (self.entries.len() - 1) as u32
-                }
-            };
-            let c = self.check.check(&d.0);
-            for (t, proj) in self.keys.iter().enumerate() {
-                self.tables[t][proj.key(&d.0)].push([slot, c as u32, (c >> 32) as u32]);
+            let slot = self.entries.add(Entry { desc: d.0, frame, pos: pack(k) });
+            let check = self.check.check(&d.0);
+            for (table, proj) in self.tables.iter_mut().zip(&self.keys) {
+                table.push(proj.key(&d.0), Item { slot, check }, merge);
             }
             slots.push(slot);
         }
@@ -349,15 +327,11 @@ impl FeatureIndex {
             }
         }
         for slot in info.slots {
-            let desc = self.entries[slot as usize].desc;
-            for (t, proj) in self.keys.iter().enumerate() {
-                let bucket = &mut self.tables[t][proj.key(&desc)];
-                if let Some(i) = bucket.iter().position(|e| e[0] == slot) {
-                    bucket.swap_remove(i);
-                }
+            let desc = self.entries.get(slot).desc;
+            for (table, proj) in self.tables.iter_mut().zip(&self.keys) {
+                table.remove(proj.key(&desc), slot, true);
             }
-            self.entries[slot as usize].frame = FREE;
-            self.free.push(slot);
+            self.entries.release(slot);
         }
         true
     }
@@ -387,8 +361,8 @@ impl FeatureIndex {
         cfg: &VerifyConfig,
         mirrored: bool,
     ) -> Vec<Verified> {
-        // Check-code distance is a quarter-size sample of the full distance.
-        let check_max = cfg.max_distance.div_ceil(4);
+        // The check code samples an eighth of the descriptor's bits.
+        let check_max = cfg.max_distance.div_ceil(8);
         // frame -> list of (query index, slot, distance, weight)
         let mut per_frame: HashMap<u32, Vec<(u32, u32, u32, f32)>> = HashMap::new();
         let mut votes: HashMap<u32, f32> = HashMap::new();
@@ -398,13 +372,12 @@ impl FeatureIndex {
         for (qi, d) in features.descriptors().iter().enumerate() {
             cands.clear();
             let qc = self.check.check(&d.0);
-            for (t, proj) in self.keys.iter().enumerate() {
-                for e in &self.tables[t][proj.key(&d.0)] {
-                    let c = u64::from(e[1]) | (u64::from(e[2]) << 32);
-                    if (c ^ qc).count_ones() <= check_max {
-                        cands.push((e[0], 0));
+            for (table, proj) in self.tables.iter().zip(&self.keys) {
+                table.for_each(proj.key(&d.0), |it| {
+                    if (it.check ^ qc).count_ones() <= check_max {
+                        cands.push((it.slot, 0));
                     }
-                }
+                });
             }
             if cands.is_empty() {
                 continue;
@@ -413,7 +386,7 @@ impl FeatureIndex {
             cands.dedup();
             best.clear();
             for &(slot, _) in &cands {
-                let e = &self.entries[slot as usize];
+                let e = self.entries.get(slot);
                 let dist = Descriptor(e.desc).distance(d);
                 if dist <= cfg.max_distance {
                     let b = best.entry(e.frame).or_insert((slot, dist));
@@ -470,7 +443,7 @@ impl FeatureIndex {
                 .iter()
                 .map(|&(qi, slot, _, w)| {
                     let k = &features.keypoints()[qi as usize];
-                    let (rx, ry, _) = unpack(self.entries[slot as usize].pos);
+                    let (rx, ry, _) = unpack(self.entries.get(slot).pos);
                     Pair { q: (k.x, k.y), r: (rx, ry), w }
                 })
                 .collect();
@@ -529,7 +502,7 @@ impl FeatureIndex {
             out.extend_from_slice(&f.height.to_le_bytes());
             out.extend_from_slice(&(f.slots.len() as u32).to_le_bytes());
             for &s in &f.slots {
-                let e = &self.entries[s as usize];
+                let e = self.entries.get(s);
                 out.extend_from_slice(&e.pos.to_le_bytes());
                 for w in e.desc {
                     out.extend_from_slice(&w.to_le_bytes());
@@ -589,14 +562,19 @@ impl FeatureIndex {
                 kps.push(Keypoint { x, y, level, response: 0 });
                 descs.push(Descriptor(d));
             }
-            index.insert(
+            index.insert_inner(
                 id,
                 group,
                 &LocalFeatures::from_parts(u32::from(width), u32::from(height), kps, descs),
+                false,
             );
         }
         if !r.b.is_empty() {
             return Err(corrupt("trailing bytes"));
+        }
+        // Bulk loaded into the logs: one merge per table.
+        for t in &mut index.tables {
+            t.merge();
         }
         Ok(index)
     }

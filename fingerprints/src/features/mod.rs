@@ -34,6 +34,7 @@ mod detect;
 mod image;
 mod index;
 mod ransac;
+mod store;
 
 pub use index::{FeatureIndex, IndexConfig, Verified, VerifyConfig};
 pub use ransac::{Pair, RansacFit, RansacParams, Similarity, fit_similarity_ransac};
