@@ -43,6 +43,10 @@ pub enum Command {
     Hash(crate::commands::hash::HashArgs),
     /// Score an evaluation set (the eval-dev layout) in-process, without a server.
     Eval(crate::eval::EvalArgs),
+    /// Read a video input (file, RTMP, SRT, UDP, HLS) and publish a keyframe every N seconds.
+    Tap(crate::commands::tap::TapArgs),
+    /// Drive many concurrent keyframe streams at a running service and measure it.
+    Load(crate::commands::load::LoadArgs),
 }
 
 /// `offside keys ...`
@@ -98,6 +102,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(keys_command) => keys_cli(config, keys_command).await,
         Command::Hash(args) => offline(move || crate::commands::hash::run(&args)).await,
         Command::Eval(args) => offline(move || crate::eval::run(&args)).await,
+        Command::Tap(args) => crate::commands::tap::command(args, config.amqp_url).await,
+        Command::Load(args) => crate::commands::load::command(args, config.amqp_url).await,
     }
 }
 

@@ -1,4 +1,6 @@
-//! Subcommands that run offline, without the service: hashing files and scoring an
-//! evaluation set.
+//! Subcommands beside the service itself: hashing files offline, tapping a video into the
+//! keyframe queue as a platform would, and driving load at a running service.
 
 pub mod hash;
+pub mod load;
+pub mod tap;
