@@ -143,7 +143,7 @@ impl App {
                 config: recognition.clone(),
                 live: Some(live.clone()),
             }),
-            recognition.matcher.clone(),
+            recognition,
         );
         deps.outbox_wake = Arc::clone(&state.outbox_wake);
         // Live reference feeds: every process may ingest a feed (one at a time per feed, by
@@ -151,7 +151,11 @@ impl App {
         // other processes through the live fanout.
         let instance = format!("offside-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         let fanout = state.config.amqp_url.as_ref().map(|url| {
-            Arc::new(crate::live::fanout::LiveFanout::new(url.expose(), "", instance.clone()))
+            Arc::new(crate::live::fanout::LiveFanout::new(
+                url.expose(),
+                &state.config.amqp_prefix,
+                instance.clone(),
+            ))
         });
         if let Some(fanout) = &fanout {
             let fanout = Arc::clone(fanout);

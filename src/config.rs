@@ -33,6 +33,11 @@ pub struct Config {
     #[arg(long, env = "OFFSIDE_AMQP_URL", global = true)]
     pub amqp_url: Option<SecretUrl>,
 
+    /// Prefix of every exchange and queue name Offside declares on RabbitMQ (empty in
+    /// production); lets several deployments or test runs share one broker without mixing.
+    #[arg(long, env = "OFFSIDE_AMQP_PREFIX", default_value = "", global = true)]
+    pub amqp_prefix: String,
+
     /// Address the HTTP API listens on (port 0 picks a free port).
     #[arg(long, env = "OFFSIDE_LISTEN", default_value = DEFAULT_LISTEN, global = true)]
     pub listen: SocketAddr,
@@ -81,6 +86,7 @@ impl Default for Config {
         Self {
             database_url: SecretUrl(DEFAULT_DATABASE_URL.to_owned()),
             amqp_url: None,
+            amqp_prefix: String::new(),
             listen: DEFAULT_LISTEN
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// A body over the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A dependency (the keyframe queue) is down for now; the client should retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything else; logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -47,6 +50,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -61,6 +65,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::Unprocessable(_) => "invalid",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -77,7 +82,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: unauthorized, forbidden, not_found, conflict, bad_request, invalid,
-    /// payload_too_large, timeout, internal.
+    /// payload_too_large, timeout, unavailable, internal.
     pub code: String,
     /// A human explanation.
     pub message: String,

@@ -44,11 +44,10 @@ async fn publish(state: &AppState, fields: RawFields, body: Bytes) -> Result<Sta
         max_body_bytes: usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX),
     };
     let message = message::parse(fields, body, &limits).map_err(message_error)?;
-    state
-        .queue
-        .publish(&message)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("publishing a keyframe: {e}")))?;
+    state.queue.publish(&message).await.map_err(|e| {
+        tracing::warn!(error = %e, "publishing a keyframe failed");
+        ApiError::Unavailable("the keyframe queue is unavailable; retry shortly".into())
+    })?;
     metrics::counter!("offside_keyframes_published_total", "via" => "http").increment(1);
     Ok(StatusCode::ACCEPTED)
 }

@@ -75,27 +75,29 @@ fn action_str(a: PolicyAction) -> &'static str {
 }
 
 /// Applies the reference's policy to the evidence and, if it acts, commits the decision.
+/// Returns `None` when the policy holds back (not enough seconds yet, an allowed account, a
+/// time outside the policy's window).
 ///
 /// # Errors
 /// A database error (transient).
 pub async fn decide(
     deps: &Deps,
     k: &KeyframeMessage,
-    reference_id: &str,
+    reference: &crate::store::references::Reference,
     evidence: &Evidence,
 ) -> Result<Option<Decision>, HandleError> {
-    let Some(reference) = crate::store::references::get(deps.store.pool(), reference_id).await?
-    else {
-        // Deleted since the index was loaded: nothing to enforce.
-        return Ok(None);
-    };
+    let reference_id = reference.id.as_str();
     let stream = streams::get(deps.store.pool(), &k.stream_id).await?;
     let account =
         k.account_id.clone().or_else(|| stream.as_ref().and_then(|s| s.account_id.clone()));
     let at_ms = k.captured_at_ms.unwrap_or_else(now_ms);
-    if let Err(hold) =
-        check_policy(&reference.policy, evidence, &deps.matcher, account.as_deref(), at_ms)
-    {
+    if let Err(hold) = check_policy(
+        &reference.policy,
+        evidence,
+        &deps.recognition.matcher,
+        account.as_deref(),
+        at_ms,
+    ) {
         tracing::debug!(stream_id = %k.stream_id, reference_id, ?hold, "evidence held back");
         return Ok(None);
     }

@@ -7,11 +7,19 @@
 //! Per-stream evidence lives in the database (`stream_hits`), not in one worker's memory: any
 //! worker may take any keyframe of a stream (see [`crate::queue`]), and a worker that dies loses
 //! nothing. Only keyframes with index hits write anything, so negative traffic costs one cached
-//! status read. On every hit the worker replays that (stream, reference)'s stored hits, in
-//! stream time order, into a fresh [`StreamMatcher`]: the evidence is the same whatever order
-//! the keyframes arrived in and whichever worker saw them. The decision itself is made at most
-//! once per (stream, reference) by the `stream_matches` unique constraint, inside the one
-//! transaction that also changes the stream, opens the case and writes the outbox events.
+//! status read. The evidence is computed by the one decision rule `offside eval` measures
+//! ([`crate::recognition::RecognitionConfig`]: one [`StreamMatcher`] per stream over every
+//! reference's hits, so a keyframe's vote is split between references exactly as in the
+//! evaluation), with the reference policy's `min_match_seconds` on top.
+//!
+//! Replaying a stream's stored hits on every keyframe would cost O(n) per keyframe, O(n²) over
+//! a long stream. So each process keeps the stream's matcher in memory with the stream's
+//! `hit_version`: when this worker's commit bumped the version from exactly the one it holds,
+//! nobody else added hits in between and the keyframe is fed to the cached matcher; otherwise
+//! (another worker took keyframes, a keyframe arrived out of order, a restart) the stored hits
+//! are replayed in stream order. Both paths give the same evidence. The decision itself is made
+//! at most once per (stream, reference) by the `stream_matches` unique constraint, inside the
+//! one transaction that also changes the stream, opens the case and writes the outbox events.
 
 pub mod decide;
 
@@ -19,16 +27,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fingerprints::{Hit, MatcherConfig, StreamMatcher};
+use fingerprints::{Evidence, Hit, StreamMatcher};
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{DeliveryStream, KeyframeMessage, KeyframeQueue, Payload, QueueMessage};
-use crate::recognition::{KeyframeHashes, hash_keyframe};
+use crate::recognition::{KeyframeHashes, RecognitionConfig, hash_keyframe};
 use crate::store::Store;
-use crate::store::streams::{self, StoredHit, StreamStatus};
-
-/// Frames below this PDQ quality carry no evidence (DESIGN.md).
-pub const MIN_QUALITY: u8 = 50;
+use crate::store::streams::{self, ReferenceHit, StoredHit, StreamStatus};
 
 /// How far back (stream time) stored hits are replayed into the matcher. Bounds the work per
 /// keyframe on a long pirate stream; evidence older than this cannot join a new run anyway.
@@ -55,22 +60,24 @@ pub struct Deps {
     pub store: Store,
     /// The reference library.
     pub lookup: Arc<dyn Lookup>,
-    /// The temporal matcher's settings.
-    pub matcher: MatcherConfig,
+    /// The decision rule (quality floor, matcher thresholds): the one `offside eval` measures.
+    pub recognition: RecognitionConfig,
     /// Wakes the webhook delivery loop after a decision (same process).
     pub outbox_wake: Arc<tokio::sync::Notify>,
     status_cache: Arc<Mutex<HashMap<String, (StreamStatus, Instant)>>>,
+    matchers: Arc<Mutex<HashMap<String, CachedMatcher>>>,
 }
 
 impl Deps {
     /// Dependencies with an empty stream-status cache.
-    pub fn new(store: Store, lookup: Arc<dyn Lookup>, matcher: MatcherConfig) -> Self {
+    pub fn new(store: Store, lookup: Arc<dyn Lookup>, recognition: RecognitionConfig) -> Self {
         Deps {
             store,
             lookup,
-            matcher,
+            recognition,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             status_cache: Arc::new(Mutex::new(HashMap::new())),
+            matchers: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
@@ -80,6 +87,65 @@ impl Deps {
 const STATUS_TTL: Duration = Duration::from_secs(1);
 /// Most streams whose status is cached; beyond it the cache is cleared (cheap to refill).
 const STATUS_CACHE_MAX: usize = 100_000;
+/// Most streams whose matcher is kept in memory; beyond it the cache is cleared (a miss costs
+/// one replay from the database).
+const MATCHER_CACHE_MAX: usize = 10_000;
+
+/// One stream's matcher as of a `hit_version`.
+struct CachedMatcher {
+    version: i64,
+    latest_ts_ms: i64,
+    matcher: StreamMatcher,
+    /// Reference ids by the matcher's numeric reference (its index here).
+    references: Vec<String>,
+}
+
+impl CachedMatcher {
+    fn new(recognition: &RecognitionConfig) -> Self {
+        CachedMatcher {
+            version: 0,
+            latest_ts_ms: i64::MIN,
+            matcher: StreamMatcher::new(recognition.matcher.clone()),
+            references: Vec::new(),
+        }
+    }
+
+    /// Feeds one keyframe's hits (all references) to the matcher.
+    fn observe(&mut self, stream_ts_ms: i64, hits: &[ReferenceHit]) {
+        let frame: Vec<Hit> = hits
+            .iter()
+            .map(|h| {
+                let reference = match self.references.iter().position(|r| *r == h.reference_id) {
+                    Some(i) => i,
+                    None => {
+                        self.references.push(h.reference_id.clone());
+                        self.references.len() - 1
+                    }
+                };
+                Hit {
+                    reference: reference as u64,
+                    reference_ts_ms: h.hit.reference_ts_ms,
+                    distance: h.hit.distance,
+                    weight: h.hit.weight,
+                }
+            })
+            .collect();
+        self.matcher.observe(stream_ts_ms, &frame);
+        self.latest_ts_ms = self.latest_ts_ms.max(stream_ts_ms);
+    }
+
+    /// Every candidate's evidence, best first, with its reference id.
+    fn evidence(&self) -> Vec<(String, Evidence)> {
+        self.matcher
+            .evidence()
+            .into_iter()
+            .filter_map(|e| {
+                let id = usize::try_from(e.reference).ok().and_then(|i| self.references.get(i))?;
+                Some((id.clone(), e))
+            })
+            .collect()
+    }
+}
 
 /// What handling a message did.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +243,7 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
     }
     let payload = k.payload().map_err(|e| HandleError::Permanent(e.to_string()))?;
     let lookup = Arc::clone(&deps.lookup);
+    let min_quality = deps.recognition.min_quality;
     // Live references are aligned by wall-clock time: the capture time when the platform sent
     // one, else now (arrival).
     let at_ms = k.captured_at_ms.unwrap_or_else(crate::store::now_ms);
@@ -188,88 +255,119 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
             }
             Payload::Pdq { hash, quality } => KeyframeHashes::from_hash(hash, quality),
         };
-        if hashes.quality < MIN_QUALITY {
+        if hashes.quality < min_quality {
             return Ok((hashes.quality, Vec::new()));
         }
         Ok::<_, HandleError>((hashes.quality, lookup.lookup_at(&hashes, at_ms)))
     })
     .await
     .map_err(|e| HandleError::Transient(anyhow::anyhow!("hashing task failed: {e}")))??;
-    if quality < MIN_QUALITY {
+    if quality < min_quality {
         return Ok(Outcome::LowQuality);
     }
     if hits.is_empty() {
         return Ok(Outcome::NoMatch);
     }
 
-    let mut by_reference: HashMap<String, Vec<Hit>> = HashMap::new();
-    for (reference, hit) in hits {
-        by_reference.entry(reference).or_default().push(hit);
-    }
-    let decided: std::collections::HashSet<String> =
+    let hits: Vec<ReferenceHit> = hits
+        .into_iter()
+        .map(|(reference_id, h)| ReferenceHit {
+            reference_id,
+            hit: StoredHit {
+                stream_ts_ms: k.ts_ms,
+                reference_ts_ms: h.reference_ts_ms,
+                distance: h.distance,
+                weight: streams::stored_weight(h.weight),
+            },
+        })
+        .collect();
+    let version = streams::record_hits(deps.store.pool(), &k.stream_id, &hits).await?;
+    let evidence = evidence_after(deps, &k.stream_id, version, k.ts_ms, &hits).await?;
+
+    // The decision rule, as `StreamRecognizer::decision_with`: the best evidence first, each
+    // judged under its reference's policy; one decision per reference.
+    let cfg = &deps.recognition.matcher;
+    let mut done: std::collections::HashSet<String> =
         streams::matches(deps.store.pool(), &k.stream_id)
             .await?
             .into_iter()
             .map(|m| m.reference_id)
             .collect();
+    let mut references: HashMap<String, Option<crate::store::references::Reference>> =
+        HashMap::new();
     let mut decisions = Vec::new();
-    for (reference, hits) in by_reference {
-        if decided.contains(&reference) {
+    for (reference_id, evidence) in evidence {
+        // Cheap pre-check before reading the policy: every policy needs the rule's keyframes
+        // and score.
+        if done.contains(&reference_id) || !evidence.is_conclusive_after(cfg, 0.0) {
             continue;
         }
-        for h in &hits {
-            let stored = StoredHit {
-                stream_ts_ms: k.ts_ms,
-                reference_ts_ms: h.reference_ts_ms,
-                distance: h.distance,
-                weight: h.weight,
-            };
-            streams::insert_hit(deps.store.pool(), &k.stream_id, &reference, &stored).await?;
-        }
-        let Some(evidence) = evidence_for(deps, &k.stream_id, &reference, k.ts_ms).await? else {
-            continue;
+        let reference = match references.get(&reference_id) {
+            Some(r) => r.clone(),
+            None => {
+                let r = crate::store::references::get(deps.store.pool(), &reference_id).await?;
+                references.insert(reference_id.clone(), r.clone());
+                r
+            }
         };
+        // Deleted since the index was loaded: nothing to enforce.
+        let Some(reference) = reference else { continue };
         if let Some(d) = decide::decide(deps, k, &reference, &evidence).await? {
+            done.insert(reference_id);
             decisions.push(d);
         }
     }
     if decisions.is_empty() { Ok(Outcome::Accumulating) } else { Ok(Outcome::Decided(decisions)) }
 }
 
-/// Replays a (stream, reference)'s stored hits into a fresh matcher and returns its best
-/// evidence, if any.
-async fn evidence_for(
+/// The stream's evidence after the keyframe at `ts_ms` whose `hits` were committed as
+/// `version`: from the cached matcher when it is exactly one version behind and the keyframe
+/// is not older than what it has seen, else by replaying the stored hits.
+async fn evidence_after(
     deps: &Deps,
     stream_id: &str,
-    reference: &str,
+    version: i64,
     ts_ms: i64,
-) -> Result<Option<fingerprints::Evidence>, HandleError> {
-    let stored = streams::hits(
-        deps.store.pool(),
-        stream_id,
-        reference,
-        ts_ms.saturating_sub(EVIDENCE_WINDOW_MS),
-        ts_ms.saturating_add(EVIDENCE_WINDOW_MS),
-    )
-    .await?;
-    let mut matcher = StreamMatcher::new(deps.matcher.clone());
-    let mut i = 0;
-    while i < stored.len() {
-        let ts = stored[i].stream_ts_ms;
-        let mut frame = Vec::new();
-        while i < stored.len() && stored[i].stream_ts_ms == ts {
-            let s = stored[i];
-            frame.push(Hit {
-                reference: 0,
-                reference_ts_ms: s.reference_ts_ms,
-                distance: s.distance,
-                weight: s.weight,
-            });
-            i += 1;
+    hits: &[ReferenceHit],
+) -> Result<Vec<(String, Evidence)>, HandleError> {
+    let cached = lock(&deps.matchers).remove(stream_id);
+    let state = match cached {
+        Some(mut c) if c.version + 1 == version && ts_ms >= c.latest_ts_ms => {
+            c.observe(ts_ms, hits);
+            c.version = version;
+            metrics::counter!("offside_matcher_updates_total", "path" => "cached").increment(1);
+            c
         }
-        matcher.observe(ts, &frame);
+        _ => {
+            let stored = streams::stream_hits(
+                deps.store.pool(),
+                stream_id,
+                ts_ms.saturating_sub(EVIDENCE_WINDOW_MS),
+                ts_ms.saturating_add(EVIDENCE_WINDOW_MS),
+            )
+            .await?;
+            let mut c = CachedMatcher::new(&deps.recognition);
+            for frame in stored.chunk_by(|a, b| a.hit.stream_ts_ms == b.hit.stream_ts_ms) {
+                c.observe(frame[0].hit.stream_ts_ms, frame);
+            }
+            c.version = version;
+            metrics::counter!("offside_matcher_updates_total", "path" => "replay").increment(1);
+            c
+        }
+    };
+    let evidence = state.evidence();
+    let mut cache = lock(&deps.matchers);
+    if cache.len() >= MATCHER_CACHE_MAX {
+        cache.clear();
     }
-    Ok(matcher.evidence().into_iter().find(|e| e.reference == 0))
+    // Another task of this process may have cached a newer state meanwhile: keep the newer.
+    match cache.get(stream_id) {
+        Some(other) if other.version >= state.version => {}
+        _ => {
+            cache.insert(stream_id.to_owned(), state);
+        }
+    }
+    Ok(evidence)
 }
 
 /// Receives, handles and settles messages until `cancel` fires.
@@ -311,6 +409,13 @@ pub async fn run_consumer(queue: Arc<dyn KeyframeQueue>, deps: Deps, cancel: Can
         let result = handle(&message, &deps).await;
         metrics::histogram!("offside_keyframe_handle_seconds")
             .record(started.elapsed().as_secs_f64());
+        // Capture (or publication) to outcome, queue wait included: what `offside load` reports.
+        if let (Ok(_), QueueMessage::Keyframe(k)) = (&result, &message)
+            && let Some(at) = k.captured_at_ms
+        {
+            let age_ms = crate::store::now_ms().saturating_sub(at).max(0);
+            metrics::histogram!("offside_keyframe_latency_seconds").record(age_ms as f64 / 1000.0);
+        }
         let settled = match result {
             Ok(outcome) => {
                 backoff.reset();

@@ -136,7 +136,11 @@ impl Delivery {
 /// The queue the configuration asks for: RabbitMQ when an AMQP URL is set, else in-process.
 pub fn from_config(config: &crate::config::Config) -> std::sync::Arc<dyn KeyframeQueue> {
     match &config.amqp_url {
-        Some(url) => std::sync::Arc::new(amqp::AmqpQueue::new(amqp::AmqpConfig::new(url.expose()))),
+        Some(url) => {
+            let mut cfg = amqp::AmqpConfig::new(url.expose());
+            cfg.prefix.clone_from(&config.amqp_prefix);
+            std::sync::Arc::new(amqp::AmqpQueue::new(cfg))
+        }
         // 1024 keyframes of headroom: a few seconds of a busy platform while workers catch up.
         None => {
             std::sync::Arc::new(memory::MemoryQueue::new(1024, std::time::Duration::from_secs(5)))

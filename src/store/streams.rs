@@ -182,69 +182,6 @@ pub struct StoredHit {
     pub weight: f32,
 }
 
-/// Stores a keyframe's hits on one reference; redelivered keyframes add nothing.
-///
-/// # Errors
-/// Any database error.
-pub async fn insert_hit<'e>(
-    db: impl Executor<'e, Database = Any>,
-    stream_id: &str,
-    reference_id: &str,
-    hit: &StoredHit,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO stream_hits (stream_id, reference_id, stream_ts_ms, reference_ts_ms, distance, \
-         weight_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-    )
-    .bind(stream_id)
-    .bind(reference_id)
-    .bind(hit.stream_ts_ms)
-    .bind(hit.reference_ts_ms)
-    .bind(i64::from(hit.distance))
-    .bind((f64::from(hit.weight) * 1e6).round() as i64)
-    .bind(now_ms())
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// A stream's hits on one reference with stream time in `[from_ts_ms, to_ts_ms]`, in stream
-/// time order.
-///
-/// # Errors
-/// Any database error.
-pub async fn hits<'e>(
-    db: impl Executor<'e, Database = Any>,
-    stream_id: &str,
-    reference_id: &str,
-    from_ts_ms: i64,
-    to_ts_ms: i64,
-) -> sqlx::Result<Vec<StoredHit>> {
-    let rows = sqlx::query(
-        "SELECT stream_ts_ms, reference_ts_ms, distance, weight_micros FROM stream_hits \
-         WHERE stream_id = $1 AND reference_id = $2 AND stream_ts_ms BETWEEN $3 AND $4 \
-         ORDER BY stream_ts_ms, reference_ts_ms",
-    )
-    .bind(stream_id)
-    .bind(reference_id)
-    .bind(from_ts_ms)
-    .bind(to_ts_ms)
-    .fetch_all(db)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let distance: i64 = r.try_get(2)?;
-            let weight: i64 = r.try_get(3)?;
-            Ok(StoredHit {
-                stream_ts_ms: r.try_get(0)?,
-                reference_ts_ms: r.try_get(1)?,
-                distance: u32::try_from(distance).map_err(|_| decode_err("distance"))?,
-                weight: (weight as f64 / 1e6) as f32,
-            })
-        })
-        .collect()
-}
-
 /// A decision on a (stream, reference).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct StreamMatch {
@@ -328,6 +265,125 @@ pub async fn matches<'e>(
                 first_match_ts_ms: r.try_get(6)?,
                 decided_at_ts_ms: r.try_get(7)?,
                 created_at: r.try_get(8)?,
+            })
+        })
+        .collect()
+}
+
+/// One index hit of one keyframe, with the reference it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceHit {
+    /// The reference's id.
+    pub reference_id: String,
+    /// The hit.
+    pub hit: StoredHit,
+}
+
+/// Rows per multi-row INSERT: 7 parameters each stays far below SQLite's parameter limit.
+const HITS_PER_INSERT: usize = 500;
+
+/// Stores every hit of one keyframe (all references) and bumps the stream's hit version, in
+/// one transaction; returns the new version. A redelivered keyframe adds no hits (the primary
+/// key) but still bumps the version, which only costs the next keyframe a replay.
+///
+/// # Errors
+/// Any database error.
+pub async fn record_hits(
+    pool: &sqlx::AnyPool,
+    stream_id: &str,
+    hits: &[ReferenceHit],
+) -> sqlx::Result<i64> {
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    for chunk in hits.chunks(HITS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO stream_hits (stream_id, reference_id, stream_ts_ms, reference_ts_ms, \
+             distance, weight_micros, created_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 7;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7
+            ));
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for h in chunk {
+            q = q
+                .bind(stream_id)
+                .bind(h.reference_id.as_str())
+                .bind(h.hit.stream_ts_ms)
+                .bind(h.hit.reference_ts_ms)
+                .bind(i64::from(h.hit.distance))
+                .bind(weight_to_micros(h.hit.weight))
+                .bind(now);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    let row = sqlx::query(
+        "UPDATE streams SET hit_version = hit_version + 1 WHERE id = $1 RETURNING hit_version",
+    )
+    .bind(stream_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let version: i64 = row.try_get(0)?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+fn weight_to_micros(weight: f32) -> i64 {
+    (f64::from(weight) * 1e6).round() as i64
+}
+
+/// A weight as it comes back from the database (stored in millionths). The worker feeds its
+/// in-memory matcher the same value, so a replay and an incremental update agree exactly.
+pub fn stored_weight(weight: f32) -> f32 {
+    (weight_to_micros(weight) as f64 / 1e6) as f32
+}
+
+/// Every hit of a stream (all references) with stream time in `[from_ts_ms, to_ts_ms]`, in
+/// stream time order (then reference, then reference time, so a replay is deterministic).
+///
+/// # Errors
+/// Any database error.
+pub async fn stream_hits<'e>(
+    db: impl Executor<'e, Database = Any>,
+    stream_id: &str,
+    from_ts_ms: i64,
+    to_ts_ms: i64,
+) -> sqlx::Result<Vec<ReferenceHit>> {
+    let rows = sqlx::query(
+        "SELECT reference_id, stream_ts_ms, reference_ts_ms, distance, weight_micros \
+         FROM stream_hits WHERE stream_id = $1 AND stream_ts_ms BETWEEN $2 AND $3 \
+         ORDER BY stream_ts_ms, reference_id, reference_ts_ms",
+    )
+    .bind(stream_id)
+    .bind(from_ts_ms)
+    .bind(to_ts_ms)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let distance: i64 = r.try_get(3)?;
+            let weight: i64 = r.try_get(4)?;
+            Ok(ReferenceHit {
+                reference_id: r.try_get(0)?,
+                hit: StoredHit {
+                    stream_ts_ms: r.try_get(1)?,
+                    reference_ts_ms: r.try_get(2)?,
+                    distance: u32::try_from(distance).map_err(|_| decode_err("distance"))?,
+                    weight: (weight as f64 / 1e6) as f32,
+                },
             })
         })
         .collect()

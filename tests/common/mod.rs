@@ -120,6 +120,8 @@ pub struct TestApp {
     pub store: Store,
     pub library: SharedLibrary,
     pub env: TestEnv,
+    /// The configuration the app was built with (workers of the same deployment reuse it).
+    pub config: Config,
     cancel: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     /// Stops the app when the test drops it.
@@ -149,7 +151,7 @@ pub async fn spawn_app_on(db: Db, tweak: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 async fn start(env: TestEnv, config: Config, admin_key: Option<String>) -> TestApp {
-    let app = App::build(config, Mode::Serve).await.expect("app builds");
+    let app = App::build(config.clone(), Mode::Serve).await.expect("app builds");
     let address = format!("http://{}", app.local_addr().expect("listening"));
     let store = app.state().store.clone();
     let library = app.state().library.clone();
@@ -172,6 +174,7 @@ async fn start(env: TestEnv, config: Config, admin_key: Option<String>) -> TestA
         store,
         library,
         env,
+        config,
         cancel,
         handle: Some(handle),
         _stop_on_drop,
@@ -361,4 +364,319 @@ pub fn make_video(dir: &Path, name: &str, seconds: u32) -> PathBuf {
         .expect("ffmpeg CLI installed");
     assert!(status.success(), "ffmpeg failed to make the test video");
     path
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enforcement: RabbitMQ deployments, worker instances, the streams/cases/webhooks/audit
+// endpoints, the eval-mini fixture and a webhook receiver.
+
+/// The RabbitMQ server of the tests: `OFFSIDE_TEST_AMQP_URL`, by default the local one.
+pub fn amqp_url() -> String {
+    std::env::var("OFFSIDE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A scaled-out deployment's `offside serve`: PostgreSQL, RabbitMQ under a unique prefix.
+pub async fn spawn_app_amqp() -> TestApp {
+    spawn_app_on(Db::Postgres, |c| {
+        c.amqp_url = Some(SecretUrl::new(amqp_url()));
+        c.amqp_prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    })
+    .await
+}
+
+/// An `offside worker` of the same deployment as `app` (same database, broker and prefix),
+/// running in this process with its own reference index, matchers and consumers.
+pub struct Worker {
+    cancel: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _stop_on_drop: tokio_util::sync::DropGuard,
+}
+
+impl Worker {
+    pub async fn start(app: &TestApp) -> Worker {
+        let built = App::build(app.config.clone(), Mode::Worker).await.expect("worker builds");
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(built.run(cancel.clone()));
+        Worker { _stop_on_drop: cancel.clone().drop_guard(), cancel, handle: Some(handle) }
+    }
+
+    /// Stops the worker as on SIGTERM and waits until it has drained.
+    pub async fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("worker task").expect("worker stops cleanly");
+        }
+    }
+
+    /// Kills the worker: its task is aborted mid-work, as when the process dies; whatever it
+    /// had not acked is redelivered by the broker once its connection drops.
+    pub fn abort(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl TestApp {
+    pub async fn post_keyframe(
+        &self,
+        key: &str,
+        stream_id: &str,
+        query: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Response {
+        self.client
+            .post(self.url(&format!("/v1/streams/{stream_id}/keyframes?{query}")))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Posts a stream's keyframes in order, every one accepted.
+    pub async fn post_keyframes(&self, key: &str, stream_id: &str, frames: &[(i64, Vec<u8>)]) {
+        for (ts, jpeg) in frames {
+            let r = self
+                .post_keyframe(key, stream_id, &format!("ts_ms={ts}"), "image/jpeg", jpeg.clone())
+                .await;
+            assert_eq!(r.status(), StatusCode::ACCEPTED, "keyframe {ts} of {stream_id}");
+        }
+    }
+
+    pub async fn end_stream(&self, key: &str, stream_id: &str) -> Response {
+        self.client
+            .post(self.url(&format!("/v1/streams/{stream_id}/end")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_stream(&self, key: &str, stream_id: &str) -> Response {
+        self.get(Some(key), &format!("/v1/streams/{stream_id}")).await
+    }
+
+    /// The stream as JSON, or `None` while it is unknown (404).
+    pub async fn stream(&self, stream_id: &str) -> Option<Value> {
+        let r = self.get_stream(&self.admin_key, stream_id).await;
+        if r.status() == StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert_eq!(r.status(), StatusCode::OK);
+        Some(r.json().await.expect("json"))
+    }
+
+    /// Waits until the stream has the `status`, and returns it.
+    pub async fn wait_for_stream_status(&self, stream_id: &str, status: &str) -> Value {
+        eventually(Duration::from_secs(30), &format!("stream {stream_id} {status}"), || async {
+            self.stream(stream_id).await.filter(|s| s["status"] == status)
+        })
+        .await
+    }
+
+    pub async fn list_streams(&self, key: &str, query: &str) -> Response {
+        self.get(Some(key), &format!("/v1/streams{query}")).await
+    }
+
+    pub async fn kill_stream(&self, key: &str, stream_id: &str, reason: &str) -> Response {
+        self.client
+            .post(self.url(&format!("/v1/streams/{stream_id}/kill")))
+            .bearer_auth(key)
+            .json(&json!({ "reason": reason }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn restore_stream(&self, key: &str, stream_id: &str, reason: &str) -> Response {
+        self.client
+            .post(self.url(&format!("/v1/streams/{stream_id}/restore")))
+            .bearer_auth(key)
+            .json(&json!({ "reason": reason }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn list_cases(&self, key: &str, query: &str) -> Response {
+        self.get(Some(key), &format!("/v1/cases{query}")).await
+    }
+
+    /// The cases (as admin) matching `query`.
+    pub async fn cases(&self, query: &str) -> Vec<Value> {
+        let r = self.list_cases(&self.admin_key, query).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.expect("json")
+    }
+
+    pub async fn decide_case(
+        &self,
+        key: &str,
+        case_id: &str,
+        decision: &str,
+        note: &str,
+    ) -> Response {
+        self.client
+            .post(self.url(&format!("/v1/cases/{case_id}/decision")))
+            .bearer_auth(key)
+            .json(&json!({ "decision": decision, "note": note }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn create_webhook(
+        &self,
+        key: &str,
+        url: &str,
+        events: &[&str],
+        secret: &str,
+    ) -> Response {
+        self.client
+            .post(self.url("/v1/webhooks"))
+            .bearer_auth(key)
+            .json(&json!({ "url": url, "events": events, "secret": secret }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn audit(&self, key: &str, query: &str) -> Response {
+        self.get(Some(key), &format!("/v1/audit{query}")).await
+    }
+
+    /// Uploads an eval-mini reference file with `policy` and waits until it is ready; returns
+    /// its id.
+    pub async fn ready_reference(&self, key: &str, file: &str, policy: &Value) -> String {
+        let bytes = std::fs::read(eval_mini().join("refs").join(file)).expect("fixture");
+        let r = self
+            .upload_reference(key, &json!({ "title": file, "policy": policy }), file, bytes)
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let id = r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+        let settled = self.wait_until_settled(key, &id).await;
+        assert_eq!(settled["status"], "ready", "{settled}");
+        id
+    }
+}
+
+/// The committed subset of the development set.
+pub fn eval_mini() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval-mini")
+}
+
+/// The keyframes of an eval-mini query, `(ts_ms, JPEG)` in stream order.
+pub fn query_keyframes(query: &str) -> Vec<(i64, Vec<u8>)> {
+    let dir = eval_mini().join(query);
+    let mut frames: Vec<(i64, Vec<u8>)> = std::fs::read_dir(&dir)
+        .expect("query folder")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            let ts = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok());
+            (ts.expect("<ts_ms>.jpg"), std::fs::read(&path).expect("keyframe"))
+        })
+        .collect();
+    frames.sort_by_key(|(ts, _)| *ts);
+    frames
+}
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub signature: Option<String>,
+    pub body: String,
+}
+
+/// A real HTTP server on 127.0.0.1:0 that records every POST and answers `status` (settable,
+/// so a test can make the first attempts fail).
+pub struct WebhookReceiver {
+    pub url: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    _stop_on_drop: tokio_util::sync::DropGuard,
+}
+
+impl WebhookReceiver {
+    pub async fn start() -> WebhookReceiver {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        use std::sync::{Arc, Mutex};
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let status = Arc::new(AtomicU16::new(200));
+        let (rec, st) = (Arc::clone(&received), Arc::clone(&status));
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let (rec, st) = (Arc::clone(&rec), Arc::clone(&st));
+                async move {
+                    let signature = headers
+                        .get("offside-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    rec.lock().expect("lock").push(Received { signature, body });
+                    axum::http::StatusCode::from_u16(st.load(Ordering::SeqCst))
+                        .unwrap_or(axum::http::StatusCode::OK)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
+        WebhookReceiver { url, received, status, _stop_on_drop: cancel.drop_guard() }
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// The bodies received so far, parsed.
+    pub fn events(&self) -> Vec<Value> {
+        self.requests().iter().map(|r| serde_json::from_str(&r.body).expect("JSON body")).collect()
+    }
+}
+
+/// Checks an `Offside-Signature: t=UNIX,v1=HEX` header against `body` independently of the
+/// service's code: HMAC-SHA256(secret, "{t}.{body}").
+pub fn signature_is_valid(secret: &str, header: &str, body: &str) -> bool {
+    use hmac::Mac as _;
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = Some(v.to_owned()),
+            Some(("v1", v)) => v1.push(v.to_owned()),
+            _ => {}
+        }
+    }
+    let Some(t) = t else { return false };
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{t}.{body}").as_bytes());
+    let expected = hex::encode(mac.finalize().into_bytes());
+    v1.iter().any(|v| *v == expected)
 }
