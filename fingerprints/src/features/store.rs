@@ -111,6 +111,17 @@ impl Table {
         }
     }
 
+    /// Items (live or removed) in bucket `key` of the base; the log is not counted.
+    #[inline]
+    pub(crate) fn base_len(&self, key: usize) -> usize {
+        (self.offsets[key + 1] - self.offsets[key]) as usize
+    }
+
+    /// Mean number of base items per bucket.
+    pub(crate) fn mean_len(&self) -> f32 {
+        self.items.len() as f32 / self.head.len() as f32
+    }
+
     /// Calls `f` on every live item of bucket `key`.
     #[inline]
     pub(crate) fn for_each(&self, key: usize, mut f: impl FnMut(Item)) {
