@@ -178,6 +178,38 @@ mod tests {
     }
 
     #[test]
+    fn vectorised_smoothing_and_resizing_equal_the_per_pixel_formulas() {
+        for (w, h) in [(1usize, 1usize), (3, 7), (5, 5), (37, 23), (64, 9)] {
+            let p = plane(w, h, |x, y| ((x * 53 + y * 97 + x * y * 7) % 256) as u8);
+            let px = |x: isize, y: isize| {
+                u32::from(
+                    p.at(x.clamp(0, w as isize - 1) as usize, y.clamp(0, h as isize - 1) as usize),
+                )
+            };
+            let k = [1u32, 4, 6, 4, 1];
+            let s = p.smooth();
+            for y in 0..h as isize {
+                for x in 0..w as isize {
+                    let mut sum = 0;
+                    for (j, ky) in k.iter().enumerate() {
+                        for (i, kx) in k.iter().enumerate() {
+                            sum += ky * kx * px(x + i as isize - 2, y + j as isize - 2);
+                        }
+                    }
+                    assert_eq!(u32::from(s.at(x as usize, y as usize)), (sum + 128) >> 8);
+                }
+            }
+        }
+        // Bilinear: a horizontal ramp stays a ramp (within rounding) at any size.
+        let ramp = plane(200, 50, |x, _| x as u8);
+        let r = ramp.resize(160, 40);
+        for x in 1..159 {
+            let expect = (x as f32 + 0.5) * 200.0 / 160.0 - 0.5;
+            assert!((f32::from(r.at(x, 20)) - expect).abs() <= 1.0, "{x}: {}", r.at(x, 20));
+        }
+    }
+
+    #[test]
     fn smoothing_is_mirror_symmetric() {
         let p = plane(31, 9, |x, y| ((x * 37 + y * 91) % 251) as u8);
         let mirrored = plane(31, 9, |x, y| p.at(30 - x, y));
