@@ -102,8 +102,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(keys_command) => keys_cli(config, keys_command).await,
         Command::Hash(args) => offline(move || crate::commands::hash::run(&args)).await,
         Command::Eval(args) => offline(move || crate::eval::run(&args)).await,
-        Command::Tap(args) => crate::commands::tap::command(args, config.amqp_url).await,
-        Command::Load(args) => crate::commands::load::command(args, config.amqp_url).await,
+        Command::Tap(args) => crate::commands::tap::command(args, &config).await,
+        Command::Load(args) => crate::commands::load::command(args, &config).await,
     }
 }
 

@@ -64,8 +64,8 @@ pub struct LoadArgs {
     /// How keyframes travel.
     #[arg(long, value_enum, default_value = "amqp")]
     pub via: Via,
-    /// Exchange name prefix, as configured on the workers.
-    #[arg(long, env = "OFFSIDE_AMQP_PREFIX", default_value = "")]
+    /// Exchange name prefix: the global `--amqp-prefix`, copied here by the command line.
+    #[arg(skip)]
     pub amqp_prefix: String,
     /// Directory searched (recursively) for the JPEG keyframes of negative streams.
     #[arg(long)]
@@ -148,7 +148,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///
 /// # Errors
 /// Bad arguments, no keyframes found, the server or broker unreachable, the reference failing.
-pub async fn command(args: LoadArgs, amqp_url: Option<SecretUrl>) -> anyhow::Result<()> {
+pub async fn command(mut args: LoadArgs, config: &crate::config::Config) -> anyhow::Result<()> {
+    args.amqp_prefix.clone_from(&config.amqp_prefix);
+    let amqp_url = config.amqp_url.clone();
     let cancel = CancellationToken::new();
     crate::app::cancel_on_signals(cancel.clone());
     let report = run(&args, amqp_url.as_ref(), cancel).await?;

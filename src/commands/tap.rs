@@ -52,8 +52,9 @@ pub struct TapArgs {
     /// API key with the `ingest` role, for `--api-url`.
     #[arg(long, env = "OFFSIDE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Prefix of the exchange name (`PREFIXoffside.keyframes`), as configured on the workers.
-    #[arg(long, env = "OFFSIDE_AMQP_PREFIX", default_value = "")]
+    /// Prefix of the exchange name (`PREFIXoffside.keyframes`): the global `--amqp-prefix`
+    /// (`OFFSIDE_AMQP_PREFIX`), copied here by the command line.
+    #[arg(skip)]
     pub amqp_prefix: String,
     /// JPEG quality of the keyframes, 1-100.
     #[arg(long, default_value_t = 80)]
@@ -391,7 +392,9 @@ fn message_len(m: &QueueMessage) -> usize {
 ///
 /// # Errors
 /// As [`run`].
-pub async fn command(args: TapArgs, amqp_url: Option<SecretUrl>) -> anyhow::Result<()> {
+pub async fn command(mut args: TapArgs, config: &crate::config::Config) -> anyhow::Result<()> {
+    args.amqp_prefix.clone_from(&config.amqp_prefix);
+    let amqp_url = config.amqp_url.clone();
     let cancel = CancellationToken::new();
     crate::app::cancel_on_signals(cancel.clone());
     let summary = run(&args, amqp_url.as_ref(), cancel).await?;
