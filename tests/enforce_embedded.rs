@@ -284,3 +284,27 @@ async fn unusable_keyframes_are_refused_at_the_api_with_the_reason() {
     app.end_stream(&ingest, "s1").await;
     app.wait_for_stream_status("s1", "ended").await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_enforcement_routes() {
+    let app = spawn_app().await;
+    let doc: Value = app.get(None, "/openapi.json").await.json().await.unwrap();
+    for path in [
+        "/v1/streams",
+        "/v1/streams/{id}",
+        "/v1/streams/{id}/keyframes",
+        "/v1/streams/{id}/end",
+        "/v1/streams/{id}/kill",
+        "/v1/streams/{id}/restore",
+        "/v1/cases",
+        "/v1/cases/{id}",
+        "/v1/cases/{id}/decision",
+        "/v1/webhooks",
+        "/v1/webhooks/{id}",
+        "/v1/webhooks/{id}/deliveries",
+        "/v1/audit",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is missing from the OpenAPI document");
+    }
+    assert!(doc["paths"]["/v1/streams/{id}/keyframes"]["post"]["responses"]["503"].is_object());
+}

@@ -15,6 +15,10 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/audit", get(list))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list), components(schemas(AuditEntry)))]
+pub(super) struct Api;
+
 #[derive(Debug, Deserialize)]
 struct AuditQuery {
     target_type: Option<String>,
@@ -23,6 +27,11 @@ struct AuditQuery {
 }
 
 /// `GET /v1/audit[?target_type=stream&target_id=ID]`, newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("bearer" = [])),
+    params(("target_type" = Option<String>, Query, description = "stream, case or webhook"),
+        ("target_id" = Option<String>, Query, description = "Only this target"),
+        ("limit" = Option<i64>, Query, description = "At most this many (default 100)")),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 401), (status = 403)))]
 async fn list(
     principal: Principal,
     State(state): State<AppState>,

@@ -23,6 +23,10 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/cases/{id}/decision", post(decide))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, show, decide), components(schemas(Case, DecisionBody)))]
+pub(super) struct Api;
+
 #[derive(Debug, Deserialize)]
 struct CaseQuery {
     status: Option<String>,
@@ -31,6 +35,12 @@ struct CaseQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/cases", tag = "cases", security(("bearer" = [])),
+    params(("status" = Option<String>, Query, description = "open, confirmed or dismissed"),
+        ("stream_id" = Option<String>, Query, description = "Only this stream"),
+        ("reference_id" = Option<String>, Query, description = "Only this reference"),
+        ("limit" = Option<i64>, Query, description = "At most this many (default 100)")),
+    responses((status = 200, body = Vec<Case>), (status = 401), (status = 403), (status = 422)))]
 async fn list(
     principal: Principal,
     State(state): State<AppState>,
@@ -57,6 +67,9 @@ async fn list(
     Ok(Json(cases::list(state.store.pool(), &filter, q.limit.unwrap_or(100).clamp(1, 1000)).await?))
 }
 
+#[utoipa::path(get, path = "/v1/cases/{id}", tag = "cases", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Case id")),
+    responses((status = 200, body = Case), (status = 401), (status = 403), (status = 404)))]
 async fn show(
     principal: Principal,
     State(state): State<AppState>,
@@ -81,6 +94,9 @@ pub struct DecisionBody {
     pub note: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/cases/{id}/decision", tag = "cases", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Case id")), request_body = DecisionBody,
+    responses((status = 200, body = Case), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)))]
 async fn decide(
     principal: Principal,
     State(state): State<AppState>,

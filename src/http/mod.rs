@@ -151,6 +151,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(rights_holders::Api::openapi());
     doc.merge(keys::Api::openapi());
     doc.merge(references::Api::openapi());
+    doc.merge(streams::Api::openapi());
+    doc.merge(cases::Api::openapi());
+    doc.merge(webhooks::Api::openapi());
+    doc.merge(audit::Api::openapi());
     doc
 }
 

@@ -32,6 +32,10 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/streams/{id}/restore", post(restore))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, show, keyframe, end, kill, restore), components(schemas(StreamView, Reason)))]
+pub(super) struct Api;
+
 fn message_error(e: MessageError) -> ApiError {
     match e {
         MessageError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
@@ -54,6 +58,14 @@ async fn publish(state: &AppState, fields: RawFields, body: Bytes) -> Result<Sta
 
 /// `POST /v1/streams/{id}/keyframes?ts_ms=N[&account_id=A][&captured_at_ms=T]`, body an image
 /// or a hash as in the AMQP contract. 202 once the queue has it.
+#[utoipa::path(post, path = "/v1/streams/{id}/keyframes", tag = "streams", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The platform's stream id"),
+        ("ts_ms" = i64, Query, description = "Stream time of the keyframe (ms)"),
+        ("account_id" = Option<String>, Query, description = "The streamer's account"),
+        ("captured_at_ms" = Option<i64>, Query, description = "Wall-clock capture time (Unix ms)")),
+    request_body(content = Vec<u8>, description = "image/jpeg, image/png, image/webp, or application/vnd.offside.pdq (HEX64[,QUALITY])", content_type = "image/jpeg"),
+    responses((status = 202, description = "Queued for the workers"), (status = 401), (status = 403),
+        (status = 413), (status = 422), (status = 503, description = "The keyframe queue is unavailable")))]
 async fn keyframe(
     principal: Principal,
     State(state): State<AppState>,
@@ -80,6 +92,9 @@ async fn keyframe(
 }
 
 /// `POST /v1/streams/{id}/end`: the stream is over; its later keyframes are dropped.
+#[utoipa::path(post, path = "/v1/streams/{id}/end", tag = "streams", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The platform's stream id")),
+    responses((status = 202), (status = 401), (status = 403), (status = 503)))]
 async fn end(
     principal: Principal,
     State(state): State<AppState>,
@@ -121,6 +136,9 @@ async fn view(state: &AppState, s: streams::Stream) -> Result<StreamView, ApiErr
 }
 
 /// `GET /v1/streams/{id}`.
+#[utoipa::path(get, path = "/v1/streams/{id}", tag = "streams", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The platform's stream id")),
+    responses((status = 200, body = StreamView), (status = 401), (status = 403), (status = 404)))]
 async fn show(
     principal: Principal,
     State(state): State<AppState>,
@@ -139,6 +157,10 @@ struct ListQuery {
 }
 
 /// `GET /v1/streams?status=`.
+#[utoipa::path(get, path = "/v1/streams", tag = "streams", security(("bearer" = [])),
+    params(("status" = Option<String>, Query, description = "live, flagged, killed or ended"),
+        ("limit" = Option<i64>, Query, description = "At most this many (default 100)")),
+    responses((status = 200, body = Vec<StreamView>), (status = 401), (status = 403), (status = 422)))]
 async fn list(
     principal: Principal,
     State(state): State<AppState>,
@@ -168,6 +190,9 @@ pub struct Reason {
 }
 
 /// `POST /v1/streams/{id}/kill {reason}`.
+#[utoipa::path(post, path = "/v1/streams/{id}/kill", tag = "streams", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The platform's stream id")), request_body = Reason,
+    responses((status = 200, body = StreamView), (status = 401), (status = 403), (status = 404), (status = 409)))]
 async fn kill(
     principal: Principal,
     State(state): State<AppState>,
@@ -179,6 +204,9 @@ async fn kill(
 }
 
 /// `POST /v1/streams/{id}/restore {reason}`.
+#[utoipa::path(post, path = "/v1/streams/{id}/restore", tag = "streams", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The platform's stream id")), request_body = Reason,
+    responses((status = 200, body = StreamView), (status = 401), (status = 403), (status = 404), (status = 409)))]
 async fn restore(
     principal: Principal,
     State(state): State<AppState>,

@@ -23,6 +23,13 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/webhooks/{id}/deliveries", get(deliveries))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(create, list, remove, deliveries),
+    components(schemas(CreateWebhook, Created, Webhook, DeliveryState))
+)]
+pub(super) struct Api;
+
 /// A webhook to register.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +53,8 @@ pub struct Created {
     pub events: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])), request_body = CreateWebhook,
+    responses((status = 201, body = Created), (status = 401), (status = 403), (status = 422)))]
 async fn create(
     principal: Principal,
     State(state): State<AppState>,
@@ -85,6 +94,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(Created { id: hook.id, url: hook.url, events: hook.events })))
 }
 
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Webhook>), (status = 401), (status = 403)))]
 async fn list(
     principal: Principal,
     State(state): State<AppState>,
@@ -93,6 +104,9 @@ async fn list(
     Ok(Json(webhooks::list(state.store.pool()).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
 async fn remove(
     principal: Principal,
     State(state): State<AppState>,
@@ -108,6 +122,9 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, body = Vec<DeliveryState>), (status = 401), (status = 403), (status = 404)))]
 async fn deliveries(
     principal: Principal,
     State(state): State<AppState>,

@@ -678,5 +678,5 @@ pub fn signature_is_valid(secret: &str, header: &str, body: &str) -> bool {
         hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(format!("{t}.{body}").as_bytes());
     let expected = hex::encode(mac.finalize().into_bytes());
-    v1.iter().any(|v| *v == expected)
+    v1.contains(&expected)
 }
