@@ -280,6 +280,14 @@ async fn three_worker_processes_and_one_serve_make_exactly_one_case_and_one_take
         &request.body
     ));
     assert_eq!(app.cases("?stream_id=busy").await.len(), 1);
+    // The optional filters type-check on PostgreSQL too.
+    let killed: Vec<serde_json::Value> =
+        app.list_streams(&app.admin_key, "?status=killed").await.json().await.unwrap();
+    assert_eq!(killed.len(), 1);
+    let audit: Vec<serde_json::Value> =
+        app.audit(&app.admin_key, "?target_type=stream&target_id=busy").await.json().await.unwrap();
+    assert_eq!(audit.len(), 1, "one automatic decision: {audit:?}");
+    assert_eq!(audit[0]["actor"], "policy");
 }
 
 /// The local ports of `pid`'s connections to the broker.
