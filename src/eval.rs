@@ -21,8 +21,11 @@ use serde::Serialize;
 
 use crate::recognition::{
     Library, REFERENCE_HASHING_VERSION, RecognitionConfig, ReferenceFrame, ReferenceHashOptions,
-    StreamRecognizer, hash_keyframe, hash_reference_file,
+    ReferenceHashes, StreamRecognizer, TierHits, Tiers, decode_feature_frames,
+    encode_feature_frames, hash_luma_pdq, hash_reference_file,
 };
+use fingerprints::features::{FeatureConfig, LocalFeatures};
+use fingerprints::{DecodeLimits, decode_luma};
 
 /// Arguments of `offside eval`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +57,16 @@ pub struct EvalArgs {
     /// Override the matcher's vote-sharing temperature (bits).
     #[arg(long)]
     pub share_temperature: Option<f32>,
+    /// The tiers whose decision the headline table and the JSON contract report. The table
+    /// always adds each tier alone and both together, from the same lookups.
+    #[arg(long, value_enum, default_value_t = Tiers::Both)]
+    pub tiers: Tiers,
+    /// Override the geometric tier's minimum summed inlier weight (its acceptance threshold).
+    #[arg(long)]
+    pub min_inlier_weight: Option<f32>,
+    /// Override the geometric tier's minimum number of inliers.
+    #[arg(long)]
+    pub min_inliers: Option<usize>,
 }
 
 impl EvalArgs {
@@ -76,7 +89,20 @@ impl EvalArgs {
         if let Some(v) = self.share_temperature {
             cfg.matcher.share_temperature = v;
         }
+        cfg.tiers = self.tiers;
         cfg
+    }
+
+    /// The geometric tier's acceptance with this run's overrides applied.
+    pub fn verify_config(&self) -> fingerprints::features::VerifyConfig {
+        let mut v = fingerprints::features::VerifyConfig::default();
+        if let Some(w) = self.min_inlier_weight {
+            v.min_inlier_weight = w;
+        }
+        if let Some(n) = self.min_inliers {
+            v.min_inliers = n;
+        }
+        v
     }
 }
 
@@ -197,11 +223,26 @@ pub fn list_references(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Hashes every reference (in parallel on `threads` threads) and builds the library, keyed by
-/// file name (what the manifest's `reference` column holds).
+/// file name (what the manifest's `reference` column holds), with the default verifier.
 ///
 /// # Errors
 /// A reference that cannot be hashed.
 pub fn build_library(
+    refs: &[PathBuf],
+    opts: &ReferenceHashOptions,
+    threads: usize,
+    cache: Option<&Path>,
+    on_progress: &(dyn Fn(&str, i64) + Sync),
+) -> anyhow::Result<(Library, ReferenceStats)> {
+    build_library_into(Library::new(), refs, opts, threads, cache, on_progress)
+}
+
+/// [`build_library`] into a given (empty) library, e.g. one with its own verifier settings.
+///
+/// # Errors
+/// A reference that cannot be hashed.
+pub fn build_library_into(
+    mut library: Library,
     refs: &[PathBuf],
     opts: &ReferenceHashOptions,
     threads: usize,
@@ -231,17 +272,20 @@ pub fn build_library(
     });
     let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     results.sort_by_key(|(i, _)| *i);
-    let mut library = Library::new();
     let mut stats = ReferenceStats::default();
     for (i, result) in results {
-        let (frames, duration_ms, cached) = result?;
-        library.insert_reference(&file_name(&refs[i]), &frames)?;
+        let (hashes, duration_ms, cached) = result?;
+        library.insert_reference(&file_name(&refs[i]), &hashes.frames, &hashes.features)?;
         stats.references += 1;
-        stats.frames += frames.len();
+        stats.frames += hashes.frames.len();
+        stats.feature_frames += hashes.features.len();
         stats.video_seconds += duration_ms as f64 / 1000.0;
         stats.cached += usize::from(cached);
     }
     stats.wall_seconds = started.elapsed().as_secs_f64();
+    let sizes = library.stats();
+    stats.pdq_index_bytes = sizes.index_bytes;
+    stats.feature_index_bytes = sizes.feature_bytes;
     Ok((library, stats))
 }
 
@@ -258,6 +302,12 @@ pub struct ReferenceStats {
     pub wall_seconds: f64,
     /// References read from the cache instead of hashed.
     pub cached: usize,
+    /// Feature frames indexed (the geometric tier).
+    pub feature_frames: usize,
+    /// Heap bytes of the PDQ index.
+    pub pdq_index_bytes: usize,
+    /// Heap bytes of the feature index.
+    pub feature_index_bytes: usize,
 }
 
 fn file_name(path: &Path) -> String {
@@ -267,7 +317,7 @@ fn file_name(path: &Path) -> String {
 
 /// One hashed reference: its frames, its duration (last frame time, ms) and whether the cache
 /// served it.
-type Hashed = (Vec<ReferenceFrame>, i64, bool);
+type Hashed = (ReferenceHashes, i64, bool);
 
 /// Hashes one reference, through the cache when there is one. Returns the frames, the
 /// reference's duration (last frame time) and whether the cache served it.
@@ -283,12 +333,12 @@ fn hash_one(
     };
     if let Some(file) = &cache_file
         && let Ok(bytes) = std::fs::read(file)
-        && let Some(frames) = decode_frames(&bytes)
+        && let Some(hashes) = decode_cached(&bytes)
     {
-        let duration = frames.iter().map(|f| f.ts_ms).max().unwrap_or(0);
-        return Ok((frames, duration, true));
+        let duration = hashes.frames.iter().map(|f| f.ts_ms).max().unwrap_or(0);
+        return Ok((hashes, duration, true));
     }
-    let frames = hash_reference_file(path, opts, |p| progress(p.ts_ms))?;
+    let hashes = hash_reference_file(path, opts, |p| progress(p.ts_ms))?;
     if let Some(file) = &cache_file {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)
@@ -296,12 +346,12 @@ fn hash_one(
         }
         // Write then rename, so an interrupted run never leaves a half file to be trusted.
         let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, encode_frames(&frames))
+        std::fs::write(&tmp, encode_cached(&hashes))
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, file).with_context(|| format!("cannot write {}", file.display()))?;
     }
-    let duration = frames.iter().map(|f| f.ts_ms).max().unwrap_or(0);
-    Ok((frames, duration, false))
+    let duration = hashes.frames.iter().map(|f| f.ts_ms).max().unwrap_or(0);
+    Ok((hashes, duration, false))
 }
 
 /// Hashing version, file name, size, modification time and every hashing option, hashed into a
@@ -327,6 +377,23 @@ fn cache_key(path: &Path, opts: &ReferenceHashOptions) -> anyhow::Result<String>
 }
 
 const FRAME_RECORD: usize = 8 + 32 + 1 + 1;
+
+/// A cache file: the PDQ frames' byte length (u64), the frames, then the feature frames.
+fn encode_cached(hashes: &ReferenceHashes) -> Vec<u8> {
+    let frames = encode_frames(&hashes.frames);
+    let mut out = (frames.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&frames);
+    out.extend_from_slice(&encode_feature_frames(&hashes.features));
+    out
+}
+
+fn decode_cached(bytes: &[u8]) -> Option<ReferenceHashes> {
+    let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let frames = decode_frames(bytes.get(8..8usize.checked_add(len)?)?)?;
+    let mut features = Vec::new();
+    decode_feature_frames(&bytes[8 + len..], &mut features).ok()?;
+    Some(ReferenceHashes { frames, features })
+}
 
 fn encode_frames(frames: &[ReferenceFrame]) -> Vec<u8> {
     let mut out = Vec::with_capacity(frames.len() * FRAME_RECORD);
@@ -354,6 +421,59 @@ fn decode_frames(bytes: &[u8]) -> Option<Vec<ReferenceFrame>> {
         .collect()
 }
 
+/// What one choice of tiers decided for a query.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TierOutcome {
+    /// The reference the stream was flagged for, if it was.
+    pub flagged_as: Option<String>,
+    /// Stream time (s) of the keyframe at which the decision was made.
+    pub ttd_s: Option<f64>,
+    /// Keyframes with at least one hit on the expected reference (positives) or on any
+    /// reference (negatives).
+    pub keyframes_hit: usize,
+}
+
+/// Time spent per step on a query's keyframes (ms, summed; one thread).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KeyframeCost {
+    /// Keyframes timed.
+    pub keyframes: usize,
+    /// JPEG decoding to luma (shared by both tiers).
+    pub decode_ms: f64,
+    /// PDQ hashes (full, mirror, content rectangle).
+    pub pdq_hash_ms: f64,
+    /// PDQ index lookup.
+    pub pdq_lookup_ms: f64,
+    /// Local feature extraction.
+    pub features_extract_ms: f64,
+    /// Feature index lookup and geometric verification.
+    pub features_lookup_ms: f64,
+}
+
+impl KeyframeCost {
+    fn add(&mut self, o: &KeyframeCost) {
+        self.keyframes += o.keyframes;
+        self.decode_ms += o.decode_ms;
+        self.pdq_hash_ms += o.pdq_hash_ms;
+        self.pdq_lookup_ms += o.pdq_lookup_ms;
+        self.features_extract_ms += o.features_extract_ms;
+        self.features_lookup_ms += o.features_lookup_ms;
+    }
+
+    /// The same times per keyframe.
+    pub fn per_keyframe(&self) -> KeyframeCost {
+        let n = self.keyframes.max(1) as f64;
+        KeyframeCost {
+            keyframes: self.keyframes,
+            decode_ms: self.decode_ms / n,
+            pdq_hash_ms: self.pdq_hash_ms / n,
+            pdq_lookup_ms: self.pdq_lookup_ms / n,
+            features_extract_ms: self.features_extract_ms / n,
+            features_lookup_ms: self.features_lookup_ms / n,
+        }
+    }
+}
+
 /// What happened to one query.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryOutcome {
@@ -365,7 +485,7 @@ pub struct QueryOutcome {
     pub transform: String,
     /// The reference it should match (positives).
     pub expected: Option<String>,
-    /// The reference the stream was flagged for, if it was.
+    /// The reference the stream was flagged for, if it was (under the configured tiers).
     pub flagged_as: Option<String>,
     /// Stream time (s) of the keyframe at which the decision was made.
     pub ttd_s: Option<f64>,
@@ -376,6 +496,11 @@ pub struct QueryOutcome {
     pub keyframes_hit: usize,
     /// Whether it is a hard negative.
     pub hard_negative: bool,
+    /// The outcome under each choice of tiers (`both`, `pdq`, `features`), from the same
+    /// lookups.
+    pub by_tier: BTreeMap<String, TierOutcome>,
+    /// Time per step over the query's keyframes.
+    pub cost: KeyframeCost,
 }
 
 impl QueryOutcome {
@@ -390,9 +515,25 @@ impl QueryOutcome {
     pub fn false_flag(&self) -> bool {
         self.flagged_as.is_some() && !self.detected()
     }
+
+    /// This outcome as if only `tiers` had run.
+    pub fn under(&self, tiers: Tiers) -> QueryOutcome {
+        let t = self.by_tier.get(tiers.as_str()).cloned().unwrap_or_default();
+        QueryOutcome {
+            flagged_as: t.flagged_as,
+            ttd_s: t.ttd_s,
+            keyframes_hit: t.keyframes_hit,
+            ..self.clone()
+        }
+    }
 }
 
-/// Runs one query through a fresh [`StreamRecognizer`], stopping at the first decision.
+/// Every choice of tiers, in table order.
+pub const ALL_TIERS: [Tiers; 3] = [Tiers::Both, Tiers::Pdq, Tiers::Features];
+
+/// Runs one query through fresh [`StreamRecognizer`]s, one per choice of tiers, fed from the
+/// same lookups, each stopping at its first decision; the configured tiers' decision is the
+/// outcome's headline.
 ///
 /// # Errors
 /// A keyframe file that cannot be read. Undecodable keyframes are skipped, as the worker
@@ -402,37 +543,75 @@ pub fn run_query(
     cfg: &RecognitionConfig,
     query: &Query,
 ) -> anyhow::Result<QueryOutcome> {
-    let mut recognizer = StreamRecognizer::new(cfg.clone());
     let expected = query.reference.as_deref().and_then(|r| library.reference_number(r));
-    let mut keyframes_hit = 0;
-    let mut decision = None;
+    let mut runs: Vec<(Tiers, StreamRecognizer, TierOutcome)> = ALL_TIERS
+        .iter()
+        .map(|&t| {
+            (
+                t,
+                StreamRecognizer::new(RecognitionConfig { tiers: t, ..cfg.clone() }),
+                TierOutcome::default(),
+            )
+        })
+        .collect();
+    let mut cost = KeyframeCost::default();
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
     for (ts_ms, path) in &query.keyframes {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let Ok(hashes) = hash_keyframe(&bytes) else { continue };
-        let hits = recognizer.observe(library, *ts_ms, &hashes);
-        let hit = match expected {
-            Some(r) => hits.iter().any(|h| h.reference == r),
-            None => !hits.is_empty(),
-        };
-        keyframes_hit += usize::from(hit);
-        if decision.is_none()
-            && let Some(m) = recognizer.decision(library)
-        {
-            decision = Some((m.reference_id, *ts_ms));
+        // hash_keyframe's steps, one at a time so each tier's cost can be told apart.
+        let t = Instant::now();
+        let Ok(luma) = decode_luma(&bytes, &DecodeLimits::default()) else { continue };
+        cost.decode_ms += ms(t);
+        let t = Instant::now();
+        let mut hashes = hash_luma_pdq(&luma);
+        cost.pdq_hash_ms += ms(t);
+        let t = Instant::now();
+        hashes.features = Some(LocalFeatures::extract(&luma, &FeatureConfig::query()));
+        cost.features_extract_ms += ms(t);
+        cost.keyframes += 1;
+        // The quality floor applies to both tiers, as in StreamRecognizer::lookup.
+        let mut tier_hits = TierHits::default();
+        if hashes.quality >= cfg.min_quality {
+            let t = Instant::now();
+            tier_hits.pdq = library.lookup_pdq(&hashes, cfg.radius, cfg.max_hits_per_keyframe);
+            cost.pdq_lookup_ms += ms(t);
+            let t = Instant::now();
+            tier_hits.features = library.lookup_features(&hashes);
+            cost.features_lookup_ms += ms(t);
+        }
+        for (tiers, recognizer, outcome) in &mut runs {
+            let hits = tier_hits.select(*tiers);
+            recognizer.observe_hits(*ts_ms, &hits);
+            let hit = match expected {
+                Some(r) => hits.iter().any(|h| h.reference == r),
+                None => !hits.is_empty(),
+            };
+            outcome.keyframes_hit += usize::from(hit);
+            if outcome.flagged_as.is_none()
+                && let Some(m) = recognizer.decision(library)
+            {
+                outcome.flagged_as = Some(m.reference_id);
+                outcome.ttd_s = Some(*ts_ms as f64 / 1000.0);
+            }
         }
     }
-    Ok(QueryOutcome {
+    let by_tier: BTreeMap<String, TierOutcome> =
+        runs.into_iter().map(|(t, _, o)| (t.as_str().to_owned(), o)).collect();
+    let outcome = QueryOutcome {
         query: query.name.clone(),
         kind: query.kind,
         transform: query.transform.clone(),
         expected: query.reference.clone(),
-        flagged_as: decision.as_ref().map(|(r, _)| r.clone()),
-        ttd_s: decision.map(|(_, ts)| ts as f64 / 1000.0),
+        flagged_as: None,
+        ttd_s: None,
         keyframes: query.keyframes.len(),
-        keyframes_hit,
+        keyframes_hit: 0,
         hard_negative: query.is_hard_negative(),
-    })
+        by_tier,
+        cost,
+    };
+    Ok(outcome.under(cfg.tiers))
 }
 
 /// Per-transformation scores of the positives.
@@ -454,10 +633,29 @@ pub struct TransformScore {
     pub wrong_reference: usize,
 }
 
+/// The scores of one choice of tiers.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierReport {
+    /// Scores per transformation (positives).
+    pub per_transform: BTreeMap<String, TransformScore>,
+    /// Negatives flagged plus positives attributed to a wrong reference.
+    pub false_flags: usize,
+    /// Negatives flagged (hard negatives included).
+    pub negatives_flagged: usize,
+    /// Hard negatives flagged.
+    pub hard_negatives_flagged: usize,
+    /// Keyframes of negatives with any hit / all keyframes of negatives.
+    pub negative_keyframe_hit_rate: f64,
+    /// All positives: recall.
+    pub overall_recall: f64,
+    /// All detected positives: median time to detect.
+    pub overall_ttd_median_s: Option<f64>,
+}
+
 /// The whole evaluation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Scores per transformation (positives).
+    /// Scores per transformation (positives), under the configured tiers.
     pub per_transform: BTreeMap<String, TransformScore>,
     /// Negatives flagged plus positives attributed to a wrong reference, hard negatives
     /// included.
@@ -476,20 +674,70 @@ pub struct Report {
     pub overall_recall: f64,
     /// All detected positives: median time to detect.
     pub overall_ttd_median_s: Option<f64>,
+    /// The tiers the fields above report (`both`, `pdq` or `features`).
+    pub tiers: String,
+    /// The same scores under each choice of tiers.
+    pub by_tier: BTreeMap<String, TierReport>,
     /// Reference hashing figures.
     pub references: ReferenceStats,
     /// Keyframes hashed and looked up per second (one thread, decode included).
     pub keyframes_per_second: f64,
+    /// Time per keyframe of each step (ms, one thread).
+    pub cost_ms_per_keyframe: KeyframeCost,
     /// Every query's outcome.
     pub queries: Vec<QueryOutcome>,
 }
 
-/// Scores outcomes.
+/// Scores outcomes (reported under the tiers their headline fields hold: `tiers`).
 pub fn report(
     outcomes: Vec<QueryOutcome>,
     references: ReferenceStats,
     keyframes_per_second: f64,
 ) -> Report {
+    report_for(outcomes, references, keyframes_per_second, Tiers::Both)
+}
+
+/// [`report`] with the headline under `tiers`.
+pub fn report_for(
+    outcomes: Vec<QueryOutcome>,
+    references: ReferenceStats,
+    keyframes_per_second: f64,
+    tiers: Tiers,
+) -> Report {
+    let by_tier: BTreeMap<String, TierReport> = ALL_TIERS
+        .iter()
+        .map(|&t| {
+            let under: Vec<QueryOutcome> = outcomes.iter().map(|o| o.under(t)).collect();
+            (t.as_str().to_owned(), score(&under))
+        })
+        .collect();
+    let headline = score(&outcomes);
+    let negatives: Vec<&QueryOutcome> =
+        outcomes.iter().filter(|o| o.kind == QueryKind::Negative).collect();
+    let mut cost = KeyframeCost::default();
+    for o in &outcomes {
+        cost.add(&o.cost);
+    }
+    Report {
+        per_transform: headline.per_transform,
+        false_flags: headline.false_flags,
+        negatives: negatives.len(),
+        negatives_flagged: headline.negatives_flagged,
+        hard_negatives: negatives.iter().filter(|o| o.hard_negative).count(),
+        hard_negatives_flagged: headline.hard_negatives_flagged,
+        negative_keyframe_hit_rate: headline.negative_keyframe_hit_rate,
+        overall_recall: headline.overall_recall,
+        overall_ttd_median_s: headline.overall_ttd_median_s,
+        tiers: tiers.as_str().to_owned(),
+        by_tier,
+        references,
+        keyframes_per_second,
+        cost_ms_per_keyframe: cost.per_keyframe(),
+        queries: outcomes,
+    }
+}
+
+fn score(outcomes: &[QueryOutcome]) -> TierReport {
     let mut groups: BTreeMap<String, Vec<&QueryOutcome>> = BTreeMap::new();
     for o in outcomes.iter().filter(|o| o.kind == QueryKind::Positive) {
         groups.entry(o.transform.clone()).or_default().push(o);
@@ -519,12 +767,10 @@ pub fn report(
         outcomes.iter().filter(|o| o.kind == QueryKind::Positive).collect();
     let all_ttd: Vec<f64> =
         positives.iter().filter(|o| o.detected()).filter_map(|o| o.ttd_s).collect();
-    Report {
+    TierReport {
         per_transform,
         false_flags: outcomes.iter().filter(|o| o.false_flag()).count(),
-        negatives: negatives.len(),
         negatives_flagged: negatives.iter().filter(|o| o.flagged_as.is_some()).count(),
-        hard_negatives: negatives.iter().filter(|o| o.hard_negative).count(),
         hard_negatives_flagged: negatives
             .iter()
             .filter(|o| o.hard_negative && o.flagged_as.is_some())
@@ -535,9 +781,6 @@ pub fn report(
         ),
         overall_recall: ratio(all_ttd.len(), positives.len()),
         overall_ttd_median_s: percentile(&all_ttd, 0.5),
-        references,
-        keyframes_per_second,
-        queries: outcomes,
     }
 }
 
@@ -593,11 +836,87 @@ impl Report {
             "Negative keyframes with any hit: {:.1} %.\n",
             self.negative_keyframe_hit_rate * 100.0
         ));
+        s.push_str(&format!("(Decisions above: tiers = {}.)\n", self.tiers));
+        s.push_str(&self.tier_table());
         let r = &self.references;
         s.push_str(&format!(
-            "References: {} ({:.0} s of video, {} frames indexed) hashed in {:.1} s wall ({} from cache); queries: {:.0} keyframes/s.\n",
-            r.references, r.video_seconds, r.frames, r.wall_seconds, r.cached, self.keyframes_per_second
+            "\nReferences: {} ({:.0} s of video, {} frames indexed, {} feature frames) hashed in {:.1} s wall ({} from cache); index RAM: PDQ {:.0} B, features {:.0} B per reference second.\n",
+            r.references,
+            r.video_seconds,
+            r.frames,
+            r.feature_frames,
+            r.wall_seconds,
+            r.cached,
+            r.pdq_index_bytes as f64 / r.video_seconds.max(1e-9),
+            r.feature_index_bytes as f64 / r.video_seconds.max(1e-9),
         ));
+        let c = &self.cost_ms_per_keyframe;
+        s.push_str(&format!(
+            "Per keyframe (ms, one thread): decode {:.2}; PDQ tier {:.2} (hash {:.2} + lookup {:.2}); geometric tier {:.2} (features {:.2} + lookup and verification {:.2}). Queries: {:.0} keyframes/s per thread.\n",
+            c.decode_ms,
+            c.pdq_hash_ms + c.pdq_lookup_ms,
+            c.pdq_hash_ms,
+            c.pdq_lookup_ms,
+            c.features_extract_ms + c.features_lookup_ms,
+            c.features_extract_ms,
+            c.features_lookup_ms,
+            self.keyframes_per_second
+        ));
+        s
+    }
+
+    /// Recall and median time-to-detect per transformation under each choice of tiers, and
+    /// their false flags.
+    pub fn tier_table(&self) -> String {
+        let mut s = String::from("\n| transform |");
+        for t in ALL_TIERS {
+            s.push_str(&format!(" {0} recall | {0} TTD median (s) |", t.as_str()));
+        }
+        s.push_str("\n|---|");
+        s.push_str(&"---:|".repeat(2 * ALL_TIERS.len()));
+        s.push('\n');
+        let secs = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        let transforms: Vec<&String> = self.per_transform.keys().collect();
+        for name in transforms {
+            s.push_str(&format!("| {name} |"));
+            for t in ALL_TIERS {
+                match self.by_tier.get(t.as_str()).and_then(|r| r.per_transform.get(name)) {
+                    Some(r) => s.push_str(&format!(
+                        " {}/{} ({:.0} %) | {} |",
+                        r.detected,
+                        r.queries,
+                        r.recall * 100.0,
+                        secs(r.ttd_median_s)
+                    )),
+                    None => s.push_str(" - | - |"),
+                }
+            }
+            s.push('\n');
+        }
+        for (label, pick) in
+            [("all positives", 0usize), ("false flags (negatives / hard / wrong ref)", 1)]
+        {
+            s.push_str(&format!("| {label} |"));
+            for t in ALL_TIERS {
+                let Some(r) = self.by_tier.get(t.as_str()) else { continue };
+                if pick == 0 {
+                    s.push_str(&format!(
+                        " {:.1} % | {} |",
+                        r.overall_recall * 100.0,
+                        secs(r.overall_ttd_median_s)
+                    ));
+                } else {
+                    s.push_str(&format!(
+                        " {} ({} / {} / {}) | |",
+                        r.false_flags,
+                        r.negatives_flagged - r.hard_negatives_flagged,
+                        r.hard_negatives_flagged,
+                        r.false_flags - r.negatives_flagged
+                    ));
+                }
+            }
+            s.push('\n');
+        }
         s
     }
 
@@ -630,8 +949,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let progress = |name: &str, ts: i64| {
         bar.set_message(format!("hashing {name} at {:.0} s", ts as f64 / 1000.0))
     };
-    let (library, ref_stats) =
-        build_library(&refs, &opts, threads, args.cache.as_deref(), &progress)?;
+    let (library, ref_stats) = build_library_into(
+        Library::with_verify_config(args.verify_config()),
+        &refs,
+        &opts,
+        threads,
+        args.cache.as_deref(),
+        &progress,
+    )?;
     bar.inc(refs.len() as u64);
 
     let missing: Vec<&str> = queries
@@ -684,7 +1009,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let per_second =
         total_kf as f64 / started.elapsed().as_secs_f64().max(1e-9) / threads.max(1) as f64;
     bar.finish_and_clear();
-    let report = report(outcomes, ref_stats, per_second);
+    let report = report_for(outcomes, ref_stats, per_second, cfg.tiers);
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer(&mut out, &report.to_json())?;

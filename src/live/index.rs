@@ -203,7 +203,6 @@ fn detail_weight(quality: u8) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recognition::{QueryHash, QueryView};
 
     fn h(bits: &[usize]) -> Hash256 {
         let mut x = Hash256::default();
@@ -218,11 +217,7 @@ mod tests {
     }
 
     fn query(hash: Hash256) -> KeyframeHashes {
-        KeyframeHashes {
-            quality: 100,
-            hashes: vec![QueryHash { hash, view: QueryView::Full }],
-            content: None,
-        }
+        KeyframeHashes::from_hash(hash, 100)
     }
 
     #[test]

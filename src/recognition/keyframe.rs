@@ -1,5 +1,6 @@
 //! Query side: the hashes of one keyframe.
 
+use fingerprints::features::{FeatureConfig, LocalFeatures};
 use fingerprints::{DecodeLimits, Hash256, Luma, content_rect, decode_luma, pdq_dihedral};
 
 /// Which view of the keyframe a query hash was computed from.
@@ -37,7 +38,7 @@ pub struct QueryHash {
 }
 
 /// Everything looked up for one keyframe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyframeHashes {
     /// PDQ quality of the whole frame (0-100); below 50 the frame carries no evidence.
     pub quality: u8,
@@ -47,13 +48,22 @@ pub struct KeyframeHashes {
     /// The content rectangle `(x, y, width, height)` in the decoded picture, when bars were
     /// found.
     pub content: Option<(u32, u32, u32, u32)>,
+    /// Local features of the whole frame ([`FeatureConfig::query`]) for the geometric tier;
+    /// `None` for a keyframe known only by its hash. The mirrored query is derived from them
+    /// at lookup time.
+    pub features: Option<LocalFeatures>,
 }
 
 impl KeyframeHashes {
     /// A keyframe known only by its hash (the `application/vnd.offside.pdq` message form):
     /// no mirror, no content rectangle.
     pub fn from_hash(hash: Hash256, quality: u8) -> Self {
-        Self { quality, hashes: vec![QueryHash { hash, view: QueryView::Full }], content: None }
+        Self {
+            quality,
+            hashes: vec![QueryHash { hash, view: QueryView::Full }],
+            content: None,
+            features: None,
+        }
     }
 
     /// The full-frame hash.
@@ -72,9 +82,19 @@ pub fn hash_keyframe(bytes: &[u8]) -> Result<KeyframeHashes, fingerprints::Error
     Ok(hash_luma(&luma))
 }
 
-/// Hashes a decoded keyframe: the whole frame and its mirror (one DCT gives both), and when
-/// [`content_rect`] finds bars, the picture inside them and its mirror.
+/// Hashes a decoded keyframe: the whole frame and its mirror (one DCT gives both), when
+/// [`content_rect`] finds bars, the picture inside them and its mirror, and the frame's local
+/// features.
 pub fn hash_luma(luma: &Luma) -> KeyframeHashes {
+    let mut hashes = hash_luma_pdq(luma);
+    // Features of the whole frame, bars included: the verifier fits a similarity, so a
+    // picture inside bars or a window matches at its own scale and position.
+    hashes.features = Some(LocalFeatures::extract(luma, &FeatureConfig::query()));
+    hashes
+}
+
+/// [`hash_luma`] without the local features: the PDQ tier's hashes only.
+pub fn hash_luma_pdq(luma: &Luma) -> KeyframeHashes {
     let (full, quality) = pdq_dihedral(luma);
     let mut hashes = vec![
         QueryHash { hash: full.original, view: QueryView::Full },
@@ -89,5 +109,5 @@ pub fn hash_luma(luma: &Luma) -> KeyframeHashes {
         hashes.push(QueryHash { hash: d.mirror(), view: QueryView::ContentMirror });
         content = Some((rect.x, rect.y, rect.width, rect.height));
     }
-    KeyframeHashes { quality, hashes, content }
+    KeyframeHashes { quality, hashes, content, features: None }
 }

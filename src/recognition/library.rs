@@ -1,10 +1,14 @@
-//! [`Library`]: every reference frame in one Hamming index, with the metadata a hit needs.
+//! [`Library`]: every reference frame in one Hamming index (the PDQ tier) and every sampled
+//! reference frame's local features in one feature index (the geometric tier), with the
+//! metadata a hit needs. Both tiers turn a keyframe into ordinary [`Hit`]s, so one temporal
+//! matcher and one decision rule cover both.
 
 use std::collections::HashMap;
 
+use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
 use fingerprints::{CropVariant, HammingIndex, Hit, broadness_weight};
 
-use super::{KeyframeHashes, ReferenceFrame};
+use super::{FeatureFrame, KeyframeHashes, ReferenceFrame, Tiers};
 
 /// What the index id of a frame stands for.
 #[derive(Debug, Clone, Copy)]
@@ -15,10 +19,50 @@ struct FrameMeta {
     variant: CropVariant,
 }
 
+/// What the id of a feature frame stands for.
+#[derive(Debug, Clone, Copy)]
+struct FeatureMeta {
+    reference: u64,
+    ts_ms: i64,
+}
+
 #[derive(Debug, Clone)]
 struct ReferenceEntry {
     number: u64,
     frame_ids: Vec<u32>,
+    feature_ids: Vec<u32>,
+}
+
+/// A keyframe's hits, tier by tier.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TierHits {
+    /// Hits of the PDQ tier (Hamming index).
+    pub pdq: Vec<Hit>,
+    /// Hits of the geometric tier (verified feature frames).
+    pub features: Vec<Hit>,
+}
+
+impl TierHits {
+    /// The hits of `tiers`: both tiers' hits together, closest first; where both tiers hit the
+    /// same reference frame time, the closer hit stands for both.
+    pub fn select(&self, tiers: Tiers) -> Vec<Hit> {
+        match tiers {
+            Tiers::Pdq => self.pdq.clone(),
+            Tiers::Features => self.features.clone(),
+            Tiers::Both => {
+                let mut best: HashMap<(u64, i64), Hit> = HashMap::new();
+                for h in self.pdq.iter().chain(&self.features) {
+                    let slot = best.entry((h.reference, h.reference_ts_ms)).or_insert(*h);
+                    if h.distance < slot.distance {
+                        *slot = *h;
+                    }
+                }
+                let mut hits: Vec<Hit> = best.into_values().collect();
+                hits.sort_unstable_by_key(|h| (h.distance, h.reference, h.reference_ts_ms));
+                hits
+            }
+        }
+    }
 }
 
 /// Sizes of a [`Library`].
@@ -30,6 +74,10 @@ pub struct LibraryStats {
     pub frames: usize,
     /// Heap bytes of the Hamming index.
     pub index_bytes: usize,
+    /// Feature frames indexed (the geometric tier).
+    pub feature_frames: usize,
+    /// Heap bytes of the feature index.
+    pub feature_bytes: usize,
 }
 
 /// The in-memory index of all references.
@@ -42,6 +90,10 @@ pub struct Library {
     index: HammingIndex,
     frames: Vec<Option<FrameMeta>>,
     free_ids: Vec<u32>,
+    features: FeatureIndex,
+    feature_frames: Vec<Option<FeatureMeta>>,
+    free_feature_ids: Vec<u32>,
+    verify: VerifyConfig,
     references: HashMap<String, ReferenceEntry>,
     names: HashMap<u64, String>,
     next_number: u64,
@@ -53,25 +105,44 @@ impl Library {
         Self::default()
     }
 
-    /// Adds (or replaces) the frames of reference `id`.
+    /// An empty library whose geometric tier verifies with `verify`.
+    pub fn with_verify_config(verify: VerifyConfig) -> Self {
+        Self { verify, ..Self::default() }
+    }
+
+    /// The geometric tier's acceptance thresholds.
+    pub fn verify_config(&self) -> &VerifyConfig {
+        &self.verify
+    }
+
+    /// Adds (or replaces) the PDQ frames and feature frames of reference `id`.
     ///
     /// # Errors
-    /// When the index would exceed `u32::MAX` frames.
-    pub fn insert_reference(&mut self, id: &str, frames: &[ReferenceFrame]) -> anyhow::Result<()> {
+    /// When an index would exceed `u32::MAX` frames.
+    pub fn insert_reference(
+        &mut self,
+        id: &str,
+        frames: &[ReferenceFrame],
+        features: &[FeatureFrame],
+    ) -> anyhow::Result<()> {
         self.remove_reference(id);
         self.next_number += 1;
         let number = self.next_number;
+        // The feature index groups frames by a u32; numbers only repeat after 2^32 insertions,
+        // by which time the earlier holder of the number is long gone.
+        #[allow(clippy::cast_possible_truncation)]
+        let group = number as u32;
         let mut frame_ids = Vec::with_capacity(frames.len());
+        let mut feature_ids = Vec::with_capacity(features.len());
+        for f in features {
+            let fid = next_id(&mut self.free_feature_ids, &mut self.feature_frames)?;
+            self.feature_frames[fid as usize] =
+                Some(FeatureMeta { reference: number, ts_ms: f.ts_ms });
+            self.features.insert(fid, group, &f.features);
+            feature_ids.push(fid);
+        }
         for f in frames {
-            let fid = match self.free_ids.pop() {
-                Some(fid) => fid,
-                None => {
-                    let fid = u32::try_from(self.frames.len())
-                        .map_err(|_| anyhow::anyhow!("the library is full (2^32 frames)"))?;
-                    self.frames.push(None);
-                    fid
-                }
-            };
+            let fid = next_id(&mut self.free_ids, &mut self.frames)?;
             self.frames[fid as usize] = Some(FrameMeta {
                 reference: number,
                 ts_ms: f.ts_ms,
@@ -82,7 +153,7 @@ impl Library {
             frame_ids.push(fid);
         }
         self.names.insert(number, id.to_owned());
-        self.references.insert(id.to_owned(), ReferenceEntry { number, frame_ids });
+        self.references.insert(id.to_owned(), ReferenceEntry { number, frame_ids, feature_ids });
         Ok(())
     }
 
@@ -93,6 +164,11 @@ impl Library {
             self.index.remove(fid);
             self.frames[fid as usize] = None;
             self.free_ids.push(fid);
+        }
+        for fid in entry.feature_ids {
+            self.features.remove(fid);
+            self.feature_frames[fid as usize] = None;
+            self.free_feature_ids.push(fid);
         }
         self.names.remove(&entry.number);
         true
@@ -119,10 +195,78 @@ impl Library {
             references: self.references.len(),
             frames: self.index.len(),
             index_bytes: self.index.memory_bytes(),
+            feature_frames: self.features.frames(),
+            feature_bytes: self.features.memory_bytes(),
         }
     }
 
-    /// Looks up every hash of a keyframe within `radius` bits and returns one [`Hit`] per
+    /// Both tiers' hits of a keyframe together ([`TierHits::select`] with [`Tiers::Both`]):
+    /// what the service feeds the matcher.
+    pub fn lookup(&self, keyframe: &KeyframeHashes, radius: u32, max_hits: usize) -> Vec<Hit> {
+        self.lookup_tiers(keyframe, radius, max_hits, Tiers::Both).select(Tiers::Both)
+    }
+
+    /// The hits of each tier in `tiers` (the other tier's list stays empty, and is not
+    /// computed): [`Library::lookup_pdq`] and [`Library::lookup_features`].
+    pub fn lookup_tiers(
+        &self,
+        keyframe: &KeyframeHashes,
+        radius: u32,
+        max_hits: usize,
+        tiers: Tiers,
+    ) -> TierHits {
+        TierHits {
+            pdq: if tiers == Tiers::Features {
+                Vec::new()
+            } else {
+                self.lookup_pdq(keyframe, radius, max_hits)
+            },
+            features: if tiers == Tiers::Pdq { Vec::new() } else { self.lookup_features(keyframe) },
+        }
+    }
+
+    /// The geometric tier: the keyframe's local features (and their mirror) against every
+    /// indexed feature frame, verified by a RANSAC similarity fit. Each reference contributes
+    /// its [`FEATURE_HITS_PER_REFERENCE`] strongest verified frames, at
+    /// [`Verified::distance`] (at most 24, within PDQ's radius, so the matcher's distance
+    /// threshold treats a verified frame as a good match). A keyframe verifying frames of
+    /// several references cannot tell them apart: each weighs 1/N, as on the PDQ tier. A
+    /// keyframe without features (known only by its hash) has no hits here.
+    pub fn lookup_features(&self, keyframe: &KeyframeHashes) -> Vec<Hit> {
+        let Some(features) = &keyframe.features else { return Vec::new() };
+        if features.is_empty() || self.features.is_empty() {
+            return Vec::new();
+        }
+        let mut verified: Vec<(FeatureMeta, Verified)> = self
+            .features
+            .query(features, &self.verify)
+            .into_iter()
+            .filter_map(|v| Some((self.feature_frames.get(v.frame as usize).copied()??, v)))
+            .collect();
+        verified.sort_by(|a, b| {
+            a.0.reference.cmp(&b.0.reference).then(b.1.weight.total_cmp(&a.1.weight))
+        });
+        let mut per_reference: HashMap<u64, usize> = HashMap::new();
+        verified.retain(|(meta, _)| {
+            let n = per_reference.entry(meta.reference).or_insert(0);
+            *n += 1;
+            *n <= FEATURE_HITS_PER_REFERENCE
+        });
+        let weight = 1.0 / per_reference.len().max(1) as f32;
+        let mut hits: Vec<Hit> = verified
+            .into_iter()
+            .map(|(meta, v)| Hit {
+                reference: meta.reference,
+                reference_ts_ms: meta.ts_ms,
+                distance: v.distance(&self.verify),
+                weight,
+            })
+            .collect();
+        hits.sort_unstable_by_key(|h| (h.distance, h.reference, h.reference_ts_ms));
+        hits
+    }
+
+    /// The PDQ tier: looks up every hash of a keyframe within `radius` bits and returns one [`Hit`] per
     /// matched (reference, reference time), at its smallest distance over query views and
     /// crop variants, closest first, at most `max_hits`.
     ///
@@ -132,7 +276,7 @@ impl Library {
     /// little about any of them ([`broadness_weight`] over the hits within a few bits of the
     /// closest). Reference frames of low detail (PDQ quality near the 50
     /// floor, whose hash bits are partly noise) weigh up to half less.
-    pub fn lookup(&self, keyframe: &KeyframeHashes, radius: u32, max_hits: usize) -> Vec<Hit> {
+    pub fn lookup_pdq(&self, keyframe: &KeyframeHashes, radius: u32, max_hits: usize) -> Vec<Hit> {
         let mut best: HashMap<(u64, i64), (u32, u8)> = HashMap::new();
         for q in &keyframe.hashes {
             for m in self.index.search(&q.hash, radius) {
@@ -180,6 +324,22 @@ impl Library {
     }
 }
 
+/// Verified frames per reference and keyframe that become hits. Neighbouring feature frames
+/// of one shot often all verify; two give the matcher the keyframe's position without letting
+/// one keyframe pile up votes.
+pub const FEATURE_HITS_PER_REFERENCE: usize = 2;
+
+/// Takes a free id or appends a slot.
+fn next_id<T>(free: &mut Vec<u32>, slots: &mut Vec<Option<T>>) -> anyhow::Result<u32> {
+    if let Some(id) = free.pop() {
+        return Ok(id);
+    }
+    let id = u32::try_from(slots.len())
+        .map_err(|_| anyhow::anyhow!("the library is full (2^32 frames)"))?;
+    slots.push(None);
+    Ok(id)
+}
+
 /// Hits within this many bits of a keyframe's closest hit count as equally plausible.
 const AMBIGUITY_BITS: u32 = 4;
 
@@ -215,6 +375,7 @@ mod tests {
             quality: 100,
             hashes: vec![QueryHash { hash, view: QueryView::Full }],
             content: None,
+            features: None,
         }
     }
 
@@ -224,6 +385,7 @@ mod tests {
         lib.insert_reference(
             "a",
             &[rf(0, h(&[1, 2, 3])), rf(40, h(&(100..200).collect::<Vec<_>>()))],
+            &[],
         )
         .unwrap();
         let hits = lib.lookup(&query(h(&[1, 2])), 10, 100);
@@ -235,8 +397,8 @@ mod tests {
     #[test]
     fn a_frame_shared_by_two_references_weighs_half() {
         let mut lib = Library::new();
-        lib.insert_reference("a", &[rf(0, h(&[1]))]).unwrap();
-        lib.insert_reference("b", &[rf(5000, h(&[2]))]).unwrap();
+        lib.insert_reference("a", &[rf(0, h(&[1]))], &[]).unwrap();
+        lib.insert_reference("b", &[rf(5000, h(&[2]))], &[]).unwrap();
         let hits = lib.lookup(&query(h(&[])), 4, 100);
         assert_eq!(hits.len(), 2);
         assert!(hits.iter().all(|x| x.weight == 0.5));
@@ -245,14 +407,14 @@ mod tests {
     #[test]
     fn removing_a_reference_removes_its_hits_and_frees_its_frames() {
         let mut lib = Library::new();
-        lib.insert_reference("a", &[rf(0, h(&[1]))]).unwrap();
-        lib.insert_reference("b", &[rf(0, h(&[2]))]).unwrap();
+        lib.insert_reference("a", &[rf(0, h(&[1]))], &[]).unwrap();
+        lib.insert_reference("b", &[rf(0, h(&[2]))], &[]).unwrap();
         assert!(lib.remove_reference("a"));
         assert!(!lib.remove_reference("a"));
         let hits = lib.lookup(&query(h(&[])), 4, 100);
         assert_eq!(hits.len(), 1);
         assert_eq!(lib.reference_id(hits[0].reference), Some("b"));
-        lib.insert_reference("c", &[rf(0, h(&[3]))]).unwrap();
+        lib.insert_reference("c", &[rf(0, h(&[3]))], &[]).unwrap();
         assert_eq!(lib.stats().frames, 2);
         assert_eq!(lib.stats().references, 2);
     }
@@ -260,8 +422,8 @@ mod tests {
     #[test]
     fn reinserting_a_reference_replaces_its_frames() {
         let mut lib = Library::new();
-        lib.insert_reference("a", &[rf(0, h(&[1])), rf(40, h(&[2]))]).unwrap();
-        lib.insert_reference("a", &[rf(80, h(&[200]))]).unwrap();
+        lib.insert_reference("a", &[rf(0, h(&[1])), rf(40, h(&[2]))], &[]).unwrap();
+        lib.insert_reference("a", &[rf(80, h(&[200]))], &[]).unwrap();
         assert_eq!(lib.stats().frames, 1);
         assert!(lib.lookup(&query(h(&[1])), 1, 100).is_empty());
     }

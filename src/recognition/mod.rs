@@ -3,9 +3,10 @@
 //! - [`hash_keyframe`]: query side, keyframe bytes to the hashes we look up ([`KeyframeHashes`]).
 //! - [`hash_reference_file`]: reference side, a video file densely hashed into
 //!   [`ReferenceFrame`]s (full frame plus centre crops, low-detail frames skipped,
-//!   near-duplicates pruned).
-//! - [`Library`]: every reference's frames in one Hamming index; a lookup turns a keyframe's
-//!   hashes into weighted [`Hit`]s for the temporal matcher.
+//!   near-duplicates pruned) and, in the same pass, [`FeatureFrame`]s sampled once a second.
+//! - [`Library`]: every reference's frames in one Hamming index (the PDQ tier) and its
+//!   sampled frames' local features in one feature index (the geometric tier); a lookup turns
+//!   a keyframe's hashes and features into weighted [`Hit`]s for the temporal matcher.
 //! - [`StreamRecognizer`]: one stream's matcher plus [`RecognitionConfig`], the decision rule
 //!   that both `offside eval` and the worker apply, so the evaluation measures what runs.
 //!
@@ -16,12 +17,13 @@ mod library;
 mod reference;
 mod stream;
 
-pub use keyframe::{KeyframeHashes, QueryHash, QueryView, hash_keyframe, hash_luma};
-pub use library::{Library, LibraryStats};
+pub use keyframe::{KeyframeHashes, QueryHash, QueryView, hash_keyframe, hash_luma, hash_luma_pdq};
+pub use library::{FEATURE_HITS_PER_REFERENCE, Library, LibraryStats, TierHits};
 pub use reference::{
-    HashProgress, REFERENCE_HASHING_VERSION, ReferenceFrame, ReferenceHashOptions,
+    CorruptFeatures, FeatureFrame, HashProgress, REFERENCE_HASHING_VERSION, ReferenceFrame,
+    ReferenceHashOptions, ReferenceHashes, decode_feature_frames, encode_feature_frames,
     hash_reference_file, hash_reference_image, reference_frames_of,
 };
-pub use stream::{Match, RecognitionConfig, StreamRecognizer};
+pub use stream::{Match, RecognitionConfig, StreamRecognizer, Tiers};
 
 pub use fingerprints::{CropVariant, Evidence, Hit, MatcherConfig};

@@ -4,6 +4,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use anyhow::Context as _;
+use fingerprints::features::{Descriptor, FeatureConfig, Keypoint, LocalFeatures};
 use fingerprints::{
     CropVariant, DecodeLimits, Hash256, Luma, centre_crop, content_rect, decode_luma, pdq,
 };
@@ -12,7 +13,7 @@ use crate::media::{LumaOptions, decode_luma_frames, probe};
 
 /// Version of what [`hash_reference_file`] computes; bumped whenever the same file and options
 /// would give different frames, so stored or cached reference hashes can be recognised as stale.
-pub const REFERENCE_HASHING_VERSION: u32 = 3;
+pub const REFERENCE_HASHING_VERSION: u32 = 4;
 
 /// One indexed reference frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,24 @@ pub struct ReferenceFrame {
     pub quality: u8,
     /// Which part of the frame was hashed.
     pub variant: CropVariant,
+}
+
+/// The local features of one sampled reference frame (the geometric tier).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureFrame {
+    /// Time of the frame in the reference, in ms.
+    pub ts_ms: i64,
+    /// Its features, extracted with [`ReferenceHashOptions::features`].
+    pub features: LocalFeatures,
+}
+
+/// Everything indexed for one reference: PDQ frames and sampled feature frames.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReferenceHashes {
+    /// PDQ frames (all variants), in time order.
+    pub frames: Vec<ReferenceFrame>,
+    /// Feature frames, in time order (empty when the geometric tier is off).
+    pub features: Vec<FeatureFrame>,
 }
 
 /// How to hash a reference.
@@ -52,6 +71,16 @@ pub struct ReferenceHashOptions {
     pub max_pruned_gap_ms: i64,
     /// The crops indexed besides the full frame (default: 9:16, 1:1 and 4:3).
     pub variants: Vec<CropVariant>,
+    /// One frame per this many ms gets local features for the geometric tier (default 1000;
+    /// `None` turns the tier off). One per second is what the feature index was tuned on
+    /// (its burstiness rule counts neighbouring frames of a shot; see
+    /// `fingerprints::features::VerifyConfig::burst`) and keeps the index near 7.5 KB per
+    /// reference second; keyframes arrive every 2 s or so, and a verified frame within half a
+    /// second of the keyframe's true position is well inside the matcher's offset tolerance.
+    pub feature_interval_ms: Option<i64>,
+    /// Feature extraction settings of reference frames (default
+    /// [`FeatureConfig::reference`]).
+    pub features: FeatureConfig,
 }
 
 impl Default for ReferenceHashOptions {
@@ -62,6 +91,8 @@ impl Default for ReferenceHashOptions {
             dedup_distance: 8,
             max_pruned_gap_ms: 500,
             variants: vec![CropVariant::Portrait9x16, CropVariant::Square, CropVariant::Classic4x3],
+            feature_interval_ms: Some(1000),
+            features: FeatureConfig::reference(),
         }
     }
 }
@@ -128,14 +159,15 @@ fn slotted_frames(
     out
 }
 
-/// Hashes an image uploaded as a reference (one frame at time 0).
+/// Hashes an image uploaded as a reference (one frame at time 0), with its local features
+/// when the geometric tier is on.
 ///
 /// # Errors
 /// The image cannot be decoded, or it is too flat to carry a usable hash.
 pub fn hash_reference_image(
     bytes: &[u8],
     opts: &ReferenceHashOptions,
-) -> anyhow::Result<Vec<ReferenceFrame>> {
+) -> anyhow::Result<ReferenceHashes> {
     let limits = DecodeLimits { min_long_side: u32::MAX, ..DecodeLimits::default() };
     let luma = decode_luma(bytes, &limits).context("cannot decode the reference image")?;
     let frames = reference_frames_of(&luma, 0, &opts.variants, opts.min_quality);
@@ -144,12 +176,21 @@ pub fn hash_reference_image(
         "the reference image has too little detail to recognise (PDQ quality below {})",
         opts.min_quality
     );
-    Ok(frames)
+    let features = opts
+        .feature_interval_ms
+        .map(|_| LocalFeatures::extract(&luma, &opts.features))
+        .filter(|f| !f.is_empty())
+        .map(|features| FeatureFrame { ts_ms: 0, features })
+        .into_iter()
+        .collect();
+    Ok(ReferenceHashes { frames, features })
 }
 
 /// Decodes a reference video densely and hashes it: for every frame (up to the frame-rate cap)
 /// the full-frame PDQ plus the centre crops, low-quality frames skipped, near-duplicates of
-/// the previous kept frame of the same variant dropped. Frames come out in time order.
+/// the previous kept frame of the same variant dropped. Frames come out in time order. In the
+/// same decoding pass, one frame per [`ReferenceHashOptions::feature_interval_ms`] gets its
+/// local features extracted (frames without any, flat or black, are left out).
 ///
 /// # Errors
 /// The file cannot be opened or decoded (the error says how far decoding got), or no frame
@@ -158,11 +199,13 @@ pub fn hash_reference_file(
     path: &Path,
     opts: &ReferenceHashOptions,
     mut progress: impl FnMut(&HashProgress),
-) -> anyhow::Result<Vec<ReferenceFrame>> {
+) -> anyhow::Result<ReferenceHashes> {
     let input = path.to_str().with_context(|| format!("{} is not a UTF-8 path", path.display()))?;
     let duration_ms = probe(input).ok().and_then(|info| info.duration_ms);
     let mut pruner = Pruner::new(opts.dedup_distance, opts.max_pruned_gap_ms);
     let mut frames = Vec::new();
+    let mut features = Vec::new();
+    let mut next_features_ms = 0i64;
     let mut decoded = 0u64;
     let mut next_report = 0i64;
     decode_luma_frames(input, &opts.decode, |frame| {
@@ -171,6 +214,17 @@ pub fn hash_reference_file(
         {
             if pruner.keep(slot, f.ts_ms, &f.hash) {
                 frames.push(f);
+            }
+        }
+        if let Some(interval) = opts.feature_interval_ms
+            && frame.ts_ms >= next_features_ms
+        {
+            // The grid stays anchored on whole intervals whatever the frame rate, so a frame
+            // a little late does not shift every later sample.
+            next_features_ms = (frame.ts_ms.div_euclid(interval.max(1)) + 1) * interval.max(1);
+            let f = LocalFeatures::extract(&frame.luma, &opts.features);
+            if !f.is_empty() {
+                features.push(FeatureFrame { ts_ms: frame.ts_ms, features: f });
             }
         }
         if frame.ts_ms >= next_report {
@@ -191,7 +245,100 @@ pub fn hash_reference_file(
         path.display(),
         opts.min_quality
     );
-    Ok(frames)
+    Ok(ReferenceHashes { frames, features })
+}
+
+/// Bytes of one stored feature: x and y in quarter pixels (u16 each), pyramid level, corner
+/// strength (u32), descriptor (32 bytes).
+const FEATURE_BYTES: usize = 2 + 2 + 1 + 4 + 32;
+/// Bytes of a stored feature frame's header: time (i64), working width and height (u16 each),
+/// feature count (u16).
+const FEATURE_FRAME_HEADER: usize = 8 + 2 + 2 + 2;
+
+/// Why stored feature frames could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("stored feature frames are corrupt at byte {0}")]
+pub struct CorruptFeatures(pub usize);
+
+/// Packs feature frames for storage (the database, the eval cache): per frame a 14-byte
+/// header and 41 bytes per feature, little-endian. Positions keep a quarter pixel, far below
+/// the verifier's 6-pixel inlier threshold.
+pub fn encode_feature_frames(frames: &[FeatureFrame]) -> Vec<u8> {
+    let total: usize =
+        frames.iter().map(|f| FEATURE_FRAME_HEADER + f.features.len() * FEATURE_BYTES).sum();
+    let mut out = Vec::with_capacity(total);
+    let u16_of = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped to u16's range
+    let quarter = |v: f32| (v * 4.0).round().clamp(0.0, f32::from(u16::MAX)) as u16;
+    for f in frames {
+        // At most u16::MAX features per frame are stored; extraction budgets are in hundreds.
+        let n = f.features.len().min(usize::from(u16::MAX));
+        out.extend_from_slice(&f.ts_ms.to_le_bytes());
+        out.extend_from_slice(&u16_of(f.features.width()).to_le_bytes());
+        out.extend_from_slice(&u16_of(f.features.height()).to_le_bytes());
+        out.extend_from_slice(&u16_of(u32::try_from(n).unwrap_or(u32::MAX)).to_le_bytes());
+        for (k, d) in f.features.keypoints().iter().zip(f.features.descriptors()).take(n) {
+            out.extend_from_slice(&quarter(k.x).to_le_bytes());
+            out.extend_from_slice(&quarter(k.y).to_le_bytes());
+            out.push(k.level);
+            out.extend_from_slice(&k.response.to_le_bytes());
+            for w in d.0 {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Reads what [`encode_feature_frames`] wrote, appending to `out`.
+///
+/// # Errors
+/// [`CorruptFeatures`] when the bytes end mid-frame.
+pub fn decode_feature_frames(
+    bytes: &[u8],
+    out: &mut Vec<FeatureFrame>,
+) -> Result<(), CorruptFeatures> {
+    let mut at = 0usize;
+    let take = |at: &mut usize, n: usize| -> Result<&[u8], CorruptFeatures> {
+        let s = bytes.get(*at..*at + n).ok_or(CorruptFeatures(*at))?;
+        *at += n;
+        Ok(s)
+    };
+    let u16_at = |s: &[u8], i: usize| u16::from_le_bytes([s[i], s[i + 1]]);
+    while at < bytes.len() {
+        let h = take(&mut at, FEATURE_FRAME_HEADER)?;
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&h[..8]);
+        let (width, height, n) = (u16_at(h, 8), u16_at(h, 10), usize::from(u16_at(h, 12)));
+        let body = take(&mut at, n * FEATURE_BYTES)?;
+        let mut keypoints = Vec::with_capacity(n);
+        let mut descriptors = Vec::with_capacity(n);
+        for r in body.chunks_exact(FEATURE_BYTES) {
+            keypoints.push(Keypoint {
+                x: f32::from(u16_at(r, 0)) / 4.0,
+                y: f32::from(u16_at(r, 2)) / 4.0,
+                level: r[4],
+                response: u32::from_le_bytes([r[5], r[6], r[7], r[8]]),
+            });
+            let mut words = [0u64; 4];
+            for (w, b) in words.iter_mut().zip(r[9..].chunks_exact(8)) {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                *w = u64::from_le_bytes(a);
+            }
+            descriptors.push(Descriptor(words));
+        }
+        out.push(FeatureFrame {
+            ts_ms: i64::from_le_bytes(ts),
+            features: LocalFeatures::from_parts(
+                u32::from(width),
+                u32::from(height),
+                keypoints,
+                descriptors,
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Near-duplicate pruning: remembers the last kept hash and time of each slot (crop variant,
@@ -243,6 +390,29 @@ mod tests {
         assert!(p.keep(0, 80, &hash_with_bits(9)));
         // Compared with the last kept frame, not the last seen one.
         assert!(!p.keep(0, 120, &hash_with_bits(12)));
+    }
+
+    #[test]
+    fn feature_frames_survive_storage_to_a_quarter_pixel() {
+        let features = LocalFeatures::from_parts(
+            480,
+            270,
+            vec![
+                Keypoint { x: 12.25, y: 200.5, level: 0, response: 77 },
+                Keypoint { x: 479.0, y: 0.0, level: 4, response: 1 << 20 },
+            ],
+            vec![Descriptor([1, 2, 3, u64::MAX]), Descriptor([u64::MAX, 0, 5, 6])],
+        );
+        let frames = vec![
+            FeatureFrame { ts_ms: 1000, features },
+            FeatureFrame { ts_ms: 2000, features: LocalFeatures::default() },
+        ];
+        let bytes = encode_feature_frames(&frames);
+        let mut back = Vec::new();
+        decode_feature_frames(&bytes, &mut back).unwrap();
+        assert_eq!(back, frames);
+        let mut torn = Vec::new();
+        assert!(decode_feature_frames(&bytes[..bytes.len() - 1], &mut torn).is_err());
     }
 
     #[test]

@@ -2,7 +2,30 @@
 
 use fingerprints::{Evidence, Hit, MatcherConfig, StreamMatcher};
 
-use super::{KeyframeHashes, Library};
+use super::{KeyframeHashes, Library, TierHits};
+
+/// Which recognition tiers feed the matcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Tiers {
+    /// PDQ hashes only (near pixel-aligned copies, crops, bars, mirror).
+    Pdq,
+    /// Local features only (zoom, off-centre crop, overlay, window, filmed screen).
+    Features,
+    /// Both, into one matcher: what the service runs.
+    #[default]
+    Both,
+}
+
+impl Tiers {
+    /// A stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tiers::Pdq => "pdq",
+            Tiers::Features => "features",
+            Tiers::Both => "both",
+        }
+    }
+}
 
 /// Every parameter of recognition, in one place so the evaluation and the service apply the
 /// same rule. The defaults are the values measured with `offside eval` (docs/EVALUATION.md).
@@ -17,6 +40,8 @@ pub struct RecognitionConfig {
     pub max_hits_per_keyframe: usize,
     /// The temporal matcher's thresholds, including the decision rule's.
     pub matcher: MatcherConfig,
+    /// The tiers looked up (default both).
+    pub tiers: Tiers,
 }
 
 impl Default for RecognitionConfig {
@@ -41,6 +66,7 @@ impl Default for RecognitionConfig {
                 min_score: 1.5,
                 ..MatcherConfig::default()
             },
+            tiers: Tiers::Both,
         }
     }
 }
@@ -73,21 +99,31 @@ impl StreamRecognizer {
         &self.cfg
     }
 
-    /// Looks a keyframe up in `library` and adds its hits to the stream's evidence; returns
-    /// the hits (empty for a keyframe below the quality floor).
+    /// Looks a keyframe up in `library` with the configured tiers and adds their hits to the
+    /// stream's evidence; returns the hits (empty for a keyframe below the quality floor).
     pub fn observe(
         &mut self,
         library: &Library,
         stream_ts_ms: i64,
         keyframe: &KeyframeHashes,
     ) -> Vec<Hit> {
-        let hits = if keyframe.quality < self.cfg.min_quality {
-            Vec::new()
-        } else {
-            library.lookup(keyframe, self.cfg.radius, self.cfg.max_hits_per_keyframe)
-        };
+        let hits = self.lookup(library, keyframe).select(self.cfg.tiers);
         self.matcher.observe(stream_ts_ms, &hits);
         hits
+    }
+
+    /// The configured tiers' hits of a keyframe, tier by tier, without observing them (both
+    /// empty below the quality floor, which applies to both tiers as in the worker).
+    pub fn lookup(&self, library: &Library, keyframe: &KeyframeHashes) -> TierHits {
+        if keyframe.quality < self.cfg.min_quality {
+            return TierHits::default();
+        }
+        library.lookup_tiers(
+            keyframe,
+            self.cfg.radius,
+            self.cfg.max_hits_per_keyframe,
+            self.cfg.tiers,
+        )
     }
 
     /// Adds hits from another source (local features, a live reference window) for the

@@ -11,8 +11,8 @@ use fingerprints::CropVariant;
 
 use super::ReferenceSource;
 use super::index::FrameIndex;
-use super::jobs::{JobProgress, ReferenceHasher};
-use crate::recognition::{self, Library, ReferenceFrame, ReferenceHashOptions};
+use super::jobs::{HashedReference, JobProgress, ReferenceHasher};
+use crate::recognition::{self, FeatureFrame, Library, ReferenceFrame, ReferenceHashOptions};
 use crate::store::references::FrameRecord;
 
 /// The library every part of a process shares: jobs and the index sync write it, workers read
@@ -24,13 +24,13 @@ pub type SharedLibrary = Arc<RwLock<Library>>;
 const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl FrameIndex for RwLock<Library> {
-    fn insert_reference(&self, id: &str, frames: &[FrameRecord]) {
+    fn insert_reference(&self, id: &str, frames: &[FrameRecord], features: &[FeatureFrame]) {
         let frames: Vec<ReferenceFrame> =
             frames.iter().filter_map(|f| to_reference_frame(*f)).collect();
         // A poisoned lock means a panic mid-update elsewhere; the library is still usable
         // (at worst one reference is partly indexed and is replaced on the next sync).
         let mut library = self.write().unwrap_or_else(PoisonError::into_inner);
-        if let Err(err) = library.insert_reference(id, &frames) {
+        if let Err(err) = library.insert_reference(id, &frames, features) {
             tracing::error!(reference_id = id, error = %format!("{err:#}"), "could not index reference");
         }
     }
@@ -68,8 +68,8 @@ impl ReferenceHasher for RecognitionHasher {
         path: &Path,
         source: ReferenceSource,
         progress: &mut dyn FnMut(JobProgress) -> ControlFlow<()>,
-    ) -> anyhow::Result<Vec<FrameRecord>> {
-        let frames = match source {
+    ) -> anyhow::Result<HashedReference> {
+        let hashes = match source {
             ReferenceSource::Image => {
                 let size = std::fs::metadata(path).context("reading the uploaded image")?.len();
                 anyhow::ensure!(
@@ -94,6 +94,9 @@ impl ReferenceHasher for RecognitionHasher {
                 })?
             }
         };
-        Ok(frames.iter().map(to_frame_record).collect())
+        Ok(HashedReference {
+            frames: hashes.frames.iter().map(to_frame_record).collect(),
+            features: hashes.features,
+        })
     }
 }

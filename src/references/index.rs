@@ -14,13 +14,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::recognition::FeatureFrame;
 use crate::store::Store;
 use crate::store::references::{self, FrameRecord};
 
 /// An in-memory index of reference frames, keyed by reference id (the recognition library).
 pub trait FrameIndex: Send + Sync + 'static {
-    /// Adds (or replaces) every frame of a reference.
-    fn insert_reference(&self, id: &str, frames: &[FrameRecord]);
+    /// Adds (or replaces) every frame and feature frame of a reference.
+    fn insert_reference(&self, id: &str, frames: &[FrameRecord], features: &[FeatureFrame]);
     /// Removes a reference; unknown ids are ignored.
     fn remove_reference(&self, id: &str);
 }
@@ -65,9 +66,10 @@ impl IndexSync {
         self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Loads a reference's frames now (a job in this process just finished).
-    pub fn add(&self, id: &str, frames: &[FrameRecord]) {
-        self.index.insert_reference(id, frames);
+    /// Loads a reference's frames and feature frames now (a job in this process just
+    /// finished).
+    pub fn add(&self, id: &str, frames: &[FrameRecord], features: &[FeatureFrame]) {
+        self.index.insert_reference(id, frames, features);
         self.lock().insert(id.to_owned(), i64::try_from(frames.len()).unwrap_or(i64::MAX));
         self.publish_gauges();
     }
@@ -107,7 +109,10 @@ impl IndexSync {
             if stored.is_empty() && frames > 0 {
                 continue;
             }
-            self.add(&id, &stored);
+            // Stored in the transaction that stored the frames, so present whenever they are
+            // (empty for hash imports, live archives and references hashed before features).
+            let features = references::load_features(store.pool(), &id).await?;
+            self.add(&id, &stored, &features);
         }
         Ok(())
     }

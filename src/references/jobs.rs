@@ -20,8 +20,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::index::IndexSync;
 use super::{ReferenceSource, ReferenceStatus};
+use crate::recognition::FeatureFrame;
 use crate::store::Store;
 use crate::store::references::{self, FrameRecord};
+
+/// What a hasher made of a reference file: PDQ frames and sampled feature frames.
+#[derive(Debug, Clone, Default)]
+pub struct HashedReference {
+    /// PDQ frames, as stored.
+    pub frames: Vec<FrameRecord>,
+    /// Local features of sampled frames (the geometric tier); may be empty.
+    pub features: Vec<FeatureFrame>,
+}
 
 /// How far a running job is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,7 +45,8 @@ pub struct JobProgress {
 /// Hashes reference files: the recognition core, behind a trait so the job machinery does not
 /// depend on how frames are made.
 pub trait ReferenceHasher: Send + Sync + 'static {
-    /// Hashes a video (or, for `ReferenceSource::Image`, a single image) into reference frames.
+    /// Hashes a video (or, for `ReferenceSource::Image`, a single image) into reference frames
+    /// and feature frames.
     /// `progress` is called now and then; returning `ControlFlow::Break` asks the hasher to
     /// stop early (shutdown), after which it returns an error.
     ///
@@ -46,7 +57,7 @@ pub trait ReferenceHasher: Send + Sync + 'static {
         path: &Path,
         source: ReferenceSource,
         progress: &mut dyn FnMut(JobProgress) -> ControlFlow<()>,
-    ) -> anyhow::Result<Vec<FrameRecord>>;
+    ) -> anyhow::Result<HashedReference>;
 }
 
 /// The handle the HTTP layer uses to queue jobs.
@@ -156,7 +167,7 @@ impl JobRunner {
                 references::mark_failed(self.store.pool(), id, &reason).await?;
                 Outcome::Failed
             }
-            HashResult::Done(frames) if frames.is_empty() => {
+            HashResult::Done(hashed) if hashed.frames.is_empty() => {
                 references::mark_failed(
                     self.store.pool(),
                     id,
@@ -165,10 +176,15 @@ impl JobRunner {
                 .await?;
                 Outcome::Failed
             }
-            HashResult::Done(frames) => {
-                if self.store_frames(id, &frames).await? {
-                    self.index.add(id, &frames);
-                    tracing::info!(reference_id = id, frames = frames.len(), "reference ready");
+            HashResult::Done(hashed) => {
+                if self.store_frames(id, &hashed).await? {
+                    self.index.add(id, &hashed.frames, &hashed.features);
+                    tracing::info!(
+                        reference_id = id,
+                        frames = hashed.frames.len(),
+                        feature_frames = hashed.features.len(),
+                        "reference ready"
+                    );
                     Outcome::Ready
                 } else {
                     Outcome::Gone
@@ -179,15 +195,16 @@ impl JobRunner {
         Ok(outcome)
     }
 
-    /// Stores the frames and marks the reference ready in one transaction; false when the
-    /// reference was deleted while its job ran.
-    async fn store_frames(&self, id: &str, frames: &[FrameRecord]) -> anyhow::Result<bool> {
+    /// Stores the frames and feature frames and marks the reference ready in one transaction;
+    /// false when the reference was deleted while its job ran.
+    async fn store_frames(&self, id: &str, hashed: &HashedReference) -> anyhow::Result<bool> {
         let mut tx = self.store.pool().begin().await?;
         if references::get(&mut *tx, id).await?.is_none() {
             return Ok(false);
         }
         references::clear_frames(&mut tx, id).await?;
-        references::append_frames(&mut tx, id, frames).await?;
+        references::append_features(&mut tx, id, &hashed.features).await?;
+        references::append_frames(&mut tx, id, &hashed.frames).await?;
         let still_there = references::mark_ready(&mut *tx, id).await?;
         tx.commit().await.context("committing reference frames")?;
         Ok(still_there)
@@ -284,7 +301,7 @@ async fn remove_upload(path: &Path) {
 }
 
 enum HashResult {
-    Done(Vec<FrameRecord>),
+    Done(HashedReference),
     Failed(String),
     Cancelled,
 }

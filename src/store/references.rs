@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Executor, Row as _};
 
 use super::now_ms;
+use crate::recognition::{FeatureFrame, decode_feature_frames, encode_feature_frames};
 use crate::references::{Policy, ReferenceSource, ReferenceStatus};
 
 /// Frames per stored chunk.
@@ -382,12 +383,17 @@ pub async fn finish_archive<'e>(
     Ok(done.rows_affected() > 0)
 }
 
-/// Removes every stored frame of a reference (before a job re-runs) and zeroes its count.
+/// Removes every stored frame of a reference, feature frames included (before a job
+/// re-runs), and zeroes its count.
 ///
 /// # Errors
 /// Any database error.
 pub async fn clear_frames(conn: &mut AnyConnection, id: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM reference_frame_chunks WHERE reference_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM reference_feature_chunks WHERE reference_id = $1")
         .bind(id)
         .execute(&mut *conn)
         .await?;
@@ -415,6 +421,66 @@ pub async fn load_frames<'e>(
     for row in rows {
         let data: Vec<u8> = row.try_get(0)?;
         decode_frames(&data, &mut frames)?;
+    }
+    Ok(frames)
+}
+
+/// Feature frames per stored chunk (about 4 KB each at the reference budget of 96 features).
+pub const FEATURE_FRAMES_PER_CHUNK: usize = 256;
+
+/// Appends feature frames (the geometric tier) to a reference, after its stored ones. The
+/// reference's frame count (PDQ frames) is left alone: run it in the transaction that appends
+/// the frames, so the index sync never loads one without the other.
+///
+/// # Errors
+/// Any database error (a foreign-key violation when the reference was deleted meanwhile).
+pub async fn append_features(
+    conn: &mut AnyConnection,
+    id: &str,
+    frames: &[FeatureFrame],
+) -> sqlx::Result<()> {
+    let next_seq: i64 = sqlx::query(
+        "SELECT COALESCE(MAX(seq) + 1, 0) FROM reference_feature_chunks WHERE reference_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get(0)?;
+    let now = now_ms();
+    for (seq, chunk) in (next_seq..).zip(frames.chunks(FEATURE_FRAMES_PER_CHUNK)) {
+        sqlx::query(
+            "INSERT INTO reference_feature_chunks (reference_id, seq, frame_count, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(seq)
+        .bind(i64::try_from(chunk.len()).unwrap_or(i64::MAX))
+        .bind(encode_feature_frames(chunk))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Loads every stored feature frame of a reference, in the order they were appended.
+///
+/// # Errors
+/// Any database error, or a chunk that does not decode.
+pub async fn load_features<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> sqlx::Result<Vec<FeatureFrame>> {
+    let rows = sqlx::query(
+        "SELECT data FROM reference_feature_chunks WHERE reference_id = $1 ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await?;
+    let mut frames = Vec::new();
+    for row in rows {
+        let data: Vec<u8> = row.try_get(0)?;
+        decode_feature_frames(&data, &mut frames).map_err(decode_err)?;
     }
     Ok(frames)
 }
