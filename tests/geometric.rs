@@ -1,0 +1,218 @@
+//! The geometric tier inside the service's recognition: a re-stream PDQ cannot see (shrunk,
+//! padded, tilted, with a box over a corner) is flagged only because local features verify,
+//! and the hard negative (the same room in another take) stays unflagged with both tiers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, RwLock};
+
+use common::{Db, TestEnv};
+
+use fingerprints::features::{FeatureConfig, LocalFeatures};
+use fingerprints::{CropVariant, DecodeLimits, decode_luma};
+use offside::eval::{self, Query, QueryKind};
+use offside::recognition::{
+    FeatureFrame, Library, RecognitionConfig, ReferenceHashOptions, Tiers, hash_reference_file,
+    reference_frames_of,
+};
+use offside::references::engine::to_frame_record;
+use offside::references::index::IndexSync;
+use offside::references::{Policy, ReferenceSource, ReferenceStatus};
+use offside::store::references::{self, FEATURE_FRAMES_PER_CHUNK, NewReference};
+use offside::store::{Store, new_id};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Keyframes every 2 s of `ref_earth.mp4` from 8 s on, as a phone filming a screen or a
+/// streamer's layout would show it: the picture shrunk to 90 % inside a grey surround,
+/// tilted by 2 degrees, with a solid box (a face-cam) over the lower right corner.
+fn camcorder_keyframes(dir: &Path) -> Vec<(i64, PathBuf)> {
+    let input = root().join("tests/fixtures/eval-mini/refs/ref_earth.mp4");
+    let filter = "fps=0.5,scale=iw*0.9:ih*0.9,pad=iw/0.9:ih/0.9:(ow-iw)/2:(oh-ih)/2:color=0x404040,\
+                  rotate=2*PI/180:fillcolor=0x404040,\
+                  drawbox=x=iw*0.64:y=ih*0.58:w=iw*0.34:h=ih*0.4:color=0xc08040:t=fill";
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-ss", "8", "-i"])
+        .arg(&input)
+        .args(["-vf", filter, "-frames:v", "8", "-q:v", "3"])
+        .arg(dir.join("%02d.jpg"))
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg failed");
+    (1..=8)
+        .map(|n| ((n - 1) * 2000, dir.join(format!("{n:02}.jpg"))))
+        .inspect(|(_, p)| assert!(p.exists(), "{} missing", p.display()))
+        .collect()
+}
+
+fn earth_library() -> Library {
+    let refs = vec![
+        root().join("tests/fixtures/eval-mini/refs/ref_earth.mp4"),
+        root().join("tests/fixtures/eval-mini/refs/ref_screencast.mp4"),
+    ];
+    eval::build_library(&refs, &ReferenceHashOptions::default(), 2, None, &|_, _| {}).unwrap().0
+}
+
+fn run(library: &Library, query: &Query, tiers: Tiers) -> eval::QueryOutcome {
+    let cfg = RecognitionConfig { tiers, ..RecognitionConfig::default() };
+    eval::run_query(library, &cfg, query).unwrap()
+}
+
+#[test]
+fn a_shrunk_tilted_overlaid_restream_is_flagged_only_thanks_to_the_geometric_tier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let query = Query {
+        name: "earth__camcorder_like".to_owned(),
+        kind: QueryKind::Positive,
+        transform: "camcorder_like".to_owned(),
+        reference: Some("ref_earth.mp4".to_owned()),
+        source_role: "reference".to_owned(),
+        keyframes: camcorder_keyframes(tmp.path()),
+    };
+    let library = earth_library();
+    assert!(library.stats().feature_frames >= 30, "{:?}", library.stats());
+
+    let pdq = run(&library, &query, Tiers::Pdq);
+    assert_eq!(pdq.flagged_as, None, "the PDQ tier alone flagged it: {pdq:?}");
+    let features = run(&library, &query, Tiers::Features);
+    assert!(features.detected(), "the geometric tier alone missed it: {features:?}");
+    let both = run(&library, &query, Tiers::Both);
+    assert!(both.detected(), "both tiers together missed it: {both:?}");
+    assert!(both.ttd_s.unwrap() <= 8.0, "detected only after {:?} s", both.ttd_s);
+    // The same lookups give the same per-tier answers in one run.
+    assert_eq!(both.by_tier["pdq"].flagged_as, None);
+    assert_eq!(both.by_tier["features"].flagged_as.as_deref(), Some("ref_earth.mp4"));
+}
+
+/// The first 30 s of `ref_webcam_take1` at one frame per second (the fixtures of the feature
+/// tests), indexed as the reference side would: PDQ frames with crops, and features.
+fn webcam_take1_library() -> Library {
+    let dir = root().join("fingerprints/tests/data/features");
+    let opts = ReferenceHashOptions::default();
+    let mut frames = Vec::new();
+    let mut features = Vec::new();
+    for t in 0..30i64 {
+        let bytes = std::fs::read(dir.join(format!("webcam_take1_{t:02}s.jpg"))).unwrap();
+        let limits = DecodeLimits { min_long_side: u32::MAX, ..DecodeLimits::default() };
+        let luma = decode_luma(&bytes, &limits).unwrap();
+        frames.extend(reference_frames_of(&luma, t * 1000, &opts.variants, opts.min_quality));
+        features.push(FeatureFrame {
+            ts_ms: t * 1000,
+            features: LocalFeatures::extract(&luma, &FeatureConfig::reference()),
+        });
+    }
+    assert!(frames.iter().any(|f| f.variant == CropVariant::Full));
+    let mut library = Library::new();
+    library.insert_reference("ref_webcam_take1.mp4", &frames, &features).unwrap();
+    library
+}
+
+#[test]
+fn the_same_room_in_another_take_is_never_flagged_with_both_tiers() {
+    let library = webcam_take1_library();
+    let dir = root().join("tests/fixtures/eval-mini");
+    let query = eval::load_queries(&dir)
+        .unwrap()
+        .into_iter()
+        .find(|q| q.is_hard_negative())
+        .expect("eval-mini has its hard negative");
+    let outcome = run(&library, &query, Tiers::Both);
+    for (tiers, o) in &outcome.by_tier {
+        assert_eq!(o.flagged_as, None, "{tiers} flagged the hard negative: {outcome:?}");
+    }
+}
+
+/// A reference's feature frames go through the database and come back identical (positions to
+/// a quarter pixel, which the encoding keeps exactly for these), across several chunks; the
+/// index sync loads them with the frames; clearing and deleting the reference removes them.
+async fn feature_frames_round_trip_through_the_database_into_the_index(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = Store::connect(&env.database_url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let id = new_id();
+    references::insert(
+        store.pool(),
+        &NewReference {
+            id: &id,
+            rights_holder_id: None,
+            title: "Earth",
+            source: ReferenceSource::Video,
+            status: ReferenceStatus::Ready,
+            policy: &Policy::default(),
+            upload_path: None,
+        },
+    )
+    .await
+    .expect("insert reference");
+    let input = root().join("tests/fixtures/eval-mini/refs/ref_earth.mp4");
+    let hashes = hash_reference_file(&input, &ReferenceHashOptions::default(), |_| {}).unwrap();
+    assert!(hashes.features.len() >= 30, "{} feature frames", hashes.features.len());
+    // Repeat the frames past one chunk so chunk order matters.
+    let many: Vec<FeatureFrame> = (0..FEATURE_FRAMES_PER_CHUNK / hashes.features.len() + 2)
+        .flat_map(|round| {
+            hashes.features.iter().map(move |f| FeatureFrame {
+                ts_ms: f.ts_ms + round as i64 * 60_000,
+                features: f.features.clone(),
+            })
+        })
+        .collect();
+    assert!(many.len() > FEATURE_FRAMES_PER_CHUNK);
+    let quantised: Vec<FeatureFrame> = many
+        .iter()
+        .map(|f| {
+            let k = f
+                .features
+                .keypoints()
+                .iter()
+                .map(|k| fingerprints::features::Keypoint {
+                    x: (k.x * 4.0).round() / 4.0,
+                    y: (k.y * 4.0).round() / 4.0,
+                    ..*k
+                })
+                .collect();
+            FeatureFrame {
+                ts_ms: f.ts_ms,
+                features: LocalFeatures::from_parts(
+                    f.features.width(),
+                    f.features.height(),
+                    k,
+                    f.features.descriptors().to_vec(),
+                ),
+            }
+        })
+        .collect();
+    let records: Vec<_> = hashes.frames.iter().map(to_frame_record).collect();
+    let mut tx = store.pool().begin().await.expect("begin");
+    references::append_features(&mut tx, &id, &many).await.expect("append features");
+    references::append_frames(&mut tx, &id, &records).await.expect("append frames");
+    tx.commit().await.expect("commit");
+    assert_eq!(references::load_features(store.pool(), &id).await.expect("load"), quantised);
+
+    let library = Arc::new(RwLock::new(Library::new()));
+    let sync = IndexSync::new(library.clone());
+    sync.reconcile(&store).await.expect("reconcile");
+    let stats = library.read().unwrap().stats();
+    assert_eq!((stats.references, stats.feature_frames), (1, many.len()));
+
+    let mut conn = store.pool().acquire().await.expect("conn");
+    references::clear_frames(&mut conn, &id).await.expect("clear");
+    assert!(references::load_features(store.pool(), &id).await.expect("load").is_empty());
+    references::append_features(&mut conn, &id, &many[..3]).await.expect("append");
+    drop(conn);
+    assert!(references::delete(store.pool(), &id).await.expect("delete"));
+    assert!(references::load_features(store.pool(), &id).await.expect("load").is_empty());
+}
+
+#[tokio::test]
+async fn feature_frames_round_trip_through_sqlite_into_the_index() {
+    feature_frames_round_trip_through_the_database_into_the_index(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn feature_frames_round_trip_through_postgres_into_the_index() {
+    feature_frames_round_trip_through_the_database_into_the_index(Db::Postgres).await;
+}
