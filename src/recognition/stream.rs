@@ -45,27 +45,15 @@ pub struct RecognitionConfig {
 }
 
 impl Default for RecognitionConfig {
-    /// Radius 31 (PDQ's customary match radius) and the matcher's defaults, except two values
-    /// measured on the development set (docs/EVALUATION.md):
-    /// - `share_temperature` 1.5 bits instead of 3: in static shots (a presenter, a pianist,
-    ///   a terminal) one keyframe matches many reference times about equally well; a sharper
-    ///   split hands most of each vote to the closest one, and the true offset gets there
-    ///   keyframe after keyframe while wrong ones scatter. p90 time-to-detect fell from 14-20 s
-    ///   to 10-14 s, and recall rose by four queries.
-    /// - `min_score` 1.5 instead of 2.0: short static queries (5 keyframes) stalled at 1.8.
-    ///   Offset agreement over three distinct reference times stays the guard: with the radius
-    ///   raised to 56 bits, where 8 % of negative keyframes hit something, no negative and no
-    ///   wrong reference was flagged.
+    /// Radius 31 (PDQ's customary match radius), quality 50 (PDQ's own floor for a usable
+    /// hash) and the matcher's defaults, which were measured on the development set
+    /// (docs/EVALUATION.md).
     fn default() -> Self {
         Self {
             radius: 31,
             min_quality: 50,
             max_hits_per_keyframe: 256,
-            matcher: MatcherConfig {
-                share_temperature: 1.5,
-                min_score: 1.5,
-                ..MatcherConfig::default()
-            },
+            matcher: MatcherConfig::default(),
             tiers: Tiers::Both,
         }
     }

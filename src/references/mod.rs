@@ -126,7 +126,7 @@ fn default_min_match_seconds() -> f64 {
 }
 
 impl Default for Policy {
-    /// Flag for review after eight seconds of consistent evidence: acting needs a human until a
+    /// Flag for review once the default evidence is in: acting needs a human until a
     /// rights holder opts into `kill`.
     fn default() -> Self {
         Self {
@@ -154,8 +154,9 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// The evidence required by default, in seconds.
-    pub const DEFAULT_MIN_MATCH_SECONDS: f64 = 8.0;
+    /// The default `min_match_seconds`: the recognition core's measured decision rule, so a
+    /// reference uploaded without one is decided exactly as `offside eval` decides.
+    pub const DEFAULT_MIN_MATCH_SECONDS: f64 = 2.0;
 
     /// Checks the invariants a stored policy holds.
     ///
@@ -202,7 +203,12 @@ mod tests {
     fn policy_with_only_an_action_gets_the_default_evidence_time() {
         let policy: Policy = serde_json::from_str(r#"{"action":"kill"}"#).unwrap();
         assert_eq!(policy.action, PolicyAction::Kill);
-        assert_eq!(policy.min_match_seconds, 8.0);
+        assert_eq!(policy.min_match_seconds, Policy::DEFAULT_MIN_MATCH_SECONDS);
+        // One decision rule: a default policy asks exactly what the matcher's measured rule asks.
+        assert_eq!(
+            Policy::DEFAULT_MIN_MATCH_SECONDS,
+            fingerprints::MatcherConfig::default().min_matched_seconds
+        );
         assert!(policy.validate().is_ok());
     }
 
