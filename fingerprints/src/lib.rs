@@ -40,11 +40,11 @@ mod temporal;
 
 pub use border::{Rect, content_rect};
 pub use crops::{CropVariant, centre_crop};
+pub use decode::{DecodeLimits, decode_luma};
 pub use error::{Error, ErrorKind};
 pub use hash::Hash256;
 pub use index::{HammingIndex, IndexMatch};
 pub use live::{LiveIndex, LiveMatch};
 pub use luma::Luma;
-pub use decode::{DecodeLimits, decode_luma};
 pub use pdq::{Dihedral, PdqHash, pdq, pdq_dihedral, pdq_dihedral_rgb, pdq_rgb};
 pub use temporal::{Evidence, EvidenceHit, Hit, MatcherConfig, StreamMatcher, broadness_weight};

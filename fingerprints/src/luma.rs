@@ -25,7 +25,13 @@ impl Luma {
         if pixels.len() as u64 != u64::from(width) * u64::from(height) {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
-                format!("{}x{} luma needs {} bytes, got {}", width, height, u64::from(width) * u64::from(height), pixels.len()),
+                format!(
+                    "{}x{} luma needs {} bytes, got {}",
+                    width,
+                    height,
+                    u64::from(width) * u64::from(height),
+                    pixels.len()
+                ),
             ));
         }
         Ok(Self { width, height, pixels })
@@ -37,7 +43,10 @@ impl Luma {
     /// As [`Luma::new`], with `rgb.len()` checked against `3 * width * height`.
     pub fn from_rgb(width: u32, height: u32, rgb: &[u8]) -> Result<Self, Error> {
         if rgb.len() as u64 != 3 * u64::from(width) * u64::from(height) {
-            return Err(Error::new(ErrorKind::InvalidInput, "RGB buffer length is not 3 * width * height"));
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "RGB buffer length is not 3 * width * height",
+            ));
         }
         let pixels = rgb
             .chunks_exact(3)
@@ -75,7 +84,11 @@ impl Luma {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] if the rectangle is empty or leaves the image.
     pub fn crop(&self, x: u32, y: u32, w: u32, h: u32) -> Result<Luma, Error> {
-        if w == 0 || h == 0 || x.checked_add(w).is_none_or(|r| r > self.width) || y.checked_add(h).is_none_or(|b| b > self.height) {
+        if w == 0
+            || h == 0
+            || x.checked_add(w).is_none_or(|r| r > self.width)
+            || y.checked_add(h).is_none_or(|b| b > self.height)
+        {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!("crop {w}x{h}+{x}+{y} leaves the {}x{} image", self.width, self.height),
