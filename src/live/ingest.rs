@@ -241,6 +241,7 @@ impl LiveService {
             first_attempt = false;
             let (tx, mut rx) = mpsc::channel::<Vec<LiveFrame>>(256);
             let halt = Arc::new(AtomicBool::new(false));
+            let _halt_on_drop = HaltOnDrop(Arc::clone(&halt));
             let decoder = {
                 let input = input.clone();
                 let options = self.options.clone();
@@ -385,6 +386,28 @@ impl LiveService {
     }
 }
 
+/// Stops the decoder thread when the ingest future goes away, however it goes (a runtime
+/// shutting down drops futures without running them to the end).
+struct HaltOnDrop(Arc<AtomicBool>);
+
+impl Drop for HaltOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The FFmpeg input for `input`. FFmpeg's UDP reader ignores `rw_timeout` (its receive thread
+/// waits forever), so a dropped UDP feed is only noticed with the protocol's own `timeout`.
+fn ffmpeg_input(input: &LiveInput, read_timeout: Duration) -> String {
+    let raw = input.as_str();
+    if raw.starts_with("udp://") && !raw.contains("timeout=") {
+        let separator = if raw.contains('?') { '&' } else { '?' };
+        format!("{raw}{separator}timeout={}", read_timeout.as_micros())
+    } else {
+        raw.to_owned()
+    }
+}
+
 /// The counters and archive of one running ingest.
 struct IngestState {
     beat: Heartbeat,
@@ -492,7 +515,7 @@ fn decode_feed(
     let started = Instant::now();
     let mut first_ts: Option<i64> = None;
     let mut pruner = Pruner::default();
-    decode_luma_frames(input.as_str(), &luma_options, |frame| {
+    decode_luma_frames(&ffmpeg_input(input, options.read_timeout), &luma_options, |frame| {
         if halt.load(Ordering::Relaxed) {
             return ControlFlow::Break(());
         }
@@ -532,4 +555,36 @@ fn decode_feed(
         ControlFlow::Continue(())
     })
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_feeds_get_a_read_timeout_that_ffmpeg_honours() {
+        let t = Duration::from_secs(5);
+        let udp = LiveInput::Url("udp://127.0.0.1:5000".to_owned());
+        assert_eq!(ffmpeg_input(&udp, t), "udp://127.0.0.1:5000?timeout=5000000");
+        let tuned = LiveInput::Url("udp://127.0.0.1:5000?fifo_size=100000".to_owned());
+        assert_eq!(
+            ffmpeg_input(&tuned, t),
+            "udp://127.0.0.1:5000?fifo_size=100000&timeout=5000000"
+        );
+        let rtmp = LiveInput::Url("rtmp://example.com/live/x".to_owned());
+        assert_eq!(ffmpeg_input(&rtmp, t), "rtmp://example.com/live/x");
+    }
+
+    #[test]
+    fn repeated_frames_are_pruned_until_half_a_second_has_passed() {
+        let options = IngestOptions::default();
+        let mut pruner = Pruner::default();
+        let h = Hash256([1, 2, 3, 4]);
+        let slot = (0, 0);
+        assert!(pruner.keep(slot, h, 0, &options));
+        assert!(!pruner.keep(slot, h, 100, &options));
+        assert!(pruner.keep((1, 0), h, 100, &options), "another variant has its own slot");
+        assert!(pruner.keep(slot, h, 500, &options));
+        assert!(pruner.keep(slot, Hash256([!1, !2, !3, !4]), 600, &options));
+    }
 }
