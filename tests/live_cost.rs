@@ -153,6 +153,7 @@ async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
                 .iter()
                 .any(|(_, h)| (-500..=5_000).contains(&(h.reference_ts_ms + origin - aired)))
             {
+                eprintln!("position {position} ms matchable {} ms after it aired", now - aired);
                 latencies.push(now - aired);
                 break;
             }

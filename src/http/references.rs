@@ -210,12 +210,12 @@ async fn create_live(
     let now = crate::store::now_ms();
     let starts_at = request.starts_at.map(unix_ms);
     let ends_at = request.ends_at.map(unix_ms);
-    if let Some(end) = ends_at {
-        if end <= starts_at.unwrap_or(now) {
-            return Err(ApiError::Unprocessable(
-                "ends_at must be in the future and after starts_at".to_owned(),
-            ));
-        }
+    if let Some(end) = ends_at
+        && end <= starts_at.unwrap_or(now)
+    {
+        return Err(ApiError::Unprocessable(
+            "ends_at must be in the future and after starts_at".to_owned(),
+        ));
     }
     let id = new_id();
     let mut tx = state.store.pool().begin().await?;
