@@ -208,10 +208,11 @@ async fn a_worker_killed_mid_stream_loses_no_keyframe_and_the_stream_gets_exactl
     app.stop().await;
     let store = Store::connect(&database_url).await.expect("database");
 
-    // Exactly the keyframes the rule needs: if the killed worker's unacked ones were lost,
-    // the stream could not be flagged.
+    // Exactly the keyframes the policy needs (three, for 4 s of matching): the first worker
+    // gets two of them, too few to decide, and is killed mid-stream; if any keyframe it held
+    // unacked were lost, the second worker could not flag the stream with the third.
     let frames: Vec<_> = query_keyframes("earth__color__1").into_iter().take(3).collect();
-    platform.publish_keyframes("victim", &frames).await;
+    platform.publish_keyframes("victim", &frames[..2]).await;
     let mut first = worker_process(&app);
     eventually(Duration::from_secs(30), "the first worker taking the stream", || async {
         streams::get(store.pool(), "victim").await.ok().flatten().map(|_| ())
@@ -219,8 +220,9 @@ async fn a_worker_killed_mid_stream_loses_no_keyframe_and_the_stream_gets_exactl
     .await;
     first.kill().await.expect("SIGKILL");
     let at_kill = streams::get(store.pool(), "victim").await.unwrap().unwrap();
-    assert_eq!(at_kill.status, streams::StreamStatus::Live, "killed before it could decide");
+    assert_eq!(at_kill.status, streams::StreamStatus::Live, "two keyframes cannot decide");
 
+    platform.publish_keyframes("victim", &frames[2..]).await;
     let _second = worker_process(&app);
     let flagged = eventually(Duration::from_secs(30), "the second worker flagging", || async {
         streams::get(store.pool(), "victim")
