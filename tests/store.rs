@@ -20,7 +20,7 @@ async fn fresh(db: Db) -> (TestEnv, Store) {
 fn frame(i: u32) -> FrameRecord {
     let mut hash = Hash256::default();
     for bit in 0..256 {
-        if (bit * 7 + i as usize) % 3 == 0 {
+        if (bit * 7 + i as usize).is_multiple_of(3) {
             hash.set_bit(bit);
         }
     }
