@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use fingerprints::{CropVariant, Hash256, Hit, LiveIndex, broadness_weight};
 
 use crate::recognition::KeyframeHashes;
+use crate::recognition::weights::{AMBIGUITY_BITS, count_u32, detail_weight};
 
 /// One hashed frame of a live feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,18 +187,6 @@ impl LiveLibrary {
         hits.truncate(max_hits);
         hits
     }
-}
-
-/// Hits within this many bits of a keyframe's closest hit count as equally plausible.
-const AMBIGUITY_BITS: u32 = 4;
-
-fn count_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// 0.5 at PDQ quality 50 rising linearly to 1.0 at 70 and above (as for reference frames).
-fn detail_weight(quality: u8) -> f32 {
-    (0.5 + (f32::from(quality) - 50.0) / 40.0).clamp(0.5, 1.0)
 }
 
 #[cfg(test)]

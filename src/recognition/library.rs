@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
 use fingerprints::{CropVariant, HammingIndex, Hit, broadness_weight};
 
+use super::weights::{AMBIGUITY_BITS, count_u32, detail_weight};
 use super::{FeatureFrame, KeyframeHashes, ReferenceFrame, Tiers};
 
 /// What the index id of a frame stands for.
@@ -338,18 +339,6 @@ fn next_id<T>(free: &mut Vec<u32>, slots: &mut Vec<Option<T>>) -> anyhow::Result
         .map_err(|_| anyhow::anyhow!("the library is full (2^32 frames)"))?;
     slots.push(None);
     Ok(id)
-}
-
-/// Hits within this many bits of a keyframe's closest hit count as equally plausible.
-const AMBIGUITY_BITS: u32 = 4;
-
-fn count_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// 0.5 at PDQ quality 50 rising linearly to 1.0 at 70 and above.
-fn detail_weight(quality: u8) -> f32 {
-    (0.5 + (f32::from(quality) - 50.0) / 40.0).clamp(0.5, 1.0)
 }
 
 #[cfg(test)]

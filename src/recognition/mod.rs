@@ -16,6 +16,7 @@ mod keyframe;
 mod library;
 mod reference;
 mod stream;
+pub(crate) mod weights;
 
 pub use keyframe::{KeyframeHashes, QueryHash, QueryView, hash_keyframe, hash_luma, hash_luma_pdq};
 pub use library::{FEATURE_HITS_PER_REFERENCE, Library, LibraryStats, TierHits};
