@@ -321,26 +321,40 @@ async fn write_chunks(
     id: &str,
     frames: &[FrameRecord],
 ) -> sqlx::Result<()> {
-    let next_seq: i64 = sqlx::query(
-        "SELECT COALESCE(MAX(seq) + 1, 0) FROM reference_frame_chunks WHERE reference_id = $1",
-    )
+    let chunks = frames.chunks(FRAMES_PER_CHUNK).map(|c| (c.len(), encode_frames(c)));
+    append_chunks(conn, "reference_frame_chunks", id, chunks).await
+}
+
+/// Appends encoded chunks `(frame count, bytes)` to one of the chunk tables (which share one
+/// layout), numbered after the reference's last stored chunk. `table` is always one of this
+/// module's constant names, never input, so the formatted SQL is safe.
+async fn append_chunks(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    id: &str,
+    chunks: impl Iterator<Item = (usize, Vec<u8>)>,
+) -> sqlx::Result<()> {
+    let next_seq: i64 = sqlx::query(AssertSqlSafe(format!(
+        "SELECT COALESCE(MAX(seq) + 1, 0) FROM {table} WHERE reference_id = $1"
+    )))
     .bind(id)
     .fetch_one(&mut *conn)
     .await?
     .try_get(0)?;
     let now = now_ms();
-    for (seq, chunk) in (next_seq..).zip(frames.chunks(FRAMES_PER_CHUNK)) {
-        sqlx::query(
-            "INSERT INTO reference_frame_chunks (reference_id, seq, frame_count, data, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(seq)
-        .bind(i64::try_from(chunk.len()).unwrap_or(i64::MAX))
-        .bind(encode_frames(chunk))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    let insert = format!(
+        "INSERT INTO {table} (reference_id, seq, frame_count, data, created_at) \
+         VALUES ($1, $2, $3, $4, $5)"
+    );
+    for (seq, (count, data)) in (next_seq..).zip(chunks) {
+        sqlx::query(AssertSqlSafe(insert.clone()))
+            .bind(id)
+            .bind(seq)
+            .bind(i64::try_from(count).unwrap_or(i64::MAX))
+            .bind(data)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -439,28 +453,9 @@ pub async fn append_features(
     id: &str,
     frames: &[FeatureFrame],
 ) -> sqlx::Result<()> {
-    let next_seq: i64 = sqlx::query(
-        "SELECT COALESCE(MAX(seq) + 1, 0) FROM reference_feature_chunks WHERE reference_id = $1",
-    )
-    .bind(id)
-    .fetch_one(&mut *conn)
-    .await?
-    .try_get(0)?;
-    let now = now_ms();
-    for (seq, chunk) in (next_seq..).zip(frames.chunks(FEATURE_FRAMES_PER_CHUNK)) {
-        sqlx::query(
-            "INSERT INTO reference_feature_chunks (reference_id, seq, frame_count, data, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(seq)
-        .bind(i64::try_from(chunk.len()).unwrap_or(i64::MAX))
-        .bind(encode_feature_frames(chunk))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+    let chunks =
+        frames.chunks(FEATURE_FRAMES_PER_CHUNK).map(|c| (c.len(), encode_feature_frames(c)));
+    append_chunks(conn, "reference_feature_chunks", id, chunks).await
 }
 
 /// Loads every stored feature frame of a reference, in the order they were appended.
