@@ -133,7 +133,7 @@ async fn json_of(response: reqwest::Response) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restream_trailing_a_live_feed_by_ten_seconds_is_flagged_with_the_delay_as_offset() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
     let feed_ts = prepare_feed(dir.path());
     let pirate = prepare_pirate();
@@ -239,11 +239,14 @@ async fn a_restream_trailing_a_live_feed_by_ten_seconds_is_flagged_with_the_dela
     assert!(live["frames"].as_i64().unwrap() > 100, "{reference:#}");
     assert!(live["last_frame_at"].as_i64().unwrap() > aired_at, "{reference:#}");
     assert!(live["ingested_by"].is_string(), "{reference:#}");
+    // Shut down as `offside serve` does on SIGTERM: the ingest halts its decoder and gives the
+    // lease up. A decoder left blocked on a network read would hang here.
+    tokio::time::timeout(Duration::from_secs(20), app.stop()).await.expect("the app stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_feed_with_archive_becomes_an_ordinary_ready_reference_when_it_ends() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("short.mp4");
     ffmpeg(&[
@@ -294,6 +297,7 @@ async fn a_file_feed_with_archive_becomes_an_ordinary_ready_reference_when_it_en
     let frames = app.library.read().unwrap().frames_of(&id);
     assert!(frames.len() > 20, "archived frames indexed: {}", frames.len());
     assert!(frames.iter().all(|(ts, _)| (0..10_000).contains(ts)), "event times: {frames:?}");
+    tokio::time::timeout(Duration::from_secs(20), app.stop()).await.expect("the app stops");
 }
 
 #[tokio::test]
