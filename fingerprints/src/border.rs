@@ -137,6 +137,105 @@ pub fn content_rect(img: &Luma) -> Option<Rect> {
     })
 }
 
+/// A pixel brighter than this grey level is lit: the black of padding, of space or of a night
+/// sky sits below it after compression, any visible detail above.
+const DARK_LEVEL: u8 = 40;
+/// A row or column belongs to the picture when at least this fraction of its pixels are lit
+/// (so a few compression specks in the black do not stop the trim).
+const LIT_FRACTION: f32 = 0.01;
+/// The trimmed box must keep at least this fraction of the frame on both axes: a small bright
+/// thing in the dark (a logo, a caption) is not a picture.
+const TRIM_MIN_KEEP: f32 = 0.2;
+/// ... and remove at least this fraction of the frame on some side, or it is the frame.
+const TRIM_MIN_CUT: f32 = 0.03;
+
+/// The bounding box of everything lit in a frame: the picture with its dark margins trimmed.
+///
+/// [`content_rect`] needs a visible bar edge, and a picture whose own margins are black (a
+/// planet in space, a night scene, a stage in the dark) shows none once it is shrunk into black
+/// bars. Trimming the dark margins works on both sides instead: padding with black and scaling
+/// do not move the box relative to the picture, so the trimmed box of a letterboxed copy is
+/// the trimmed box of the original, scaled. Callers hash it on the reference and the query
+/// side alike.
+///
+/// Returns `None` when nothing dark is trimmed (under 3 % of the frame on every side), when
+/// the box keeps under 20 % of the frame on either axis, when the frame is all dark, and for
+/// images under 48 pixels on a side.
+///
+/// ```
+/// use fingerprints::{Luma, Rect, dark_trim};
+///
+/// // A bright disc on black, padded with more black: the box is the disc's.
+/// let mut px = vec![0u8; 640 * 360];
+/// for y in 0..360i32 {
+///     for x in 0..640i32 {
+///         let (dx, dy) = (x - 320, y - 180);
+///         if dx * dx + dy * dy <= 100 * 100 {
+///             px[(y * 640 + x) as usize] = 200;
+///         }
+///     }
+/// }
+/// let img = Luma::new(640, 360, px).unwrap();
+/// assert_eq!(dark_trim(&img), Some(Rect { x: 220, y: 80, width: 201, height: 201 }));
+/// ```
+pub fn dark_trim(img: &Luma) -> Option<Rect> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w < MIN_SIDE || h < MIN_SIDE {
+        return None;
+    }
+    let mut lit_in_row = vec![0_u32; h];
+    let mut lit_in_col = vec![0_u32; w];
+    for (y, lit) in lit_in_row.iter_mut().enumerate() {
+        for (x, &p) in img.row(y as u32).iter().enumerate() {
+            if p > DARK_LEVEL {
+                *lit += 1;
+                lit_in_col[x] += 1;
+            }
+        }
+    }
+    let needed = |n: usize| ((n as f32 * LIT_FRACTION).ceil() as u32).max(2);
+    let span = |counts: &[u32], need: u32| {
+        let first = counts.iter().position(|&c| c >= need)?;
+        let last = counts.iter().rposition(|&c| c >= need)?;
+        Some((first, last + 1))
+    };
+    let (top, bottom) = span(&lit_in_row, needed(w))?;
+    let (left, right) = span(&lit_in_col, needed(h))?;
+    let (width, height) = (right - left, bottom - top);
+    let keeps = |kept: usize, n: usize| kept as f32 >= TRIM_MIN_KEEP * n as f32;
+    if !keeps(width, w) || !keeps(height, h) {
+        return None;
+    }
+    let cut = |c: usize, n: usize| c as f32 >= TRIM_MIN_CUT * n as f32;
+    if !(cut(top, h) || cut(h - bottom, h) || cut(left, w) || cut(w - right, w)) {
+        return None;
+    }
+    Some(Rect { x: left as u32, y: top as u32, width: width as u32, height: height as u32 })
+}
+
+/// The pictures inside a frame worth hashing on their own: the picture inside bars
+/// ([`content_rect`]) and the box of everything lit ([`dark_trim`]), the second left out when
+/// it is the first give or take 1 % of the frame on every edge. Empty for a frame that is all
+/// picture. The reference and the query side both hash these, so whichever of them a pirate's
+/// padding leaves intact lines the two up.
+pub fn inner_pictures(img: &Luma) -> Vec<Rect> {
+    let mut out: Vec<Rect> = content_rect(img).into_iter().collect();
+    if let Some(trim) = dark_trim(img) {
+        let (w, h) = (img.width() as i64, img.height() as i64);
+        let near = |a: &Rect| {
+            let close = |p: u32, q: u32, n: i64| (i64::from(p) - i64::from(q)).abs() * 100 <= n;
+            close(a.x, trim.x, w)
+                && close(a.y, trim.y, h)
+                && close(a.x + a.width, trim.x + trim.width, w)
+                && close(a.y + a.height, trim.y + trim.height, h)
+        };
+        if !out.iter().any(near) {
+            out.push(trim);
+        }
+    }
+    out
+}
+
 /// An image read as `n` lines of `m` pixels each: rows restricted to a span of columns, or
 /// columns restricted to a span of rows. Nothing is copied up front; a column is gathered when
 /// it is looked at.
@@ -456,5 +555,62 @@ mod tests {
     fn tiny_images_give_none() {
         let img = pad(&texture(20, 10, 4), 30, 30, 5, 10, 0);
         assert_eq!(content_rect(&img), None);
+    }
+
+    #[test]
+    fn dark_trim_of_a_letterboxed_copy_is_the_scaled_trim_of_the_original() {
+        // A bright textured disc on black (a planet in space), and the same frame shrunk to
+        // 80 % and padded back with black: the boxes correspond.
+        let disc = |w: u32, h: u32, r: f32| {
+            let px = (0..h)
+                .flat_map(|y| (0..w).map(move |x| (x, y)))
+                .map(|(x, y)| {
+                    let (dx, dy) = (x as f32 - w as f32 / 2.0, y as f32 - h as f32 / 2.0);
+                    if dx * dx + dy * dy <= r * r { 60 + ((x * 7 + y * 13) % 120) as u8 } else { 3 }
+                })
+                .collect();
+            Luma::new(w, h, px).unwrap()
+        };
+        let original = dark_trim(&disc(640, 360, 120.0)).unwrap();
+        let padded = pad(&disc(512, 288, 96.0), 640, 360, 64, 36, 0);
+        let copy = dark_trim(&padded).unwrap();
+        assert!(
+            (original.width as f32 * 0.8 - copy.width as f32).abs() <= 2.0,
+            "{original:?} {copy:?}"
+        );
+        assert!(
+            (original.height as f32 * 0.8 - copy.height as f32).abs() <= 2.0,
+            "{original:?} {copy:?}"
+        );
+        assert!((copy.x as i32 + copy.width as i32 / 2 - 320).abs() <= 2, "{copy:?}");
+        // content_rect sees no bar edge here: the margins are as dark as the bars.
+        assert_eq!(content_rect(&padded), None);
+    }
+
+    #[test]
+    fn dark_trim_leaves_bright_frames_small_specks_and_black_frames_alone() {
+        assert_eq!(dark_trim(&texture(640, 360, 5)), None);
+        assert_eq!(dark_trim(&Luma::new(640, 360, vec![8; 640 * 360]).unwrap()), None);
+        // A small logo on black keeps under a fifth of the frame.
+        let logo = pad(&texture(100, 50, 6), 640, 360, 270, 155, 0);
+        assert_eq!(dark_trim(&logo), None);
+        // A few bright specks in the margin do not stop the trim.
+        let mut specked = pad(&texture(400, 240, 8), 640, 360, 120, 60, 0);
+        let mut px = specked.pixels().to_vec();
+        px[5 * 640 + 7] = 255;
+        px[300 * 640 + 600] = 255;
+        specked = Luma::new(640, 360, px).unwrap();
+        assert_eq!(dark_trim(&specked), Some(Rect { x: 120, y: 60, width: 400, height: 240 }));
+    }
+
+    #[test]
+    fn inner_pictures_give_bars_and_trim_once_each() {
+        // Black bars around a bright picture: both methods find the same box, listed once.
+        let boxed = pad(&texture(512, 288, 1), 640, 360, 64, 36, 0);
+        assert_eq!(inner_pictures(&boxed), vec![Rect { x: 64, y: 36, width: 512, height: 288 }]);
+        // Grey bars: only the bars are seen (grey is lit).
+        let grey = pad(&texture(360, 202, 2), 360, 640, 0, 219, 90);
+        assert_eq!(inner_pictures(&grey).len(), 1);
+        assert!(inner_pictures(&texture(640, 360, 3)).is_empty());
     }
 }

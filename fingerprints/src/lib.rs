@@ -10,7 +10,9 @@
 //! - [`pdq`], [`pdq_dihedral`], [`pdq_rgb`]: Meta's PDQ hash with quality and the eight
 //!   dihedral variants from one DCT, bit-compatible with the reference implementation.
 //! - [`content_rect`], [`Rect`]: letterbox and pillarbox detection (plain or blurred-fill bars),
-//!   so the picture inside a padded frame can be hashed on its own.
+//!   so the picture inside a padded frame can be hashed on its own; [`dark_trim`], the box of
+//!   everything lit, for pictures whose own margins are as black as the bars; [`inner_pictures`],
+//!   both, as the reference and the query side hash them.
 //! - [`centre_crop`], [`CropVariant`]: centred 9:16, 1:1 and 4:3 crops of reference frames, so
 //!   portrait and 4:3 re-streams of a landscape broadcast match.
 //! - [`StreamMatcher`]: per-stream temporal evidence, votes of keyframe [`Hit`]s for a
@@ -38,7 +40,7 @@ mod luma;
 mod pdq;
 mod temporal;
 
-pub use border::{Rect, content_rect};
+pub use border::{Rect, content_rect, dark_trim, inner_pictures};
 pub use crops::{CropVariant, centre_crop};
 pub use decode::{DecodeLimits, decode_luma};
 pub use error::{Error, ErrorKind};

@@ -1,7 +1,7 @@
 //! Query side: the hashes of one keyframe.
 
 use fingerprints::features::{FeatureConfig, LocalFeatures};
-use fingerprints::{DecodeLimits, Hash256, Luma, content_rect, decode_luma, pdq_dihedral};
+use fingerprints::{DecodeLimits, Hash256, Luma, decode_luma, inner_pictures, pdq_dihedral};
 
 /// Which view of the keyframe a query hash was computed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -10,9 +10,10 @@ pub enum QueryView {
     Full,
     /// The whole frame mirrored left to right (pirates flip pictures to dodge matching).
     FullMirror,
-    /// The picture inside letterbox/pillarbox bars (black or blurred fill).
+    /// A picture inside the frame: inside letterbox/pillarbox bars (black or blurred fill), or
+    /// with its dark margins trimmed ([`fingerprints::inner_pictures`]).
     Content,
-    /// The content rectangle, mirrored.
+    /// That picture, mirrored.
     ContentMirror,
 }
 
@@ -42,12 +43,9 @@ pub struct QueryHash {
 pub struct KeyframeHashes {
     /// PDQ quality of the whole frame (0-100); below 50 the frame carries no evidence.
     pub quality: u8,
-    /// The hashes: full frame and mirror always, content rectangle and its mirror when bars
-    /// were found.
+    /// The hashes: full frame and mirror always, each inner picture and its mirror when the
+    /// frame has bars or dark margins.
     pub hashes: Vec<QueryHash>,
-    /// The content rectangle `(x, y, width, height)` in the decoded picture, when bars were
-    /// found.
-    pub content: Option<(u32, u32, u32, u32)>,
     /// Local features of the whole frame ([`FeatureConfig::query`]) for the geometric tier;
     /// `None` for a keyframe known only by its hash. The mirrored query is derived from them
     /// at lookup time.
@@ -58,12 +56,7 @@ impl KeyframeHashes {
     /// A keyframe known only by its hash (the `application/vnd.offside.pdq` message form):
     /// no mirror, no content rectangle.
     pub fn from_hash(hash: Hash256, quality: u8) -> Self {
-        Self {
-            quality,
-            hashes: vec![QueryHash { hash, view: QueryView::Full }],
-            content: None,
-            features: None,
-        }
+        Self { quality, hashes: vec![QueryHash { hash, view: QueryView::Full }], features: None }
     }
 
     /// The full-frame hash.
@@ -82,8 +75,8 @@ pub fn hash_keyframe(bytes: &[u8]) -> Result<KeyframeHashes, fingerprints::Error
     Ok(hash_luma(&luma))
 }
 
-/// Hashes a decoded keyframe: the whole frame and its mirror (one DCT gives both), when
-/// [`content_rect`] finds bars, the picture inside them and its mirror, and the frame's local
+/// Hashes a decoded keyframe: the whole frame and its mirror (one DCT gives both), each of
+/// [`inner_pictures`] (inside bars, dark margins trimmed) and its mirror, and the frame's local
 /// features.
 pub fn hash_luma(luma: &Luma) -> KeyframeHashes {
     let mut hashes = hash_luma_pdq(luma);
@@ -100,14 +93,10 @@ pub fn hash_luma_pdq(luma: &Luma) -> KeyframeHashes {
         QueryHash { hash: full.original, view: QueryView::Full },
         QueryHash { hash: full.mirror(), view: QueryView::FullMirror },
     ];
-    let mut content = None;
-    if let Some(rect) = content_rect(luma)
-        && let Some(inner) = rect.crop(luma)
-    {
+    for inner in inner_pictures(luma).iter().filter_map(|rect| rect.crop(luma)) {
         let (d, _) = pdq_dihedral(&inner);
         hashes.push(QueryHash { hash: d.original, view: QueryView::Content });
         hashes.push(QueryHash { hash: d.mirror(), view: QueryView::ContentMirror });
-        content = Some((rect.x, rect.y, rect.width, rect.height));
     }
-    KeyframeHashes { quality, hashes, content, features: None }
+    KeyframeHashes { quality, hashes, features: None }
 }

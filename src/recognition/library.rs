@@ -363,7 +363,6 @@ mod tests {
         KeyframeHashes {
             quality: 100,
             hashes: vec![QueryHash { hash, view: QueryView::Full }],
-            content: None,
             features: None,
         }
     }

@@ -6,14 +6,14 @@ use std::path::Path;
 use anyhow::Context as _;
 use fingerprints::features::{Descriptor, FeatureConfig, Keypoint, LocalFeatures};
 use fingerprints::{
-    CropVariant, DecodeLimits, Hash256, Luma, centre_crop, content_rect, decode_luma, pdq,
+    CropVariant, DecodeLimits, Hash256, Luma, centre_crop, decode_luma, inner_pictures, pdq,
 };
 
 use crate::media::{LumaOptions, decode_luma_frames, probe};
 
 /// Version of what [`hash_reference_file`] computes; bumped whenever the same file and options
 /// would give different frames, so stored or cached reference hashes can be recognised as stale.
-pub const REFERENCE_HASHING_VERSION: u32 = 4;
+pub const REFERENCE_HASHING_VERSION: u32 = 5;
 
 /// One indexed reference frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,8 +122,9 @@ pub fn reference_frames_of(
     slotted_frames(luma, ts_ms, variants, min_quality).into_iter().map(|(_, f)| f).collect()
 }
 
-/// Pruning slot of the content-rectangle hash (the crop variants use their codes 0-3).
-const CONTENT_SLOT: usize = 4;
+/// Pruning slot of the first inner-picture hash, the next one after it (the crop variants use
+/// their codes 0-3).
+const INNER_SLOT: usize = 4;
 
 /// [`reference_frames_of`] with each frame's pruning slot.
 ///
@@ -145,8 +146,8 @@ fn slotted_frames(
         }
     };
     push(0, luma, CropVariant::Full);
-    if let Some(inner) = content_rect(luma).and_then(|r| r.crop(luma)) {
-        push(CONTENT_SLOT, &inner, CropVariant::Full);
+    for (i, inner) in inner_pictures(luma).iter().filter_map(|r| r.crop(luma)).enumerate() {
+        push(INNER_SLOT + i, &inner, CropVariant::Full);
     }
     for &variant in variants {
         if variant == CropVariant::Full {
@@ -346,12 +347,12 @@ pub fn decode_feature_frames(
 struct Pruner {
     distance: u32,
     max_gap_ms: i64,
-    last: [Option<(i64, Hash256)>; CONTENT_SLOT + 1],
+    last: [Option<(i64, Hash256)>; INNER_SLOT + 2],
 }
 
 impl Pruner {
     fn new(distance: u32, max_gap_ms: i64) -> Self {
-        Self { distance, max_gap_ms, last: [None; CONTENT_SLOT + 1] }
+        Self { distance, max_gap_ms, last: [None; INNER_SLOT + 2] }
     }
 
     fn keep(&mut self, slot: usize, ts_ms: i64, hash: &Hash256) -> bool {
@@ -386,7 +387,7 @@ mod tests {
         assert!(!p.keep(0, 40, &hash_with_bits(8)));
         // Another variant has its own history.
         assert!(p.keep(2, 40, &hash_with_bits(8)));
-        assert!(p.keep(CONTENT_SLOT, 40, &hash_with_bits(8)));
+        assert!(p.keep(INNER_SLOT, 40, &hash_with_bits(8)));
         assert!(p.keep(0, 80, &hash_with_bits(9)));
         // Compared with the last kept frame, not the last seen one.
         assert!(!p.keep(0, 120, &hash_with_bits(12)));
