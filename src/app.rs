@@ -54,15 +54,23 @@ pub struct App {
     listener: Option<TcpListener>,
     runner: Arc<JobRunner>,
     live: crate::live::SharedLiveLibrary,
+    instance: String,
 }
 
 impl App {
     /// Builds the app with the given engine.
     ///
     /// # Errors
-    /// When the data directory, the database or the listen address is unusable.
+    /// When the data directory, the database or the listen address is unusable, or when no
+    /// process could handle keyframes (`keyframe_workers` 0 without RabbitMQ).
     pub async fn build_with(config: Config, mode: Mode, engine: Engine) -> anyhow::Result<Self> {
         tracing::info!(?config, ?mode, "starting offside");
+        if config.keyframe_workers == Some(0) && config.amqp_url.is_none() {
+            anyhow::bail!(
+                "keyframe_workers = 0 needs RabbitMQ (amqp_url): nothing else would take the \
+                 keyframes from the in-process queue"
+            );
+        }
         tokio::fs::create_dir_all(&config.data_dir).await.with_context(|| {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
@@ -101,7 +109,10 @@ impl App {
             queue,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
         };
-        Ok(Self { mode, state, listener, runner, live: crate::live::SharedLiveLibrary::default() })
+        // Names this process in live feed leases (`ingested_by`) and in the live fanout.
+        let instance = format!("offside-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let live = crate::live::SharedLiveLibrary::default();
+        Ok(Self { mode, state, listener, runner, live, instance })
     }
 
     /// The address the HTTP API listens on (`None` for workers).
@@ -114,6 +125,11 @@ impl App {
         &self.live
     }
 
+    /// The name this process holds live feed leases under (`ingested_by` of a live reference).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// The shared state (store, index, jobs), for tests and embedding.
     pub fn state(&self) -> &AppState {
         &self.state
@@ -124,7 +140,7 @@ impl App {
     /// # Errors
     /// When the HTTP server fails.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let Self { mode, state, listener, runner, live } = self;
+        let Self { mode, state, listener, runner, live, instance } = self;
         let mut tasks: JoinSet<()> = JoinSet::new();
 
         // Background tasks, each stopped by the same token.
@@ -149,7 +165,6 @@ impl App {
         // Live reference feeds: every process may ingest a feed (one at a time per feed, by
         // lease) and every process matches against all of them. With RabbitMQ, frames reach the
         // other processes through the live fanout.
-        let instance = format!("offside-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         let fanout = state.config.amqp_url.as_ref().map(|url| {
             Arc::new(crate::live::fanout::LiveFanout::new(
                 url.expose(),
@@ -167,10 +182,15 @@ impl App {
             live.clone(),
             fanout,
             instance,
-            crate::live::IngestOptions::default(),
+            crate::live::IngestOptions {
+                lease_ttl: state.config.live_lease_ttl(),
+                ..crate::live::IngestOptions::default()
+            },
         ));
         tasks.spawn(live_service.run(cancel.clone()));
-        let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let workers = state.config.keyframe_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        });
         for _ in 0..workers {
             tasks.spawn(crate::pipeline::run_consumer(
                 Arc::clone(&state.queue),

@@ -78,6 +78,18 @@ pub struct Config {
     /// the database (picks up references other processes made ready or deleted).
     #[arg(long, env = "OFFSIDE_INDEX_SYNC_MS", default_value_t = 1000, global = true)]
     pub index_sync_ms: u64,
+
+    /// Keyframe consumers in this process; unset: one per core. 0 runs none: a node that serves
+    /// the API or ingests live feeds and leaves keyframes to `offside worker` processes (needs
+    /// RabbitMQ, since nothing else would take them from the in-process queue).
+    #[arg(long, env = "OFFSIDE_KEYFRAME_WORKERS", global = true)]
+    pub keyframe_workers: Option<usize>,
+
+    /// How long, in milliseconds, a live feed's ingest lease lasts without renewal: when the
+    /// ingesting process dies, another takes the feed over after at most this long. The holder
+    /// renews it every second, so values below 3000 are raised to 3000.
+    #[arg(long, env = "OFFSIDE_LIVE_LEASE_TTL_MS", default_value_t = 10_000, global = true)]
+    pub live_lease_ttl_ms: u64,
 }
 
 impl Default for Config {
@@ -98,6 +110,8 @@ impl Default for Config {
             request_timeout_secs: 30,
             reference_jobs: 1,
             index_sync_ms: 1000,
+            keyframe_workers: None,
+            live_lease_ttl_ms: 10_000,
         }
     }
 }
@@ -106,6 +120,11 @@ impl Config {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    /// The live feed lease duration (at least three heartbeats).
+    pub fn live_lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.live_lease_ttl_ms.max(3_000))
     }
 
     /// Where uploads wait for their job.

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use fingerprints::{CropVariant, Hash256};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::LiveInput;
 use super::fanout::{FrameBatch, LiveFanout};
@@ -94,6 +94,10 @@ impl std::fmt::Debug for LiveService {
     }
 }
 
+/// The ingests this process runs, by feed, with the token that stops each. The handles abort
+/// their tasks when dropped, so an ingest never outlives the service that renews its lease.
+type Running = HashMap<String, (AbortOnDropHandle<()>, CancellationToken)>;
+
 /// How one ingest ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -123,8 +127,12 @@ impl LiveService {
     }
 
     /// Runs until `cancel` fires, then stops its ingests and gives their leases up.
+    ///
+    /// Dropped instead (its task aborted, as when the process dies), it aborts its ingests
+    /// with it: they neither renew nor release their leases, which run out, and another
+    /// process takes the feeds over.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        let mut running: HashMap<String, (JoinHandle<()>, CancellationToken)> = HashMap::new();
+        let mut running: Running = HashMap::new();
         loop {
             running.retain(|_, (task, _)| !task.is_finished());
             if let Err(err) = self.tick(&mut running, &cancel).await {
@@ -143,7 +151,7 @@ impl LiveService {
 
     async fn tick(
         self: &Arc<Self>,
-        running: &mut HashMap<String, (JoinHandle<()>, CancellationToken)>,
+        running: &mut Running,
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
         let all = feeds::list(self.store.pool()).await?;
@@ -178,7 +186,8 @@ impl LiveService {
             tracing::info!(reference_id = %feed.reference_id, instance = %self.instance, "live feed claimed");
             let stop = cancel.child_token();
             let id = feed.reference_id.clone();
-            let task = tokio::spawn(Arc::clone(self).ingest(feed, stop.clone()));
+            let task =
+                AbortOnDropHandle::new(tokio::spawn(Arc::clone(self).ingest(feed, stop.clone())));
             running.insert(id, (task, stop));
         }
         Ok(())
