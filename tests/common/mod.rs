@@ -5,10 +5,12 @@
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use offside::app::{App, Mode};
 use offside::config::{Config, LogFormat, SecretUrl};
+use offside::live::SharedLiveLibrary;
 use offside::references::engine::SharedLibrary;
 use offside::store::Store;
 use offside::store::keys::{self, Role};
@@ -119,7 +121,12 @@ pub struct TestApp {
     pub admin_key: String,
     pub store: Store,
     pub library: SharedLibrary,
-    pub env: TestEnv,
+    /// This process's live library (recent frames of live feeds).
+    pub live: SharedLiveLibrary,
+    /// The name this process holds live feed leases under (`ingested_by`).
+    pub instance: String,
+    /// Shared by the apps of one deployment ([`TestApp::sibling`]).
+    pub env: Arc<TestEnv>,
     /// The configuration the app was built with (workers of the same deployment reuse it).
     pub config: Config,
     cancel: CancellationToken,
@@ -147,14 +154,16 @@ pub async fn spawn_app_on(db: Db, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let env = TestEnv::new(db).await;
     let mut config = env.config();
     tweak(&mut config);
-    start(env, config, None).await
+    start(Arc::new(env), config, None).await
 }
 
-async fn start(env: TestEnv, config: Config, admin_key: Option<String>) -> TestApp {
+async fn start(env: Arc<TestEnv>, config: Config, admin_key: Option<String>) -> TestApp {
     let app = App::build(config.clone(), Mode::Serve).await.expect("app builds");
     let address = format!("http://{}", app.local_addr().expect("listening"));
     let store = app.state().store.clone();
     let library = app.state().library.clone();
+    let live = app.live().clone();
+    let instance = app.instance().to_owned();
     let admin_key = match admin_key {
         Some(key) => key,
         None => {
@@ -173,6 +182,8 @@ async fn start(env: TestEnv, config: Config, admin_key: Option<String>) -> TestA
         admin_key,
         store,
         library,
+        live,
+        instance,
         env,
         config,
         cancel,
@@ -198,6 +209,24 @@ impl TestApp {
         let mut config = env.config();
         tweak(&mut config);
         start(env, config, Some(admin_key)).await
+    }
+
+    /// Kills the app as when its process dies: its task is aborted mid-work, with everything
+    /// it runs, and nothing is released (live feed leases stay held until they expire).
+    pub fn abort(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+
+    /// Another `offside serve` of the same deployment, on the same database (and broker), with
+    /// its own data directory, port and live library; the same admin key works on both.
+    pub async fn sibling(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = self.config.clone();
+        config.data_dir =
+            self.env.dir.path().join(format!("data-{}", uuid::Uuid::new_v4().simple()));
+        tweak(&mut config);
+        start(Arc::clone(&self.env), config, Some(self.admin_key.clone())).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -388,6 +417,10 @@ pub async fn spawn_app_amqp() -> TestApp {
 /// An `offside worker` of the same deployment as `app` (same database, broker and prefix),
 /// running in this process with its own reference index, matchers and consumers.
 pub struct Worker {
+    /// The worker's live library (frames of every feed, through the live fanout).
+    pub live: SharedLiveLibrary,
+    /// The name the worker holds live feed leases under.
+    pub instance: String,
     cancel: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     _stop_on_drop: tokio_util::sync::DropGuard,
@@ -395,10 +428,25 @@ pub struct Worker {
 
 impl Worker {
     pub async fn start(app: &TestApp) -> Worker {
-        let built = App::build(app.config.clone(), Mode::Worker).await.expect("worker builds");
+        Self::start_with(app, |_| {}).await
+    }
+
+    /// A worker of `app`'s deployment with its configuration changed by `tweak`.
+    pub async fn start_with(app: &TestApp, tweak: impl FnOnce(&mut Config)) -> Worker {
+        let mut config = app.config.clone();
+        tweak(&mut config);
+        let built = App::build(config, Mode::Worker).await.expect("worker builds");
+        let live = built.live().clone();
+        let instance = built.instance().to_owned();
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(built.run(cancel.clone()));
-        Worker { _stop_on_drop: cancel.clone().drop_guard(), cancel, handle: Some(handle) }
+        Worker {
+            live,
+            instance,
+            _stop_on_drop: cancel.clone().drop_guard(),
+            cancel,
+            handle: Some(handle),
+        }
     }
 
     /// Stops the worker as on SIGTERM and waits until it has drained.
