@@ -5,7 +5,13 @@
 //! minute while a [`LiveService`] ingests it in this process. It reports:
 //! - feed-to-matchable latency: for sample positions of the clip, the time from the moment the
 //!   sender aired that position until a keyframe of it matches in the live library;
-//! - the CPU this process spent (user + system, from `/proc/self/stat`) per wall second.
+//! - the CPU this process spent (user + system, from `/proc/self/stat`) per wall second;
+//! - time to flag: once the minute has aired, pirates trailing the feed by ten seconds start at
+//!   every other second of it and send a 480p keyframe every 2 s; each goes through the lookup
+//!   the worker makes for live feeds (`LiveLibrary::lookup` at the keyframe's capture time) and
+//!   the default decision rule. It prints how many are flagged within `min_match_seconds` + 2 s
+//!   of their first keyframe, and the median and p90 of the stream time it took. (The
+//!   pipeline's own latency, queue to decision, is measured by `offside load`: docs/LOAD.md.)
 
 mod common;
 
@@ -19,13 +25,19 @@ use common::{Db, TestEnv};
 use offside::live::store::{self as feeds, NewFeed};
 use offside::live::{IngestOptions, LiveService, LiveWindow, SharedLiveLibrary};
 use offside::media::{KeyframeOptions, extract_keyframes};
-use offside::recognition::hash_keyframe;
+use offside::recognition::{KeyframeHashes, RecognitionConfig, StreamRecognizer, hash_keyframe};
 use offside::references::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::references::{self, NewReference};
 use offside::store::{Store, now_ms};
 use tokio_util::sync::CancellationToken;
 
 const SECONDS: i64 = 60;
+/// The simulated pirates trail the feed by this much.
+const PIRATE_DELAY_MS: i64 = 10_000;
+/// ... send a keyframe this often ...
+const PIRATE_KEYFRAME_MS: i64 = 2_000;
+/// ... and give up after this many keyframes.
+const PIRATE_KEYFRAMES: i64 = 10;
 
 fn cpu_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
@@ -45,8 +57,10 @@ fn ticks_per_second() -> f64 {
 #[ignore = "a one-minute measurement; run explicitly"]
 async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
     let dir = tempfile::tempdir().unwrap();
-    let clip =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/eval-dev/sources/ref_sintel.mp4");
+    // OFFSIDE_LIVE_COST_CLIP picks another development-set source (default: the Sintel trailer).
+    let name = std::env::var("OFFSIDE_LIVE_COST_CLIP").unwrap_or_else(|_| "ref_sintel".into());
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../shared/eval-dev/sources/{name}.mp4"));
     let feed = dir.path().join("feed720p25.ts");
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y", "-stream_loop", "1", "-i"])
@@ -165,12 +179,14 @@ async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
         }
     }
     let _ = sender.wait();
+    let flag_times = time_to_flag(&library, &pirate_keyframes(&feed), aired_at);
     let cpu_seconds = (cpu_ticks() - ticks0) as f64 / ticks_per_second();
     let wall = wall0.elapsed().as_secs_f64();
     cancel.cancel();
     let _ = task.await;
     let row = feeds::get(store.pool(), "feed").await.unwrap().unwrap();
     latencies.sort_unstable();
+    assert!(!flag_times.is_empty());
     eprintln!(
         "live ingest 720p25: {} frames hashed in {wall:.1} s; CPU {cpu_seconds:.1} s = {:.3} of a core",
         row.frames,
@@ -183,4 +199,91 @@ async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
         latencies.get(latencies.len() / 2).copied().unwrap_or(-1),
         latencies.last().copied().unwrap_or(-1)
     );
+}
+
+/// A pirate's keyframes of the feed: the picture shrunk to 480 pixels wide and re-encoded as
+/// JPEG, one per second of the feed, keyed by feed position (ms).
+fn pirate_keyframes(feed: &Path) -> Vec<(i64, KeyframeHashes)> {
+    let mut out = Vec::new();
+    let options = KeyframeOptions {
+        interval: Duration::from_secs(1),
+        max_long_side: Some(480),
+        jpeg_quality: 70,
+        ..KeyframeOptions::default()
+    };
+    extract_keyframes(feed.to_str().unwrap(), &options, |k| {
+        out.push((k.ts_ms, hash_keyframe(&k.jpeg).unwrap()));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    out
+}
+
+/// Runs a pirate from every other second of the aired feed through the worker's live lookup
+/// and the default rule; prints the figures and returns each pirate's time to flag (stream ms
+/// from its first keyframe), `None` when it was not flagged within its keyframes.
+fn time_to_flag(
+    library: &SharedLiveLibrary,
+    keyframes: &[(i64, KeyframeHashes)],
+    aired_at: i64,
+) -> Vec<Option<i64>> {
+    let cfg = RecognitionConfig::default();
+    let min_seconds = cfg.matcher.min_matched_seconds;
+    let library = library.read().unwrap();
+    let at = |position: i64| keyframes.iter().find(|(ts, _)| *ts >= position).map(|(_, k)| k);
+    let mut out = Vec::new();
+    let last_start = SECONDS * 1000 - PIRATE_KEYFRAME_MS * PIRATE_KEYFRAMES;
+    for start in (0..=last_start).step_by(2_000) {
+        let mut recognizer = StreamRecognizer::new(cfg.clone());
+        let mut flagged = None;
+        let mut first_usable = None;
+        for k in 0..PIRATE_KEYFRAMES {
+            let stream_ts = k * PIRATE_KEYFRAME_MS;
+            let Some(hashes) = at(start + stream_ts) else { break };
+            if hashes.quality < cfg.min_quality {
+                continue;
+            }
+            first_usable.get_or_insert(stream_ts);
+            let captured_at = aired_at + start + stream_ts + PIRATE_DELAY_MS;
+            let hits: Vec<_> = library
+                .lookup(
+                    hashes,
+                    captured_at,
+                    LiveWindow::default(),
+                    cfg.radius,
+                    cfg.max_hits_per_keyframe,
+                )
+                .into_iter()
+                .map(|(_, hit)| hit)
+                .collect();
+            recognizer.observe_hits(stream_ts, &hits);
+            if recognizer
+                .evidence()
+                .iter()
+                .any(|e| e.is_conclusive_after(&cfg.matcher, min_seconds))
+            {
+                flagged = Some((stream_ts, stream_ts - first_usable.unwrap_or(0)));
+                break;
+            }
+        }
+        eprintln!(
+            "pirate from {start} ms: flagged after (ms of stream, ms after its first keyframe of PDQ quality >= {}) {flagged:?}",
+            cfg.min_quality
+        );
+        out.push(flagged);
+    }
+    let summary = |what: &str, mut times: Vec<i64>| {
+        times.sort_unstable();
+        let within = times.iter().filter(|&&t| t as f64 <= (min_seconds + 2.0) * 1000.0).count();
+        eprintln!(
+            "time to flag {what}, over {} pirates (min_match_seconds {min_seconds}): {within} within min_match_seconds + 2 s, {} flagged at all; median {} ms, p90 {} ms",
+            out.len(),
+            times.len(),
+            times.get(times.len() / 2).copied().unwrap_or(-1),
+            times.get(times.len() * 9 / 10).copied().unwrap_or(-1),
+        );
+    };
+    summary("from the first keyframe", out.iter().flatten().map(|t| t.0).collect());
+    summary("from the first usable keyframe", out.iter().flatten().map(|t| t.1).collect());
+    out.into_iter().map(|t| t.map(|t| t.0)).collect()
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fingerprints::{CropVariant, Hash256};
+use fingerprints::CropVariant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -26,7 +26,7 @@ use super::index::{LiveFrame, SharedLiveLibrary};
 use super::store::{self as feeds, FeedStatus, Heartbeat, LiveFeed};
 use crate::media::{InputOptions, LumaOptions, MediaError, decode_luma_frames};
 use crate::queue::backoff::Backoff;
-use crate::recognition::reference_frames_of;
+use crate::recognition::FramePruner;
 use crate::store::references::{self, FrameRecord};
 use crate::store::{Store, now_ms};
 
@@ -475,36 +475,6 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Keeps a frame's hash unless it repeats the last kept one of its slot (see
-/// [`IngestOptions::dedup_distance`]).
-#[derive(Default)]
-struct Pruner {
-    last: HashMap<(u8, usize), (Hash256, i64)>,
-}
-
-impl Pruner {
-    fn keep(
-        &mut self,
-        slot: (u8, usize),
-        hash: Hash256,
-        time_ms: i64,
-        options: &IngestOptions,
-    ) -> bool {
-        match self.last.get(&slot) {
-            Some((h, t))
-                if h.distance(&hash) <= options.dedup_distance
-                    && time_ms - t < options.max_pruned_gap_ms =>
-            {
-                false
-            }
-            _ => {
-                self.last.insert(slot, (hash, time_ms));
-                true
-            }
-        }
-    }
-}
-
 /// Decodes the feed on this (blocking) thread and sends each kept frame's hashes, stamped with
 /// the wall-clock time it was decoded at, until the input ends, fails or `halt` is set.
 fn decode_feed(
@@ -526,7 +496,7 @@ fn decode_feed(
     };
     let started = Instant::now();
     let mut first_ts: Option<i64> = None;
-    let mut pruner = Pruner::default();
+    let mut pruner = FramePruner::new(options.dedup_distance, options.max_pruned_gap_ms);
     decode_luma_frames(&ffmpeg_input(input, options.read_timeout), &luma_options, |frame| {
         if halt.load(Ordering::Relaxed) {
             return ControlFlow::Break(());
@@ -541,23 +511,11 @@ fn decode_feed(
             }
         }
         let time_ms = now_ms();
-        let mut per_variant: HashMap<u8, usize> = HashMap::new();
-        let frames: Vec<LiveFrame> =
-            reference_frames_of(&frame.luma, time_ms, &options.variants, options.min_quality)
-                .into_iter()
-                .filter(|f| {
-                    let n = per_variant.entry(f.variant.to_u8()).or_insert(0);
-                    let slot = (f.variant.to_u8(), *n);
-                    *n += 1;
-                    pruner.keep(slot, f.hash, time_ms, options)
-                })
-                .map(|f| LiveFrame {
-                    time_ms,
-                    hash: f.hash,
-                    quality: f.quality,
-                    variant: f.variant,
-                })
-                .collect();
+        let frames: Vec<LiveFrame> = pruner
+            .frames(&frame.luma, time_ms, &options.variants, options.min_quality)
+            .into_iter()
+            .map(|f| LiveFrame { time_ms, hash: f.hash, quality: f.quality, variant: f.variant })
+            .collect();
         if frames.is_empty() {
             return ControlFlow::Continue(());
         }
@@ -585,18 +543,5 @@ mod tests {
         );
         let rtmp = LiveInput::Url("rtmp://example.com/live/x".to_owned());
         assert_eq!(ffmpeg_input(&rtmp, t), "rtmp://example.com/live/x");
-    }
-
-    #[test]
-    fn repeated_frames_are_pruned_until_half_a_second_has_passed() {
-        let options = IngestOptions::default();
-        let mut pruner = Pruner::default();
-        let h = Hash256([1, 2, 3, 4]);
-        let slot = (0, 0);
-        assert!(pruner.keep(slot, h, 0, &options));
-        assert!(!pruner.keep(slot, h, 100, &options));
-        assert!(pruner.keep((1, 0), h, 100, &options), "another variant has its own slot");
-        assert!(pruner.keep(slot, h, 500, &options));
-        assert!(pruner.keep(slot, Hash256([!1, !2, !3, !4]), 600, &options));
     }
 }

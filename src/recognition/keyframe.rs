@@ -29,6 +29,11 @@ impl QueryView {
     }
 }
 
+/// PDQ's own floor for a usable hash: below this quality (a flat or nearly flat picture) the
+/// hash bits are mostly noise, and such pictures match one another. Views of a keyframe below
+/// it are not looked up, and a keyframe with no view at or above it carries no evidence.
+pub const MIN_QUALITY: u8 = 50;
+
 /// One hash to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryHash {
@@ -36,15 +41,19 @@ pub struct QueryHash {
     pub hash: Hash256,
     /// What it was computed from.
     pub view: QueryView,
+    /// PDQ quality (0-100) of that view.
+    pub quality: u8,
 }
 
 /// Everything looked up for one keyframe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyframeHashes {
-    /// PDQ quality of the whole frame (0-100); below 50 the frame carries no evidence.
+    /// The best PDQ quality (0-100) among [`Self::hashes`], or the whole frame's when no view
+    /// reaches [`MIN_QUALITY`]: below that the keyframe carries no evidence.
     pub quality: u8,
-    /// The hashes: full frame and mirror always, each inner picture and its mirror when the
-    /// frame has bars or dark margins.
+    /// The hashes of at least [`MIN_QUALITY`]: the full frame and its mirror, each inner
+    /// picture and its mirror when the frame has bars or dark margins. A dark frame whose
+    /// whole is too flat to hash can still have a usable picture inside its black margins.
     pub hashes: Vec<QueryHash>,
     /// Local features of the whole frame ([`FeatureConfig::query`]) for the geometric tier;
     /// `None` for a keyframe known only by its hash. The mirrored query is derived from them
@@ -56,12 +65,11 @@ impl KeyframeHashes {
     /// A keyframe known only by its hash (the `application/vnd.offside.pdq` message form):
     /// no mirror, no content rectangle.
     pub fn from_hash(hash: Hash256, quality: u8) -> Self {
-        Self { quality, hashes: vec![QueryHash { hash, view: QueryView::Full }], features: None }
-    }
-
-    /// The full-frame hash.
-    pub fn full(&self) -> Option<Hash256> {
-        self.hashes.iter().find(|h| h.view == QueryView::Full).map(|h| h.hash)
+        Self {
+            quality,
+            hashes: vec![QueryHash { hash, view: QueryView::Full, quality }],
+            features: None,
+        }
     }
 }
 
@@ -88,15 +96,59 @@ pub fn hash_luma(luma: &Luma) -> KeyframeHashes {
 
 /// [`hash_luma`] without the local features: the PDQ tier's hashes only.
 pub fn hash_luma_pdq(luma: &Luma) -> KeyframeHashes {
-    let (full, quality) = pdq_dihedral(luma);
+    let (full, full_quality) = pdq_dihedral(luma);
     let mut hashes = vec![
-        QueryHash { hash: full.original, view: QueryView::Full },
-        QueryHash { hash: full.mirror(), view: QueryView::FullMirror },
+        QueryHash { hash: full.original, view: QueryView::Full, quality: full_quality },
+        QueryHash { hash: full.mirror(), view: QueryView::FullMirror, quality: full_quality },
     ];
     for inner in inner_pictures(luma).iter().filter_map(|rect| rect.crop(luma)) {
-        let (d, _) = pdq_dihedral(&inner);
-        hashes.push(QueryHash { hash: d.original, view: QueryView::Content });
-        hashes.push(QueryHash { hash: d.mirror(), view: QueryView::ContentMirror });
+        let (d, quality) = pdq_dihedral(&inner);
+        hashes.push(QueryHash { hash: d.original, view: QueryView::Content, quality });
+        hashes.push(QueryHash { hash: d.mirror(), view: QueryView::ContentMirror, quality });
     }
+    hashes.retain(|h| h.quality >= MIN_QUALITY);
+    let quality = hashes.iter().map(|h| h.quality).max().unwrap_or(full_quality);
     KeyframeHashes { quality, hashes, features: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dim, gently textured picture in the middle of a black frame, as a night scene or a
+    /// fade: `amplitude` sets the texture's contrast.
+    fn dim_picture(amplitude: u32) -> Luma {
+        let (w, h) = (640u32, 360u32);
+        let px = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                if (240..400).contains(&x) && (120..240).contains(&y) {
+                    let wave = ((x / 12 + y / 9) % 5 + (x * y / 97) % 3) * amplitude / 6;
+                    (50 + wave) as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        Luma::new(w, h, px).unwrap()
+    }
+
+    #[test]
+    fn a_frame_too_flat_to_hash_whole_still_hashes_the_picture_inside_its_dark_margins() {
+        let luma = dim_picture(48);
+        let (_, full_quality) = pdq_dihedral(&luma);
+        assert!(full_quality < MIN_QUALITY, "the whole frame is too flat: {full_quality}");
+        let hashes = hash_luma_pdq(&luma);
+        assert!(hashes.quality >= MIN_QUALITY, "{hashes:?}");
+        let views: Vec<QueryView> = hashes.hashes.iter().map(|h| h.view).collect();
+        assert_eq!(views, [QueryView::Content, QueryView::ContentMirror]);
+        assert!(hashes.hashes.iter().all(|h| h.quality >= MIN_QUALITY));
+    }
+
+    #[test]
+    fn a_flat_frame_has_no_hash_to_look_up() {
+        let hashes = hash_luma_pdq(&dim_picture(6));
+        assert!(hashes.quality < MIN_QUALITY);
+        assert!(hashes.hashes.is_empty());
+    }
 }

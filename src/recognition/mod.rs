@@ -18,12 +18,14 @@ mod reference;
 mod stream;
 pub(crate) mod weights;
 
-pub use keyframe::{KeyframeHashes, QueryHash, QueryView, hash_keyframe, hash_luma, hash_luma_pdq};
+pub use keyframe::{
+    KeyframeHashes, MIN_QUALITY, QueryHash, QueryView, hash_keyframe, hash_luma, hash_luma_pdq,
+};
 pub use library::{FEATURE_HITS_PER_REFERENCE, Library, LibraryStats, TierHits};
 pub use reference::{
-    CorruptFeatures, FeatureFrame, HashProgress, REFERENCE_HASHING_VERSION, ReferenceFrame,
-    ReferenceHashOptions, ReferenceHashes, decode_feature_frames, encode_feature_frames,
-    hash_reference_file, hash_reference_image, reference_frames_of,
+    CorruptFeatures, FeatureFrame, FramePruner, HashProgress, REFERENCE_HASHING_VERSION,
+    ReferenceFrame, ReferenceHashOptions, ReferenceHashes, decode_feature_frames,
+    encode_feature_frames, hash_reference_file, hash_reference_image, reference_frames_of,
 };
 pub use stream::{Match, RecognitionConfig, StreamRecognizer, Tiers};
 

@@ -203,7 +203,7 @@ pub fn hash_reference_file(
 ) -> anyhow::Result<ReferenceHashes> {
     let input = path.to_str().with_context(|| format!("{} is not a UTF-8 path", path.display()))?;
     let duration_ms = probe(input).ok().and_then(|info| info.duration_ms);
-    let mut pruner = Pruner::new(opts.dedup_distance, opts.max_pruned_gap_ms);
+    let mut pruner = FramePruner::new(opts.dedup_distance, opts.max_pruned_gap_ms);
     let mut frames = Vec::new();
     let mut features = Vec::new();
     let mut next_features_ms = 0i64;
@@ -211,12 +211,7 @@ pub fn hash_reference_file(
     let mut next_report = 0i64;
     decode_luma_frames(input, &opts.decode, |frame| {
         decoded += 1;
-        for (slot, f) in slotted_frames(&frame.luma, frame.ts_ms, &opts.variants, opts.min_quality)
-        {
-            if pruner.keep(slot, f.ts_ms, &f.hash) {
-                frames.push(f);
-            }
-        }
+        frames.extend(pruner.frames(&frame.luma, frame.ts_ms, &opts.variants, opts.min_quality));
         if let Some(interval) = opts.feature_interval_ms
             && frame.ts_ms >= next_features_ms
         {
@@ -342,17 +337,37 @@ pub fn decode_feature_frames(
     Ok(())
 }
 
-/// Near-duplicate pruning: remembers the last kept hash and time of each slot (crop variant,
-/// or the content rectangle).
-struct Pruner {
+/// Near-duplicate pruning of a stream of frames, as reference hashing and live ingest apply
+/// it: remembers the last kept hash and time of each slot (crop variant, or inner picture) and
+/// drops a hash within `distance` bits of it unless that one is `max_gap_ms` old (see
+/// [`ReferenceHashOptions::dedup_distance`] and [`ReferenceHashOptions::max_pruned_gap_ms`]).
+#[derive(Debug)]
+pub struct FramePruner {
     distance: u32,
     max_gap_ms: i64,
     last: [Option<(i64, Hash256)>; INNER_SLOT + 2],
 }
 
-impl Pruner {
-    fn new(distance: u32, max_gap_ms: i64) -> Self {
+impl FramePruner {
+    /// A pruner with no history.
+    pub fn new(distance: u32, max_gap_ms: i64) -> Self {
         Self { distance, max_gap_ms, last: [None; INNER_SLOT + 2] }
+    }
+
+    /// Hashes a frame as [`reference_frames_of`] does and keeps the hashes that do not repeat
+    /// the last kept one of their slot.
+    pub fn frames(
+        &mut self,
+        luma: &Luma,
+        ts_ms: i64,
+        variants: &[CropVariant],
+        min_quality: u8,
+    ) -> Vec<ReferenceFrame> {
+        slotted_frames(luma, ts_ms, variants, min_quality)
+            .into_iter()
+            .filter(|(slot, f)| self.keep(*slot, f.ts_ms, &f.hash))
+            .map(|(_, f)| f)
+            .collect()
     }
 
     fn keep(&mut self, slot: usize, ts_ms: i64, hash: &Hash256) -> bool {
@@ -382,7 +397,7 @@ mod tests {
 
     #[test]
     fn near_duplicates_of_the_same_variant_are_pruned() {
-        let mut p = Pruner::new(8, 500);
+        let mut p = FramePruner::new(8, 500);
         assert!(p.keep(0, 0, &hash_with_bits(0)));
         assert!(!p.keep(0, 40, &hash_with_bits(8)));
         // Another variant has its own history.
@@ -418,7 +433,7 @@ mod tests {
 
     #[test]
     fn a_static_shot_still_keeps_two_frames_per_second() {
-        let mut p = Pruner::new(8, 500);
+        let mut p = FramePruner::new(8, 500);
         let kept: Vec<i64> =
             (0..50).map(|i| i * 40).filter(|&ts| p.keep(0, ts, &Hash256::ZERO)).collect();
         assert_eq!(kept, [0, 520, 1040, 1560]);

@@ -2,7 +2,7 @@
 
 use fingerprints::{Evidence, Hit, MatcherConfig, StreamMatcher};
 
-use super::{KeyframeHashes, Library, TierHits};
+use super::{KeyframeHashes, Library, MIN_QUALITY, TierHits};
 
 /// Which recognition tiers feed the matcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -33,7 +33,8 @@ impl Tiers {
 pub struct RecognitionConfig {
     /// Hamming radius of index lookups (bits of 256).
     pub radius: u32,
-    /// Keyframes whose PDQ quality is below this carry no evidence (PDQ's own threshold).
+    /// Keyframes whose best view's PDQ quality is below this carry no evidence (default
+    /// [`MIN_QUALITY`], PDQ's own threshold; views below [`MIN_QUALITY`] are never looked up).
     pub min_quality: u8,
     /// At most this many hits per keyframe go to the matcher, closest first. A keyframe with
     /// more is a broad frame whose hits carry little weight anyway.
@@ -51,7 +52,7 @@ impl Default for RecognitionConfig {
     fn default() -> Self {
         Self {
             radius: 31,
-            min_quality: 50,
+            min_quality: MIN_QUALITY,
             max_hits_per_keyframe: 256,
             matcher: MatcherConfig::default(),
             tiers: Tiers::Both,
