@@ -475,6 +475,39 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A gap between stream time and the clock larger than the smallest seen by this much is a
+/// discontinuity (the sender restarted its clock), not buffering: the mapping starts over.
+const MAX_BUFFERING_MS: i64 = 10_000;
+
+/// Maps a feed's stream time to the wall-clock time it aired.
+///
+/// Frames do not always reach the decoder when they air: HLS delivers whole segments at once,
+/// a TCP feed (RTMP) catches up after a network stall, and FFmpeg reads ahead while it probes
+/// a new connection. Stamping frames with the time they are decoded would date every frame of
+/// such a burst to the same moment. The frame decoded soonest after it aired shows the true
+/// delay best, so the clock keeps the smallest `decoded - stream time` seen and dates each
+/// frame `stream time + that`. (Frames of the very first burst are decoded before any smaller
+/// delay has been seen: they keep their decode time, late by at most the burst.) A frame whose
+/// delay exceeds the smallest by more than [`MAX_BUFFERING_MS`] marks a jump of the sender's
+/// clock, and the mapping starts over from it.
+#[derive(Debug, Default)]
+struct AirClock {
+    offset_ms: Option<i64>,
+}
+
+impl AirClock {
+    /// The air time of a frame at stream time `ts_ms` decoded at `decoded_ms`.
+    fn air_time(&mut self, ts_ms: i64, decoded_ms: i64) -> i64 {
+        let lag = decoded_ms - ts_ms;
+        let offset = match self.offset_ms {
+            Some(o) if lag >= o && lag - o <= MAX_BUFFERING_MS => o,
+            _ => lag,
+        };
+        self.offset_ms = Some(offset);
+        ts_ms + offset
+    }
+}
+
 /// Decodes the feed on this (blocking) thread and sends each kept frame's hashes, stamped with
 /// the wall-clock time it was decoded at, until the input ends, fails or `halt` is set.
 fn decode_feed(
@@ -497,6 +530,7 @@ fn decode_feed(
     let started = Instant::now();
     let mut first_ts: Option<i64> = None;
     let mut pruner = FramePruner::new(options.dedup_distance, options.max_pruned_gap_ms);
+    let mut clock = AirClock::default();
     decode_luma_frames(&ffmpeg_input(input, options.read_timeout), &luma_options, |frame| {
         if halt.load(Ordering::Relaxed) {
             return ControlFlow::Break(());
@@ -510,7 +544,7 @@ fn decode_feed(
                 std::thread::sleep(due - elapsed);
             }
         }
-        let time_ms = now_ms();
+        let time_ms = clock.air_time(frame.ts_ms, now_ms());
         let frames: Vec<LiveFrame> = pruner
             .frames(&frame.luma, time_ms, &options.variants, options.min_quality)
             .into_iter()
@@ -530,6 +564,24 @@ fn decode_feed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_that_arrive_in_bursts_are_dated_by_stream_time() {
+        // Segment delivery (HLS): the feed airs stream time t at 1000 + t, and each 4-second
+        // segment reaches the decoder at once, 300 ms after its last frame aired.
+        let mut clock = AirClock::default();
+        let first: Vec<i64> = (0..4).map(|s| clock.air_time(s * 1000, 4_300)).collect();
+        // Before the first burst is over only its newest frame shows the delay...
+        assert_eq!(first[3], 4_300);
+        // ... from then on every frame of a burst gets its own time, not the burst's.
+        let second: Vec<i64> = (4..8).map(|s| clock.air_time(s * 1000, 8_300)).collect();
+        assert_eq!(second, [5_300, 6_300, 7_300, 8_300]);
+        // A frame held up by the network keeps its air time.
+        assert_eq!(clock.air_time(8_000, 11_000), 9_300);
+        // The sender restarts its clock: the mapping starts over.
+        assert_eq!(clock.air_time(0, 30_000), 30_000);
+        assert_eq!(clock.air_time(1_000, 31_000), 31_000);
+    }
 
     #[test]
     fn udp_feeds_get_a_read_timeout_that_ffmpeg_honours() {
