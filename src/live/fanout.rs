@@ -13,8 +13,17 @@
 //! inserts its own frames into its own library directly; consumers skip batches with their own
 //! instance id.
 //!
-//! Wire form: headers `reference_id`, `origin_ms`, `retention_ms`, `sender`; body: packed
-//! frames of [`RECORD_BYTES`] bytes (time i64 LE, 32 hash bytes, quality, crop variant).
+//! Wire form: headers `reference_id`, `origin_ms`, `retention_ms`, `sender`; the body's form
+//! is named by its content type:
+//! - [`CONTENT_TYPE_V2`] (what is published): the number of PDQ records (u32 LE), the number of
+//!   padding bytes at the end (u8, 0 or 1), the PDQ records, the feature frames as
+//!   [`encode_feature_frames`] packs them (their times are air times), the padding. The one
+//!   zero byte of padding is added when the body would otherwise be a whole number of
+//!   [`RECORD_BYTES`], so a process still on the first form refuses it as torn instead of
+//!   reading features as hashes.
+//! - [`CONTENT_TYPE_V1`] (accepted from processes not yet upgraded): PDQ records only.
+//!
+//! A PDQ record is [`RECORD_BYTES`] bytes: time i64 LE, 32 hash bytes, quality, crop variant.
 
 use std::time::Duration;
 
@@ -33,9 +42,18 @@ use tokio_util::sync::CancellationToken;
 use super::index::{LiveFrame, SharedLiveLibrary};
 use crate::queue::QueueError;
 use crate::queue::backoff::Backoff;
+use crate::recognition::{FeatureFrame, decode_feature_frames, encode_feature_frames};
 
 /// Bytes per frame on the wire.
 pub const RECORD_BYTES: usize = 8 + 32 + 1 + 1;
+
+/// Content type of the first wire form: PDQ records only.
+pub const CONTENT_TYPE_V1: &str = "application/vnd.offside.live-frames";
+/// Content type of the second wire form: PDQ records and feature frames (the module docs).
+pub const CONTENT_TYPE_V2: &str = "application/vnd.offside.live-frames.v2";
+
+/// Bytes before the records in the second form: record count (u32) and padding length (u8).
+const V2_HEADER_BYTES: usize = 4 + 1;
 
 /// Frames of one feed, as published.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +66,8 @@ pub struct FrameBatch {
     pub retention_ms: i64,
     /// The frames.
     pub frames: Vec<LiveFrame>,
+    /// Feature frames (the geometric tier), each at its air time (Unix ms).
+    pub features: Vec<FeatureFrame>,
 }
 
 /// Packs frames for the wire.
@@ -75,6 +95,54 @@ pub fn decode_frames(body: &[u8]) -> Option<Vec<LiveFrame>> {
             Some(LiveFrame { time_ms, hash, quality: r[40], variant })
         })
         .collect()
+}
+
+/// Packs a batch's frames and feature frames in the second wire form ([`CONTENT_TYPE_V2`]).
+pub fn encode_body(frames: &[LiveFrame], features: &[FeatureFrame]) -> Vec<u8> {
+    let records = encode_frames(frames);
+    let features = encode_feature_frames(features);
+    let padding =
+        u8::from((V2_HEADER_BYTES + records.len() + features.len()).is_multiple_of(RECORD_BYTES));
+    let count = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+    let mut out =
+        Vec::with_capacity(V2_HEADER_BYTES + records.len() + features.len() + usize::from(padding));
+    out.extend_from_slice(&count.to_le_bytes());
+    out.push(padding);
+    out.extend_from_slice(&records);
+    out.extend_from_slice(&features);
+    out.resize(out.len() + usize::from(padding), 0);
+    out
+}
+
+/// Unpacks a body of either wire form by its content type (none: the first form); `None`
+/// when the body is torn (it ends inside a record or a feature frame, or its padding is not
+/// what its length asks for) or the content type is unknown.
+pub fn decode_body(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Option<(Vec<LiveFrame>, Vec<FeatureFrame>)> {
+    match content_type {
+        None | Some(CONTENT_TYPE_V1) => Some((decode_frames(body)?, Vec::new())),
+        Some(CONTENT_TYPE_V2) => {
+            let count = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
+            let padding = usize::from(*body.get(4)?);
+            let unpadded = body.len().checked_sub(padding)?;
+            if padding != usize::from(unpadded.is_multiple_of(RECORD_BYTES))
+                || body[unpadded..].iter().any(|&b| b != 0)
+            {
+                return None;
+            }
+            let records_end = usize::try_from(count)
+                .ok()?
+                .checked_mul(RECORD_BYTES)?
+                .checked_add(V2_HEADER_BYTES)?;
+            let frames = decode_frames(body.get(V2_HEADER_BYTES..records_end)?)?;
+            let mut features = Vec::new();
+            decode_feature_frames(body.get(records_end..unpadded)?, &mut features).ok()?;
+            Some((frames, features))
+        }
+        Some(_) => None,
+    }
 }
 
 /// The fanout of one process: publishes its own feeds' frames, consumes everyone's.
@@ -157,9 +225,9 @@ impl LiveFanout {
         headers.insert("origin_ms".into(), AMQPValue::LongLongInt(batch.origin_ms));
         headers.insert("retention_ms".into(), AMQPValue::LongLongInt(batch.retention_ms));
         headers.insert("sender".into(), AMQPValue::LongString(self.instance.as_str().into()));
-        let body = encode_frames(&batch.frames);
+        let body = encode_body(&batch.frames, &batch.features);
         let properties = BasicProperties::default()
-            .with_content_type("application/vnd.offside.live-frames".into())
+            .with_content_type(CONTENT_TYPE_V2.into())
             .with_headers(headers);
         let mut guard = self.publisher.lock().await;
         for attempt in 0..2 {
@@ -271,14 +339,15 @@ impl LiveFanout {
                 tracing::warn!("live fanout message without its headers; skipped");
                 continue;
             };
-            let Some(frames) = decode_frames(&Bytes::from(delivery.data)) else {
+            let content_type = delivery.properties.content_type().as_ref().map(|c| c.as_str());
+            let Some((frames, features)) = decode_body(content_type, &Bytes::from(delivery.data))
+            else {
                 tracing::warn!(reference_id = %id, "malformed live frames; skipped");
                 continue;
             };
-            library
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(&id, origin, retention, &frames);
+            let mut library = library.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            library.insert(&id, origin, retention, &frames);
+            library.insert_features(&id, origin, retention, &features);
         }
     }
 }
@@ -286,10 +355,10 @@ impl LiveFanout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fingerprints::features::{Descriptor, Keypoint, LocalFeatures};
 
-    #[test]
-    fn frames_survive_the_wire_form_and_torn_bodies_are_refused() {
-        let frames = vec![
+    fn frames() -> Vec<LiveFrame> {
+        vec![
             LiveFrame {
                 time_ms: 1_700_000_000_123,
                 hash: Hash256([1, 2, 3, u64::MAX]),
@@ -302,9 +371,65 @@ mod tests {
                 quality: 50,
                 variant: CropVariant::Full,
             },
-        ];
+        ]
+    }
+
+    /// A feature frame with `n` features, positions on a quarter pixel (kept exactly).
+    fn feature_frame(ts_ms: i64, n: usize) -> FeatureFrame {
+        let keypoints = (0..n)
+            .map(|i| Keypoint { x: i as f32 + 0.25, y: 100.5, level: 1, response: 900 })
+            .collect();
+        let descriptors = (0..n).map(|i| Descriptor([i as u64, 7, 8, u64::MAX])).collect();
+        FeatureFrame {
+            ts_ms,
+            features: LocalFeatures::from_parts(480, 270, keypoints, descriptors),
+        }
+    }
+
+    #[test]
+    fn frames_survive_the_wire_form_and_torn_bodies_are_refused() {
+        let frames = frames();
         let body = encode_frames(&frames);
-        assert_eq!(decode_frames(&body), Some(frames));
+        assert_eq!(decode_frames(&body), Some(frames.clone()));
         assert_eq!(decode_frames(&body[..body.len() - 1]), None);
+        // The first form still arrives from processes not yet upgraded.
+        assert_eq!(decode_body(Some(CONTENT_TYPE_V1), &body), Some((frames, Vec::new())));
+    }
+
+    #[test]
+    fn feature_frames_travel_with_the_hashes_and_torn_bodies_are_refused() {
+        let frames = frames();
+        let features =
+            vec![feature_frame(1_700_000_000_123, 3), feature_frame(1_700_000_001_000, 96)];
+        let body = encode_body(&frames, &features);
+        let v2 = Some(CONTENT_TYPE_V2);
+        assert_eq!(decode_body(v2, &body), Some((frames.clone(), features.clone())));
+        // Cut anywhere (inside a feature frame, the records or the header): refused.
+        for cut in [1, 40, 41 * 96, body.len() - V2_HEADER_BYTES - 1, body.len() - 1] {
+            assert_eq!(decode_body(v2, &body[..body.len() - cut]), None, "cut {cut}");
+        }
+        assert_eq!(decode_body(Some("application/octet-stream"), &body), None);
+        // Hashes alone and features alone.
+        assert_eq!(decode_body(v2, &encode_body(&frames, &[])), Some((frames.clone(), vec![])));
+        assert_eq!(decode_body(v2, &encode_body(&[], &features)), Some((vec![], features)));
+    }
+
+    #[test]
+    fn a_reader_of_the_first_form_never_takes_a_second_form_body_for_hashes() {
+        let mut padded = 0;
+        for records in 0..3 {
+            for n in 0..RECORD_BYTES {
+                let frames: Vec<LiveFrame> = frames().into_iter().cycle().take(records).collect();
+                let features = [feature_frame(0, n)];
+                let body = encode_body(&frames, &features);
+                assert_eq!(decode_frames(&body), None, "{records} records, {n} features");
+                assert_eq!(
+                    decode_body(Some(CONTENT_TYPE_V2), &body),
+                    Some((frames, features.to_vec()))
+                );
+                padded += usize::from(body[4] == 1);
+            }
+        }
+        assert!(padded > 0, "no body needed its padding byte");
     }
 }

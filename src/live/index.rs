@@ -10,13 +10,19 @@
 //! delay `d` therefore produces hits at a constant offset (`reference_ts - stream_ts`), which is
 //! exactly what the per-stream temporal matcher accumulates; when the stream's own clock counts
 //! from the event's time zero, the offset is `-d`.
+//!
+//! Feeds have the geometric tier too, as file references do: the ingest samples one frame per
+//! second for local features, each feed keeps them in its own [`FeatureIndex`] with their air
+//! times, for the same retention, and a keyframe's features are verified against the frames
+//! aired in the same window ([`LiveLibrary::lookup_features`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
+use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
 use fingerprints::{CropVariant, Hash256, Hit, LiveIndex, broadness_weight};
 
-use crate::recognition::KeyframeHashes;
-use crate::recognition::weights::{AMBIGUITY_BITS, count_u32, detail_weight};
+use crate::recognition::weights::{AMBIGUITY_BITS, count_u32, detail_weight, feature_hits};
+use crate::recognition::{FeatureFrame, KeyframeHashes, RecognitionConfig, Tiers};
 
 /// One hashed frame of a live feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +35,16 @@ pub struct LiveFrame {
     pub quality: u8,
     /// Which part of the frame was hashed.
     pub variant: CropVariant,
+}
+
+/// What the ingest makes of one decoded frame of a feed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveBatch {
+    /// Its PDQ hashes that were kept (full frame, inner picture, crops; pruned, may be empty).
+    pub frames: Vec<LiveFrame>,
+    /// Its local features, when the frame was sampled for the geometric tier: `ts_ms` is the
+    /// air time (Unix ms), the [`LiveFrame::time_ms`] its PDQ hashes get.
+    pub features: Option<FeatureFrame>,
 }
 
 /// How live lookups are aligned.
@@ -51,6 +67,31 @@ impl Default for LiveWindow {
 struct Feed {
     origin_ms: i64,
     index: LiveIndex,
+    /// The geometric tier: one frame per sampled second, all in one group.
+    features: FeatureIndex,
+    /// Air time of each feature frame, by its id in [`Feed::features`].
+    feature_times: HashMap<u32, i64>,
+    /// The same, ordered by air time, for expiry and the window.
+    feature_order: BTreeSet<(i64, u32)>,
+    next_feature_id: u32,
+}
+
+impl Feed {
+    fn new(origin_ms: i64, retention_ms: i64) -> Self {
+        Self {
+            origin_ms,
+            index: LiveIndex::new(retention_ms),
+            features: FeatureIndex::default(),
+            feature_times: HashMap::new(),
+            feature_order: BTreeSet::new(),
+            next_feature_id: 0,
+        }
+    }
+
+    /// Feature frames aired in `[from, to]`.
+    fn feature_frames_between(&self, from: i64, to: i64) -> usize {
+        self.feature_order.range((from, 0)..=(to, u32::MAX)).count()
+    }
 }
 
 /// The live frames of every feed this process knows. Not internally synchronised: share it as
@@ -93,6 +134,11 @@ impl LiveLibrary {
         self.feeds.values().map(|f| f.index.len()).sum()
     }
 
+    /// Feature frames (the geometric tier) held over all feeds.
+    pub fn feature_frames(&self) -> usize {
+        self.feeds.values().map(|f| f.feature_times.len()).sum()
+    }
+
     /// Whether no frame is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -111,14 +157,52 @@ impl LiveLibrary {
     /// Adds frames of feed `id`, registering the feed (with its origin and retention) on first
     /// sight. Frames may come from any process: the feed's settings travel with them.
     pub fn insert(&mut self, id: &str, origin_ms: i64, retention_ms: i64, frames: &[LiveFrame]) {
-        let feed = self
-            .feeds
-            .entry(id.to_owned())
-            .or_insert_with(|| Feed { origin_ms, index: LiveIndex::new(retention_ms) });
-        feed.origin_ms = origin_ms;
+        let feed = self.feed(id, origin_ms, retention_ms);
         for f in frames {
             feed.index.insert(frame_id(f.quality, f.variant), f.hash, f.time_ms);
         }
+    }
+
+    /// Adds feature frames of feed `id` (their `ts_ms` is the air time, Unix ms), registering
+    /// the feed on first sight as [`LiveLibrary::insert`] does.
+    pub fn insert_features(
+        &mut self,
+        id: &str,
+        origin_ms: i64,
+        retention_ms: i64,
+        frames: &[FeatureFrame],
+    ) {
+        let feed = self.feed(id, origin_ms, retention_ms);
+        for f in frames {
+            if f.features.is_empty() {
+                continue;
+            }
+            // Ids are only reused after 2^32 frames, 136 years of one frame per second; by
+            // then the frame that held the id is long expired.
+            let fid = feed.next_feature_id;
+            feed.next_feature_id = fid.wrapping_add(1);
+            feed.features.insert(fid, 0, &f.features);
+            if let Some(old) = feed.feature_times.insert(fid, f.ts_ms) {
+                feed.feature_order.remove(&(old, fid));
+            }
+            feed.feature_order.insert((f.ts_ms, fid));
+        }
+    }
+
+    /// Every batch of one ingest item: [`LiveLibrary::insert`] and
+    /// [`LiveLibrary::insert_features`].
+    pub fn insert_batch(&mut self, id: &str, origin_ms: i64, retention_ms: i64, batch: &LiveBatch) {
+        self.insert(id, origin_ms, retention_ms, &batch.frames);
+        if let Some(features) = &batch.features {
+            self.insert_features(id, origin_ms, retention_ms, std::slice::from_ref(features));
+        }
+    }
+
+    fn feed(&mut self, id: &str, origin_ms: i64, retention_ms: i64) -> &mut Feed {
+        let feed =
+            self.feeds.entry(id.to_owned()).or_insert_with(|| Feed::new(origin_ms, retention_ms));
+        feed.origin_ms = origin_ms;
+        feed
     }
 
     /// Forgets feed `id` (deleted); returns whether it was known.
@@ -130,6 +214,13 @@ impl LiveLibrary {
     pub fn expire(&mut self, now_ms: i64) {
         for feed in self.feeds.values_mut() {
             feed.index.expire(now_ms);
+            // Kept: air time >= now - retention, as in the feed's LiveIndex.
+            let cutoff = now_ms.saturating_sub(feed.index.retention_ms());
+            let kept = feed.feature_order.split_off(&(cutoff, 0));
+            for (_, fid) in std::mem::replace(&mut feed.feature_order, kept) {
+                feed.features.remove(fid);
+                feed.feature_times.remove(&fid);
+            }
         }
     }
 
@@ -144,8 +235,7 @@ impl LiveLibrary {
         radius: u32,
         max_hits: usize,
     ) -> Vec<(String, Hit)> {
-        let from = at_ms.saturating_sub(window.max_delay_ms + window.tolerance_ms);
-        let to = at_ms.saturating_add(window.tolerance_ms);
+        let (from, to) = window.bounds(at_ms);
         let mut best: HashMap<(&str, i64), (u32, u8)> = HashMap::new();
         for (id, feed) in &self.feeds {
             for q in &keyframe.hashes {
@@ -186,6 +276,107 @@ impl LiveLibrary {
         });
         hits.truncate(max_hits);
         hits
+    }
+
+    /// The geometric tier's hits of a keyframe captured at `at_ms`: its local features (and
+    /// their mirror) verified against each feed's feature frames aired in the same window as
+    /// [`LiveLibrary::lookup`] searches, one hit per verified frame at the frame's event time,
+    /// capped and weighted exactly like the reference library's feature hits
+    /// ([`crate::recognition::Library::lookup_features`]). A keyframe without features has
+    /// none.
+    pub fn lookup_features(
+        &self,
+        keyframe: &KeyframeHashes,
+        at_ms: i64,
+        window: LiveWindow,
+        verify: &VerifyConfig,
+    ) -> Vec<(String, Hit)> {
+        let Some(features) = keyframe.features.as_ref().filter(|f| !f.is_empty()) else {
+            return Vec::new();
+        };
+        let (from, to) = window.bounds(at_ms);
+        let mut verified: Vec<(&str, i64, Verified)> = Vec::new();
+        for (id, feed) in &self.feeds {
+            let in_window = feed.feature_frames_between(from, to);
+            if in_window == 0 {
+                continue;
+            }
+            // `FeatureIndex::query` verifies only the `candidates` frames with the most votes,
+            // over every frame it holds, and cannot be told to skip frames outside the window.
+            // A feed holds its whole retention (hours), the window two minutes: frames aired
+            // earlier (a replay, a loop, the same camera angle) that out-vote the in-window
+            // frame could take every candidate place and leave it unverified. So candidates
+            // grow with the share of the feed outside the window (were votes spread evenly over
+            // time, that keeps about `candidates` in-window frames among them), up to eight
+            // times as many. That costs little: only frames with `min_votes` are candidates at
+            // all, a handful per keyframe, so a query over 736 frames of the development clips
+            // took about 2 ms at 6 and at 48 candidates alike. (Filtering before verification
+            // would be exact but needs a filter in `fingerprints`' query.)
+            let held = feed.feature_times.len();
+            let factor = held.div_ceil(in_window).clamp(1, LIVE_CANDIDATES_FACTOR_MAX);
+            let cfg = VerifyConfig { candidates: verify.candidates * factor, ..verify.clone() };
+            for v in feed.features.query(features, &cfg) {
+                let Some(&aired) = feed.feature_times.get(&v.frame) else { continue };
+                if (from..=to).contains(&aired) {
+                    verified.push((id.as_str(), aired - feed.origin_ms, v));
+                }
+            }
+        }
+        feature_hits(verified, verify).into_iter().map(|(id, hit)| (id.to_owned(), hit)).collect()
+    }
+
+    /// The hits of the configured tiers for a keyframe captured at `at_ms`, with the
+    /// configured radius and hit cap: [`LiveLibrary::lookup`] and
+    /// [`LiveLibrary::lookup_features`] together; where both tiers hit the same feed at the same
+    /// time, the closer hit stands for both (as [`crate::recognition::TierHits::select`] does).
+    pub fn lookup_tiers(
+        &self,
+        keyframe: &KeyframeHashes,
+        at_ms: i64,
+        window: LiveWindow,
+        config: &RecognitionConfig,
+        verify: &VerifyConfig,
+    ) -> Vec<(String, Hit)> {
+        let pdq = if config.tiers == Tiers::Features {
+            Vec::new()
+        } else {
+            self.lookup(keyframe, at_ms, window, config.radius, config.max_hits_per_keyframe)
+        };
+        if config.tiers == Tiers::Pdq {
+            return pdq;
+        }
+        let features = self.lookup_features(keyframe, at_ms, window, verify);
+        if pdq.is_empty() {
+            return features;
+        }
+        let mut best: HashMap<(String, i64), Hit> = HashMap::new();
+        for (id, h) in pdq.into_iter().chain(features) {
+            let slot = best.entry((id, h.reference_ts_ms)).or_insert(h);
+            if h.distance < slot.distance {
+                *slot = h;
+            }
+        }
+        let mut hits: Vec<(String, Hit)> =
+            best.into_iter().map(|((id, _), hit)| (id, hit)).collect();
+        hits.sort_unstable_by(|(a, x), (b, y)| {
+            (x.distance, a, x.reference_ts_ms).cmp(&(y.distance, b, y.reference_ts_ms))
+        });
+        hits
+    }
+}
+
+/// See [`LiveLibrary::lookup_features`]: at most this many times the configured verification
+/// candidates per feed and keyframe.
+const LIVE_CANDIDATES_FACTOR_MAX: usize = 8;
+
+impl LiveWindow {
+    /// The air times `[at - max_delay - tolerance, at + tolerance]` a keyframe captured at
+    /// `at_ms` may show.
+    fn bounds(self, at_ms: i64) -> (i64, i64) {
+        (
+            at_ms.saturating_sub(self.max_delay_ms + self.tolerance_ms),
+            at_ms.saturating_add(self.tolerance_ms),
+        )
     }
 }
 
@@ -261,5 +452,175 @@ mod tests {
         );
         assert_eq!(unique.len(), 1);
         assert!((unique[0].1.weight - 1.0).abs() < 1e-6);
+    }
+}
+
+/// The geometric tier of live feeds, on `ref_earth.mp4` of the mini evaluation set: its 30 s
+/// as a feed (features of one frame a second, as the ingest samples them) and, as the pirate's
+/// keyframe, its frame at 12.5 s zoomed by 8 % and cropped back to the frame.
+#[cfg(test)]
+mod feature_tests {
+    use std::ops::ControlFlow;
+    use std::path::Path;
+    use std::sync::OnceLock;
+
+    use fingerprints::Luma;
+    use fingerprints::features::{FeatureConfig, LocalFeatures};
+
+    use super::*;
+    use crate::live::fanout::{CONTENT_TYPE_V2, decode_body, encode_body};
+    use crate::media::{LumaOptions, decode_luma_frames};
+    use crate::recognition::{FEATURE_HITS_PER_REFERENCE, FeatureSampler, hash_luma};
+
+    const ORIGIN: i64 = 1_700_000_000_000;
+    const HOURS: i64 = 3_600_000;
+    /// Clip position of the pirate's keyframe.
+    const KEYFRAME_AT: i64 = 12_500;
+
+    /// The clip's sampled feature frames (clip times) and the pirate's keyframe.
+    fn clip() -> &'static (Vec<FeatureFrame>, KeyframeHashes) {
+        static CLIP: OnceLock<(Vec<FeatureFrame>, KeyframeHashes)> = OnceLock::new();
+        CLIP.get_or_init(|| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/eval-mini/refs/ref_earth.mp4");
+            let mut sampler = FeatureSampler::new(1000);
+            let mut frames = Vec::new();
+            let mut keyframe = None;
+            decode_luma_frames(path.to_str().unwrap(), &LumaOptions::default(), |frame| {
+                if sampler.sample(frame.ts_ms) {
+                    let features = LocalFeatures::extract(&frame.luma, &FeatureConfig::reference());
+                    frames.push(FeatureFrame { ts_ms: frame.ts_ms, features });
+                }
+                if keyframe.is_none() && frame.ts_ms >= KEYFRAME_AT {
+                    keyframe = Some(hash_luma(&zoomed(&frame.luma)));
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            (frames, keyframe.unwrap())
+        })
+    }
+
+    /// The centre 92 % of the picture: zoomed in by 8 % and cropped back to the frame.
+    fn zoomed(luma: &Luma) -> Luma {
+        let (w, h) = (luma.width() * 92 / 100, luma.height() * 92 / 100);
+        luma.crop((luma.width() - w) / 2, (luma.height() - h) / 2, w, h).unwrap()
+    }
+
+    /// The clip's feature frames aired from `aired_from` (ms after the origin) on.
+    fn aired(aired_from: i64) -> Vec<FeatureFrame> {
+        clip()
+            .0
+            .iter()
+            .map(|f| FeatureFrame { ts_ms: ORIGIN + aired_from + f.ts_ms, ..f.clone() })
+            .collect()
+    }
+
+    /// The feature hits of the keyframe captured `at` ms after the origin.
+    fn hits(live: &LiveLibrary, at: i64) -> Vec<(String, Hit)> {
+        let window = LiveWindow::default();
+        live.lookup_features(&clip().1, ORIGIN + at, window, &VerifyConfig::default())
+    }
+
+    /// Whether `hits` are on feed `feed` and place the keyframe at its position in the clip
+    /// aired from `aired_from`, give or take a second.
+    fn at_its_moment(hits: &[(String, Hit)], feed: &str, aired_from: i64) -> bool {
+        let moment = aired_from + KEYFRAME_AT - 1000..=aired_from + KEYFRAME_AT + 1000;
+        !hits.is_empty()
+            && hits.iter().all(|(id, h)| id == feed && moment.contains(&h.reference_ts_ms))
+    }
+
+    #[test]
+    fn a_keyframes_features_verify_only_feed_frames_aired_in_its_window() {
+        let mut live = LiveLibrary::new();
+        live.insert_features("feed", ORIGIN, 2 * HOURS, &aired(60_000));
+        assert!(live.feature_frames() >= 29, "{}", live.feature_frames());
+        // Captured ten seconds after its moment aired: verified, on the event timeline, at
+        // most the per-reference cap, weighed as the only feed that verified.
+        let captured = 60_000 + KEYFRAME_AT + 10_000;
+        let found = hits(&live, captured);
+        assert!(at_its_moment(&found, "feed", 60_000), "{found:?}");
+        assert!(found.len() <= FEATURE_HITS_PER_REFERENCE, "{found:?}");
+        assert!(found.iter().all(|(_, h)| h.distance <= 24 && (h.weight - 1.0).abs() < 1e-6));
+        // Three minutes after it aired (beyond the two-minute delay and the slack): nothing.
+        assert_eq!(hits(&live, captured + 180_000), []);
+        // Before the clip aired: nothing to verify yet.
+        assert_eq!(hits(&live, 50_000), []);
+        // Through the tiers: both give the feature hits (the feed has no PDQ frames here), the
+        // PDQ tier alone gives nothing.
+        let lookup = |tiers| {
+            let config = RecognitionConfig { tiers, ..RecognitionConfig::default() };
+            let (window, verify) = (LiveWindow::default(), VerifyConfig::default());
+            live.lookup_tiers(&clip().1, ORIGIN + captured, window, &config, &verify)
+        };
+        assert_eq!(lookup(Tiers::Both), found);
+        assert_eq!(lookup(Tiers::Features), found);
+        assert_eq!(lookup(Tiers::Pdq), []);
+    }
+
+    #[test]
+    fn pictures_aired_before_the_window_do_not_crowd_out_the_ones_inside_it() {
+        // The clip aired six times an hour earlier (a loop, replays) and once now: the old
+        // airings' frames tie with the new ones on votes and, inserted first, come first in
+        // the feature index's order, so verifying only the configured `candidates` frames
+        // would leave none of the window's. (With the default burstiness rule, seven airings
+        // of one picture share its features' weight and none verifies any more; relaxed here,
+        // so that the old airings stay strong enough to crowd.)
+        let mut live = LiveLibrary::new();
+        for round in 0..6 {
+            live.insert_features("feed", ORIGIN, 2 * HOURS, &aired(round * 40_000));
+        }
+        live.insert_features("feed", ORIGIN, 2 * HOURS, &aired(HOURS));
+        let verify = VerifyConfig { burst: 64.0, ..VerifyConfig::default() };
+        let captured = ORIGIN + HOURS + KEYFRAME_AT + 10_000;
+        let found = live.lookup_features(&clip().1, captured, LiveWindow::default(), &verify);
+        assert!(at_its_moment(&found, "feed", HOURS), "{found:?}");
+        // Every airing verifies when nothing limits the candidates: the crowd is real.
+        let feed = &live.feeds["feed"];
+        let all = VerifyConfig { candidates: 10_000, ..verify.clone() };
+        let verified = feed.features.query(clip().1.features.as_ref().unwrap(), &all);
+        let airings: BTreeSet<i64> =
+            verified.iter().map(|v| (feed.feature_times[&v.frame] - ORIGIN) / 40_000).collect();
+        assert!(airings.len() >= 7, "{airings:?}");
+    }
+
+    #[test]
+    fn feature_frames_expire_with_the_feed_retention_and_leave_with_the_feed() {
+        let mut live = LiveLibrary::new();
+        let all = aired(0);
+        live.insert_features("short", ORIGIN, 60_000, &all);
+        live.insert_features("long", ORIGIN, 2 * HOURS, &all);
+        // A minute after the clip's 10th second aired: the short feed keeps what aired since.
+        live.expire(ORIGIN + 70_000);
+        let kept = all.iter().filter(|f| f.ts_ms >= ORIGIN + 10_000).count();
+        assert_eq!(live.feature_frames(), kept + all.len());
+        live.expire(ORIGIN + 100_000);
+        assert_eq!(live.feature_frames(), all.len());
+        let window = LiveWindow { max_delay_ms: HOURS, tolerance_ms: 0 };
+        let verify = VerifyConfig::default();
+        let found = live.lookup_features(&clip().1, ORIGIN + 100_000, window, &verify);
+        assert!(at_its_moment(&found, "long", 0), "{found:?}");
+        assert!(live.remove("long"));
+        assert_eq!(live.feature_frames(), 0);
+        assert_eq!(live.lookup_features(&clip().1, ORIGIN + 100_000, window, &verify), []);
+    }
+
+    #[test]
+    fn feature_frames_that_crossed_the_fanout_verify_as_the_ingested_ones_do() {
+        let frames = aired(60_000);
+        let mut local = LiveLibrary::new();
+        local.insert_features("feed", ORIGIN, 2 * HOURS, &frames);
+        let body = encode_body(&[], &frames);
+        let (_, received) = decode_body(Some(CONTENT_TYPE_V2), &body).expect("a whole body");
+        assert_eq!(received.len(), frames.len());
+        let mut remote = LiveLibrary::new();
+        remote.insert_features("feed", ORIGIN, 2 * HOURS, &received);
+        let captured = 60_000 + KEYFRAME_AT + 10_000;
+        let (here, there) = (hits(&local, captured), hits(&remote, captured));
+        assert!(at_its_moment(&there, "feed", 60_000), "{there:?}");
+        let times = |hits: &[(String, Hit)]| {
+            hits.iter().map(|(_, h)| h.reference_ts_ms).collect::<Vec<_>>()
+        };
+        assert_eq!(times(&here), times(&there));
     }
 }

@@ -3,8 +3,8 @@
 //! Every process runs one. Each second it reads the feed rows: feeds it does not know any more
 //! (deleted) leave its live library, frames past their retention expire, and every feed whose
 //! event is on and whose lease is free (or expired: its holder died) is claimed and ingested
-//! here. The ingest decodes on a blocking thread and hands each frame's hashes to the async
-//! side, which makes them matchable at once (this process's library directly; other processes
+//! here. The ingest decodes on a blocking thread and hands each frame's hashes (and, once a
+//! second, its local features) to the async side, which makes them matchable at once (this process's library directly; other processes
 //! through the [`LiveFanout`]), counts them, renews the lease with the counters every second,
 //! and collects the archive when asked to. A lost lease (this process stalled past the lease
 //! and another took over) stops the ingest without touching the feed.
@@ -16,17 +16,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fingerprints::CropVariant;
+use fingerprints::features::{FeatureConfig, LocalFeatures};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::LiveInput;
 use super::fanout::{FrameBatch, LiveFanout};
-use super::index::{LiveFrame, SharedLiveLibrary};
+use super::index::{LiveBatch, LiveFrame, SharedLiveLibrary};
 use super::store::{self as feeds, FeedStatus, Heartbeat, LiveFeed};
 use crate::media::{InputOptions, LumaOptions, MediaError, decode_luma_frames};
 use crate::queue::backoff::Backoff;
-use crate::recognition::FramePruner;
+use crate::recognition::{FeatureFrame, FeatureSampler, FramePruner};
 use crate::store::references::{self, FrameRecord};
 use crate::store::{Store, now_ms};
 
@@ -50,6 +51,11 @@ pub struct IngestOptions {
     pub dedup_distance: u32,
     /// See [`Self::dedup_distance`].
     pub max_pruned_gap_ms: i64,
+    /// One frame per this many ms of stream time gets local features for the geometric tier,
+    /// as for file references ([`crate::recognition::ReferenceHashOptions::feature_interval_ms`]:
+    /// the same grid, [`FeatureConfig::reference`] settings); `None` turns the tier off for
+    /// live feeds. Default 1000.
+    pub feature_interval_ms: Option<i64>,
     /// A network read stalled this long counts as a dropped feed.
     pub read_timeout: Duration,
     /// First and longest wait before reopening a dropped feed.
@@ -72,6 +78,7 @@ impl Default for IngestOptions {
             variants: vec![CropVariant::Portrait9x16, CropVariant::Square, CropVariant::Classic4x3],
             dedup_distance: 8,
             max_pruned_gap_ms: 500,
+            feature_interval_ms: Some(1000),
             read_timeout: Duration::from_secs(5),
             reconnect_backoff: (Duration::from_millis(500), Duration::from_secs(10)),
             archive_flush: Duration::from_secs(10),
@@ -251,7 +258,7 @@ impl LiveService {
                 }
             }
             first_attempt = false;
-            let (tx, mut rx) = mpsc::channel::<Vec<LiveFrame>>(256);
+            let (tx, mut rx) = mpsc::channel::<LiveBatch>(256);
             let halt = Arc::new(AtomicBool::new(false));
             let _halt_on_drop = HaltOnDrop(Arc::clone(&halt));
             let decoder = {
@@ -264,14 +271,14 @@ impl LiveService {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let stopped = loop {
                 tokio::select! {
-                    frames = rx.recv() => match frames {
-                        Some(frames) => {
+                    batch = rx.recv() => match batch {
+                        Some(batch) => {
                             if state.beat.status != Some(FeedStatus::Live) {
                                 state.beat.status = Some(FeedStatus::Live);
                                 backoff.reset();
                             }
-                            self.publish(feed, &frames).await;
-                            state.collect(feed, &frames);
+                            self.publish(feed, &batch).await;
+                            state.collect(feed, &batch.frames);
                         }
                         None => break None,
                     },
@@ -377,19 +384,20 @@ impl LiveService {
     }
 
     /// Makes frames matchable: this process's library at once, every other one via the fanout.
-    async fn publish(&self, feed: &LiveFeed, frames: &[LiveFrame]) {
-        self.library.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
+    async fn publish(&self, feed: &LiveFeed, batch: &LiveBatch) {
+        self.library.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert_batch(
             &feed.reference_id,
             feed.origin_ms,
             feed.retention_ms,
-            frames,
+            batch,
         );
         if let Some(fanout) = &self.fanout {
             let batch = FrameBatch {
                 reference_id: feed.reference_id.clone(),
                 origin_ms: feed.origin_ms,
                 retention_ms: feed.retention_ms,
-                frames: frames.to_vec(),
+                frames: batch.frames.clone(),
+                features: batch.features.iter().cloned().collect(),
             };
             if let Err(err) = fanout.publish(&batch).await {
                 tracing::warn!(reference_id = %feed.reference_id, error = %err, "live frames not fanned out");
@@ -508,13 +516,14 @@ impl AirClock {
     }
 }
 
-/// Decodes the feed on this (blocking) thread and sends each kept frame's hashes, stamped with
-/// the wall-clock time it was decoded at, until the input ends, fails or `halt` is set.
+/// Decodes the feed on this (blocking) thread and sends each kept frame's hashes, and the
+/// local features of one frame per [`IngestOptions::feature_interval_ms`], stamped with the
+/// wall-clock time the frame aired ([`AirClock`]), until the input ends, fails or `halt` is set.
 fn decode_feed(
     input: &LiveInput,
     options: &IngestOptions,
     halt: &Arc<AtomicBool>,
-    tx: &mpsc::Sender<Vec<LiveFrame>>,
+    tx: &mpsc::Sender<LiveBatch>,
 ) -> Result<(), MediaError> {
     let paced = matches!(input, LiveInput::File(_));
     let luma_options = LumaOptions {
@@ -531,6 +540,8 @@ fn decode_feed(
     let mut first_ts: Option<i64> = None;
     let mut pruner = FramePruner::new(options.dedup_distance, options.max_pruned_gap_ms);
     let mut clock = AirClock::default();
+    let mut sampler = options.feature_interval_ms.map(FeatureSampler::new);
+    let feature_config = FeatureConfig::reference();
     decode_luma_frames(&ffmpeg_input(input, options.read_timeout), &luma_options, |frame| {
         if halt.load(Ordering::Relaxed) {
             return ControlFlow::Break(());
@@ -550,10 +561,18 @@ fn decode_feed(
             .into_iter()
             .map(|f| LiveFrame { time_ms, hash: f.hash, quality: f.quality, variant: f.variant })
             .collect();
-        if frames.is_empty() {
+        // Sampled on stream time like a file reference, so bursts of HLS segments or a TCP
+        // catch-up do not change which frames get features.
+        let features = sampler
+            .as_mut()
+            .is_some_and(|s| s.sample(frame.ts_ms))
+            .then(|| LocalFeatures::extract(&frame.luma, &feature_config))
+            .filter(|f| !f.is_empty())
+            .map(|features| FeatureFrame { ts_ms: time_ms, features });
+        if frames.is_empty() && features.is_none() {
             return ControlFlow::Continue(());
         }
-        if tx.blocking_send(frames).is_err() {
+        if tx.blocking_send(LiveBatch { frames, features }).is_err() {
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())

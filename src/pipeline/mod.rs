@@ -461,26 +461,32 @@ pub struct LibraryLookup {
 }
 
 impl Lookup for LibraryLookup {
+    /// The configured tiers' hits in the reference library.
     fn lookup(&self, hashes: &KeyframeHashes) -> Vec<(String, Hit)> {
         let library = self.library.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tiers = self.config.tiers;
         library
-            .lookup(hashes, self.config.radius, self.config.max_hits_per_keyframe)
+            .lookup_tiers(hashes, self.config.radius, self.config.max_hits_per_keyframe, tiers)
+            .select(tiers)
             .into_iter()
             .filter_map(|h| library.reference_id(h.reference).map(|id| (id.to_owned(), h)))
             .collect()
     }
 
+    /// The configured tiers' hits in the reference library and in the live feeds' windows;
+    /// the live geometric tier verifies with the library's thresholds.
     fn lookup_at(&self, hashes: &KeyframeHashes, at_ms: i64) -> Vec<(String, Hit)> {
         let mut hits = self.lookup(hashes);
         if let Some(live) = &self.live {
+            let verify = self
+                .library
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .verify_config()
+                .clone();
             let live = live.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            hits.extend(live.lookup(
-                hashes,
-                at_ms,
-                crate::live::LiveWindow::default(),
-                self.config.radius,
-                self.config.max_hits_per_keyframe,
-            ));
+            let window = crate::live::LiveWindow::default();
+            hits.extend(live.lookup_tiers(hashes, at_ms, window, &self.config, &verify));
         }
         hits
     }

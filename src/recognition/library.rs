@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
 use fingerprints::{CropVariant, HammingIndex, Hit, broadness_weight};
 
-use super::weights::{AMBIGUITY_BITS, count_u32, detail_weight};
+use super::weights::{AMBIGUITY_BITS, count_u32, detail_weight, feature_hits};
 use super::{FeatureFrame, KeyframeHashes, ReferenceFrame, Tiers};
 
 /// What the index id of a frame stands for.
@@ -228,43 +228,30 @@ impl Library {
 
     /// The geometric tier: the keyframe's local features (and their mirror) against every
     /// indexed feature frame, verified by a RANSAC similarity fit. Each reference contributes
-    /// its [`FEATURE_HITS_PER_REFERENCE`] strongest verified frames, at
-    /// [`Verified::distance`] (at most 24, within PDQ's radius, so the matcher's distance
-    /// threshold treats a verified frame as a good match). A keyframe verifying frames of
-    /// several references cannot tell them apart: each weighs 1/N, as on the PDQ tier. A
-    /// keyframe without features (known only by its hash) has no hits here.
+    /// its [`FEATURE_HITS_PER_REFERENCE`](super::FEATURE_HITS_PER_REFERENCE) strongest
+    /// verified frames, at [`Verified::distance`] (at most 24, within PDQ's radius, so the
+    /// matcher's distance threshold treats a verified frame as a good match). A keyframe
+    /// verifying frames of several references cannot tell them apart: each weighs 1/N, as on
+    /// the PDQ tier (the live feeds' geometric tier applies the same rule). A keyframe without
+    /// features (known only by its hash) has no hits here.
     pub fn lookup_features(&self, keyframe: &KeyframeHashes) -> Vec<Hit> {
         let Some(features) = &keyframe.features else { return Vec::new() };
         if features.is_empty() || self.features.is_empty() {
             return Vec::new();
         }
-        let mut verified: Vec<(FeatureMeta, Verified)> = self
+        let verified: Vec<(u64, i64, Verified)> = self
             .features
             .query(features, &self.verify)
             .into_iter()
-            .filter_map(|v| Some((self.feature_frames.get(v.frame as usize).copied()??, v)))
-            .collect();
-        verified.sort_by(|a, b| {
-            a.0.reference.cmp(&b.0.reference).then(b.1.weight.total_cmp(&a.1.weight))
-        });
-        let mut per_reference: HashMap<u64, usize> = HashMap::new();
-        verified.retain(|(meta, _)| {
-            let n = per_reference.entry(meta.reference).or_insert(0);
-            *n += 1;
-            *n <= FEATURE_HITS_PER_REFERENCE
-        });
-        let weight = 1.0 / per_reference.len().max(1) as f32;
-        let mut hits: Vec<Hit> = verified
-            .into_iter()
-            .map(|(meta, v)| Hit {
-                reference: meta.reference,
-                reference_ts_ms: meta.ts_ms,
-                distance: v.distance(&self.verify),
-                weight,
+            .filter_map(|v| {
+                let meta = self.feature_frames.get(v.frame as usize).copied()??;
+                Some((meta.reference, meta.ts_ms, v))
             })
             .collect();
-        hits.sort_unstable_by_key(|h| (h.distance, h.reference, h.reference_ts_ms));
-        hits
+        feature_hits(verified, &self.verify)
+            .into_iter()
+            .map(|(reference, hit)| Hit { reference, ..hit })
+            .collect()
     }
 
     /// The PDQ tier: looks up every hash of a keyframe within `radius` bits and returns one [`Hit`] per
@@ -324,11 +311,6 @@ impl Library {
         })
     }
 }
-
-/// Verified frames per reference and keyframe that become hits. Neighbouring feature frames
-/// of one shot often all verify; two give the matcher the keyframe's position without letting
-/// one keyframe pile up votes.
-pub const FEATURE_HITS_PER_REFERENCE: usize = 2;
 
 /// Takes a free id or appends a slot.
 fn next_id<T>(free: &mut Vec<u32>, slots: &mut Vec<Option<T>>) -> anyhow::Result<u32> {

@@ -21,12 +21,14 @@ pub(crate) mod weights;
 pub use keyframe::{
     KeyframeHashes, MIN_QUALITY, QueryHash, QueryView, hash_keyframe, hash_luma, hash_luma_pdq,
 };
-pub use library::{FEATURE_HITS_PER_REFERENCE, Library, LibraryStats, TierHits};
+pub use library::{Library, LibraryStats, TierHits};
 pub use reference::{
-    CorruptFeatures, FeatureFrame, FramePruner, HashProgress, REFERENCE_HASHING_VERSION,
-    ReferenceFrame, ReferenceHashOptions, ReferenceHashes, decode_feature_frames,
-    encode_feature_frames, hash_reference_file, hash_reference_image, reference_frames_of,
+    CorruptFeatures, FeatureFrame, FeatureSampler, FramePruner, HashProgress,
+    REFERENCE_HASHING_VERSION, ReferenceFrame, ReferenceHashOptions, ReferenceHashes,
+    decode_feature_frames, encode_feature_frames, hash_reference_file, hash_reference_image,
+    reference_frames_of,
 };
 pub use stream::{Match, RecognitionConfig, StreamRecognizer, Tiers};
+pub use weights::FEATURE_HITS_PER_REFERENCE;
 
 pub use fingerprints::{CropVariant, Evidence, Hit, MatcherConfig};

@@ -206,18 +206,13 @@ pub fn hash_reference_file(
     let mut pruner = FramePruner::new(opts.dedup_distance, opts.max_pruned_gap_ms);
     let mut frames = Vec::new();
     let mut features = Vec::new();
-    let mut next_features_ms = 0i64;
+    let mut sampler = opts.feature_interval_ms.map(FeatureSampler::new);
     let mut decoded = 0u64;
     let mut next_report = 0i64;
     decode_luma_frames(input, &opts.decode, |frame| {
         decoded += 1;
         frames.extend(pruner.frames(&frame.luma, frame.ts_ms, &opts.variants, opts.min_quality));
-        if let Some(interval) = opts.feature_interval_ms
-            && frame.ts_ms >= next_features_ms
-        {
-            // The grid stays anchored on whole intervals whatever the frame rate, so a frame
-            // a little late does not shift every later sample.
-            next_features_ms = (frame.ts_ms.div_euclid(interval.max(1)) + 1) * interval.max(1);
+        if sampler.as_mut().is_some_and(|s| s.sample(frame.ts_ms)) {
             let f = LocalFeatures::extract(&frame.luma, &opts.features);
             if !f.is_empty() {
                 features.push(FeatureFrame { ts_ms: frame.ts_ms, features: f });
@@ -337,6 +332,33 @@ pub fn decode_feature_frames(
     Ok(())
 }
 
+/// Which frames get local features, as reference hashing and live ingest pick them: the first
+/// frame at or after each whole multiple of the interval (stream time). The grid stays anchored
+/// on whole intervals whatever the frame rate, so a frame a little late does not shift every
+/// later sample. Time going back by more than an interval (a live sender restarting its clock)
+/// restarts the grid there; a file's frames come out in time order and never do.
+#[derive(Debug, Clone)]
+pub struct FeatureSampler {
+    interval_ms: i64,
+    next_ms: i64,
+}
+
+impl FeatureSampler {
+    /// One frame per `interval_ms` (at least 1), from stream time 0.
+    pub fn new(interval_ms: i64) -> Self {
+        Self { interval_ms: interval_ms.max(1), next_ms: 0 }
+    }
+
+    /// Whether the frame at `ts_ms` is sampled (then the next one is due at the next multiple).
+    pub fn sample(&mut self, ts_ms: i64) -> bool {
+        if ts_ms < self.next_ms && ts_ms >= self.next_ms - self.interval_ms {
+            return false;
+        }
+        self.next_ms = (ts_ms.div_euclid(self.interval_ms) + 1) * self.interval_ms;
+        true
+    }
+}
+
 /// Near-duplicate pruning of a stream of frames, as reference hashing and live ingest apply
 /// it: remembers the last kept hash and time of each slot (crop variant, or inner picture) and
 /// drops a hash within `distance` bits of it unless that one is `max_gap_ms` old (see
@@ -429,6 +451,21 @@ mod tests {
         assert_eq!(back, frames);
         let mut torn = Vec::new();
         assert!(decode_feature_frames(&bytes[..bytes.len() - 1], &mut torn).is_err());
+    }
+
+    #[test]
+    fn features_are_sampled_on_a_grid_of_whole_intervals_that_restarts_when_time_goes_back() {
+        let mut s = FeatureSampler::new(1000);
+        let at_25fps: Vec<i64> = (0..75).map(|i| i * 40 + 20).filter(|&ts| s.sample(ts)).collect();
+        assert_eq!(at_25fps, [20, 1020, 2020]);
+        // A late frame does not shift the grid.
+        assert!(s.sample(3_300));
+        assert!(!s.sample(3_900));
+        assert!(s.sample(4_000));
+        // The sender restarts its clock: sampled at once, then on the new grid.
+        assert!(s.sample(100));
+        assert!(!s.sample(900));
+        assert!(s.sample(1_000));
     }
 
     #[test]

@@ -1,8 +1,19 @@
 //! The prior weights of hits, shared by the reference library and the live index so that a
 //! frame of a file reference and a frame of a live feed weigh the same.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use fingerprints::Hit;
+use fingerprints::features::{Verified, VerifyConfig};
+
 /// Hits within this many bits of a keyframe's closest hit count as equally plausible.
 pub(crate) const AMBIGUITY_BITS: u32 = 4;
+
+/// Verified frames per reference and keyframe that become hits. Neighbouring feature frames
+/// of one shot often all verify; two give the matcher the keyframe's position without letting
+/// one keyframe pile up votes.
+pub const FEATURE_HITS_PER_REFERENCE: usize = 2;
 
 /// A count as `u32`, saturating.
 pub(crate) fn count_u32(n: usize) -> u32 {
@@ -13,4 +24,38 @@ pub(crate) fn count_u32(n: usize) -> u32 {
 /// flat) match more easily by chance, so they count less.
 pub(crate) fn detail_weight(quality: u8) -> f32 {
     (0.5 + (f32::from(quality) - 50.0) / 40.0).clamp(0.5, 1.0)
+}
+
+/// The geometric tier's hits of one keyframe, from its verified frames as
+/// `(reference, reference time, verification)`; the reference is whatever its caller keys
+/// references by (the library's interned number, a live feed's id). Each reference keeps its
+/// [`FEATURE_HITS_PER_REFERENCE`] strongest verified frames, each at [`Verified::distance`]
+/// (at most 24, within PDQ's radius, so the matcher's distance threshold treats a verified
+/// frame as a good match). A keyframe verifying frames of several references cannot tell them
+/// apart: each weighs 1/N, as on the PDQ tier. The hits' own `reference` is left 0 for the
+/// caller to fill; closest first, then by reference and time.
+pub(crate) fn feature_hits<K: Copy + Ord + Hash>(
+    mut verified: Vec<(K, i64, Verified)>,
+    verify: &VerifyConfig,
+) -> Vec<(K, Hit)> {
+    verified
+        .sort_by(|a, b| a.0.cmp(&b.0).then(b.2.weight.total_cmp(&a.2.weight)).then(a.1.cmp(&b.1)));
+    let mut per_reference: HashMap<K, usize> = HashMap::new();
+    verified.retain(|(reference, _, _)| {
+        let n = per_reference.entry(*reference).or_insert(0);
+        *n += 1;
+        *n <= FEATURE_HITS_PER_REFERENCE
+    });
+    let weight = 1.0 / per_reference.len().max(1) as f32;
+    let mut hits: Vec<(K, Hit)> = verified
+        .into_iter()
+        .map(|(reference, reference_ts_ms, v)| {
+            let hit = Hit { reference: 0, reference_ts_ms, distance: v.distance(verify), weight };
+            (reference, hit)
+        })
+        .collect();
+    hits.sort_unstable_by(|(a, x), (b, y)| {
+        (x.distance, a, x.reference_ts_ms).cmp(&(y.distance, b, y.reference_ts_ms))
+    });
+    hits
 }
