@@ -323,10 +323,17 @@ async fn a_worker_that_ingests_nothing_flags_a_restream_of_a_feed_another_proces
         (n > crossed).then_some(n)
     })
     .await;
+    // The geometric tier's feature frames (one per second of feed) cross it as well.
+    let feature_frames =
+        eventually(Duration::from_secs(5), "feature frames in the worker", || async {
+            let n = worker.live.read().unwrap().feature_frames();
+            (n > 0).then_some(n)
+        })
+        .await;
     eprintln!(
         "fanout: offset {offset} ms (delay {DELAY_MS} ms) after {sent} pirate keyframes; \
-         feed frames {} hashed by the API node, worker library {crossed} -> {in_worker} hashes; \
-         {:?} in all",
+         feed frames {} hashed by the API node, worker library {crossed} -> {in_worker} hashes \
+         and {feature_frames} feature frames; {:?} in all",
         frames(&live),
         started.elapsed()
     );
