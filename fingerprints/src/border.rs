@@ -165,7 +165,8 @@ const TRIM_MIN_CUT: f32 = 0.03;
 /// ```
 /// use fingerprints::{Luma, Rect, dark_trim};
 ///
-/// // A bright disc on black, padded with more black: the box is the disc's.
+/// // A bright disc of radius 100 on black: the box is the disc's (its outermost rows and
+/// // columns, a few pixels long, are under the 1 % a line needs to count as lit).
 /// let mut px = vec![0u8; 640 * 360];
 /// for y in 0..360i32 {
 ///     for x in 0..640i32 {
@@ -176,7 +177,7 @@ const TRIM_MIN_CUT: f32 = 0.03;
 ///     }
 /// }
 /// let img = Luma::new(640, 360, px).unwrap();
-/// assert_eq!(dark_trim(&img), Some(Rect { x: 220, y: 80, width: 201, height: 201 }));
+/// assert_eq!(dark_trim(&img), Some(Rect { x: 221, y: 81, width: 199, height: 199 }));
 /// ```
 pub fn dark_trim(img: &Luma) -> Option<Rect> {
     let (w, h) = (img.width() as usize, img.height() as usize);
