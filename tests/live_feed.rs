@@ -297,6 +297,11 @@ async fn a_file_feed_with_archive_becomes_an_ordinary_ready_reference_when_it_en
     let frames = app.library.read().unwrap().frames_of(&id);
     assert!(frames.len() > 20, "archived frames indexed: {}", frames.len());
     assert!(frames.iter().all(|(ts, _)| (0..10_000).contains(ts)), "event times: {frames:?}");
+    // With the local features of one frame a second, for the geometric tier.
+    let features = offside::store::references::load_features(app.store.pool(), &id).await.unwrap();
+    assert!(features.len() >= 3, "archived feature frames: {}", features.len());
+    assert!(features.iter().all(|f| (0..10_000).contains(&f.ts_ms)), "event times");
+    assert_eq!(app.library.read().unwrap().stats().feature_frames, features.len());
     tokio::time::timeout(Duration::from_secs(20), app.stop()).await.expect("the app stops");
 }
 

@@ -278,7 +278,7 @@ impl LiveService {
                                 backoff.reset();
                             }
                             self.publish(feed, &batch).await;
-                            state.collect(feed, &batch.frames);
+                            state.collect(feed, &batch);
                         }
                         None => break None,
                     },
@@ -431,7 +431,8 @@ fn ffmpeg_input(input: &LiveInput, read_timeout: Duration) -> String {
 /// The counters and archive of one running ingest.
 struct IngestState {
     beat: Heartbeat,
-    archive: Option<Vec<FrameRecord>>,
+    /// Frames and feature frames (event times) not yet written, when the feed is archived.
+    archive: Option<(Vec<FrameRecord>, Vec<FeatureFrame>)>,
     last_flush: Instant,
     flush_every: Duration,
 }
@@ -440,41 +441,48 @@ impl IngestState {
     fn new(feed: &LiveFeed, options: &IngestOptions) -> Self {
         Self {
             beat: Heartbeat::default(),
-            archive: feed.archive.then(Vec::new),
+            archive: feed.archive.then(Default::default),
             last_flush: Instant::now(),
             flush_every: options.archive_flush,
         }
     }
 
-    fn collect(&mut self, feed: &LiveFeed, frames: &[LiveFrame]) {
-        let Some(newest) = frames.iter().map(|f| f.time_ms).max() else { return };
-        self.beat.frames_added += 1;
-        self.beat.last_frame_at = Some(newest);
-        if let Some(archive) = &mut self.archive {
-            archive.extend(frames.iter().map(|f| FrameRecord {
+    fn collect(&mut self, feed: &LiveFeed, batch: &LiveBatch) {
+        if let Some((frames, features)) = &mut self.archive {
+            frames.extend(batch.frames.iter().map(|f| FrameRecord {
                 ts_ms: f.time_ms - feed.origin_ms,
                 hash: f.hash,
                 quality: f.quality,
                 variant: f.variant.to_u8(),
             }));
+            // The archived reference gets the geometric tier too, on the event timeline.
+            features.extend(batch.features.iter().map(|f| FeatureFrame {
+                ts_ms: f.ts_ms - feed.origin_ms,
+                features: f.features.clone(),
+            }));
         }
+        let Some(newest) = batch.frames.iter().map(|f| f.time_ms).max() else { return };
+        self.beat.frames_added += 1;
+        self.beat.last_frame_at = Some(newest);
     }
 
     fn archive_due(&self) -> bool {
-        self.archive.as_ref().is_some_and(|a| !a.is_empty())
+        self.archive.as_ref().is_some_and(|(f, x)| !f.is_empty() || !x.is_empty())
             && self.last_flush.elapsed() >= self.flush_every
     }
 
     async fn flush_archive(&mut self, store: &Store, id: &str) -> anyhow::Result<()> {
-        let Some(archive) = &mut self.archive else { return Ok(()) };
+        let Some((frames, features)) = &mut self.archive else { return Ok(()) };
         self.last_flush = Instant::now();
-        if archive.is_empty() {
+        if frames.is_empty() && features.is_empty() {
             return Ok(());
         }
         let mut tx = store.pool().begin().await?;
-        references::append_archive_frames(&mut tx, id, archive).await?;
+        references::append_archive_frames(&mut tx, id, frames).await?;
+        references::append_features(&mut tx, id, features).await?;
         tx.commit().await?;
-        archive.clear();
+        frames.clear();
+        features.clear();
         Ok(())
     }
 }

@@ -6,10 +6,11 @@
 //!   and the counters the API shows.
 //! - [`ingest`]: [`ingest::LiveService`], run by every process: it claims feeds whose lease is
 //!   free, opens them with FFmpeg (RTMP, SRT, UDP MPEG-TS, HLS, or a file paced in real time),
-//!   hashes frames densely with wall-clock times like reference frames, reconnects with
-//!   backoff, ends the feed at `ends_at` and archives it on request.
-//! - [`index`]: [`index::LiveLibrary`], the per-process index of recent live frames that the
-//!   worker's lookup searches by wall-clock alignment.
+//!   hashes frames densely with wall-clock times like reference frames (and samples one frame
+//!   a second for local features, the geometric tier), reconnects with backoff, ends the feed
+//!   at `ends_at` and archives it (both tiers) on request.
+//! - [`index`]: [`index::LiveLibrary`], the per-process index of recent live frames (PDQ hashes
+//!   and feature frames) that the worker's lookup searches by wall-clock alignment.
 //! - [`fanout`]: with RabbitMQ, frames reach every process's live library through a fanout
 //!   exchange; embedded, the ingest writes the in-process library directly.
 
