@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::net::UdpSocket;
-use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::live::{
+    air_udp, dev_clip, encode_feed, ffmpeg, free_udp_port, json_of, pirate_keyframes,
+};
 use common::spawn_app;
-use offside::media::{KeyframeOptions, extract_keyframes};
 use offside::store::keys::Role;
 use offside::store::now_ms;
 use reqwest::StatusCode;
@@ -28,115 +26,18 @@ const KEYFRAME_EVERY_MS: i64 = 2_000;
 /// The pirate joins the feed here (the clip's dark, low-detail opening is behind it).
 const PIRATE_FROM_MS: i64 = 12_000;
 
-fn dev_clip() -> PathBuf {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/eval-dev/sources/ref_sintel.mp4");
-    assert!(
-        path.is_file(),
-        "the development set must sit beside the repository: {}",
-        path.display()
-    );
-    path
-}
-
-fn ffmpeg(args: &[&str]) {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .status()
-        .expect("ffmpeg CLI installed");
-    assert!(status.success(), "ffmpeg {args:?} failed");
-}
-
-/// The broadcast as a rights holder's encoder would send it: MPEG-TS with a keyframe every
-/// second, so a receiver can join at any time.
-fn prepare_feed(dir: &Path) -> PathBuf {
-    let out = dir.join("feed.ts");
-    let clip = dev_clip();
-    ffmpeg(&[
-        "-i",
-        clip.to_str().unwrap(),
-        "-t",
-        &FEED_SECONDS.to_string(),
-        "-an",
-        "-vf",
-        "scale=640:360",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-g",
-        "24",
-        "-f",
-        "mpegts",
-        out.to_str().unwrap(),
-    ]);
-    out
-}
-
-/// The pirate's keyframes: the same clip shrunk to 480 pixels wide, one JPEG every keyframe
-/// interval (the first frame at or after each multiple, as `offside tap` extracts them), keyed
-/// by clip position in ms.
-fn prepare_pirate() -> Vec<(i64, Vec<u8>)> {
-    let options = KeyframeOptions {
-        interval: Duration::from_millis(KEYFRAME_EVERY_MS.unsigned_abs()),
-        max_long_side: Some(480),
-        jpeg_quality: 70,
-        ..KeyframeOptions::default()
-    };
-    let mut out = Vec::new();
-    let limit = i64::from(FEED_SECONDS) * 1000;
-    extract_keyframes(dev_clip().to_str().unwrap(), &options, |k| {
-        if k.ts_ms >= limit {
-            return ControlFlow::Break(());
-        }
-        if k.ts_ms >= PIRATE_FROM_MS {
-            out.push((k.ts_ms, k.jpeg));
-        }
-        ControlFlow::Continue(())
-    })
-    .expect("the development clip decodes");
-    out
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Airs `ts` in real time to the feed port, copying it to a probe port the test listens on so
-/// it knows when the first packet went out.
-fn air(ts: &Path, feed_port: u16, probe_port: u16) -> Child {
-    let tee = format!(
-        "[f=mpegts]udp://127.0.0.1:{feed_port}?pkt_size=1316|[f=mpegts]udp://127.0.0.1:{probe_port}?pkt_size=1316"
-    );
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
-        .arg(ts)
-        .args(["-c", "copy", "-map", "0", "-f", "tee", &tee])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("ffmpeg CLI installed")
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn json_of(response: reqwest::Response) -> Value {
-    response.json().await.expect("JSON body")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restream_trailing_a_live_feed_by_ten_seconds_is_flagged_with_the_delay_as_offset() {
     let mut app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
-    let feed_ts = prepare_feed(dir.path());
-    let pirate = prepare_pirate();
+    let feed_ts = dir.path().join("feed.ts");
+    encode_feed(&feed_ts, 0, FEED_SECONDS);
+    let pirate = pirate_keyframes(
+        &dev_clip(),
+        KEYFRAME_EVERY_MS,
+        PIRATE_FROM_MS,
+        i64::from(FEED_SECONDS) * 1000,
+    );
     assert!(pirate.len() >= 10, "pirate keyframes: {}", pirate.len());
 
     let (_, owner_key) = app.rights_holder("Sintel Sports").await;
@@ -161,15 +62,7 @@ async fn a_restream_trailing_a_live_feed_by_ten_seconds_is_flagged_with_the_dela
 
     // Give the ingest a moment to claim the feed and listen, then air it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let probe_port = free_udp_port();
-    let probe = tokio::net::UdpSocket::bind(("127.0.0.1", probe_port)).await.unwrap();
-    let _sender = KillOnDrop(air(&feed_ts, feed_port, probe_port));
-    let mut packet = [0_u8; 2048];
-    tokio::time::timeout(Duration::from_secs(10), probe.recv(&mut packet))
-        .await
-        .expect("the feed airs")
-        .unwrap();
-    let aired_at = now_ms();
+    let (_sender, aired_at) = air_udp(&feed_ts, feed_port).await;
 
     // The pirate: clip position p is captured ten seconds after it aired; its stream clock
     // counts from the event's time zero, like the feed's.

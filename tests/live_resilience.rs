@@ -9,16 +9,16 @@
 
 mod common;
 
-use std::net::{TcpListener, UdpSocket};
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::live::{
+    Sender, air_udp, dev_clip, encode_feed, free_tcp_port, free_udp_port, pirate_keyframes,
+};
 use common::{Db, TestApp, Worker, amqp_url, eventually, spawn_app, spawn_app_on};
 use offside::config::SecretUrl;
-use offside::media::{KeyframeOptions, extract_keyframes};
 use offside::store::keys::Role;
 use offside::store::now_ms;
 use reqwest::StatusCode;
@@ -35,26 +35,6 @@ const KEYFRAME_EVERY_MS: i64 = 2_000;
 /// Frames hashed that show a feed flowing (about two seconds of the 24 fps clip).
 const FLOWING: i64 = 50;
 
-fn dev_clip() -> PathBuf {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/eval-dev/sources/ref_sintel.mp4");
-    assert!(
-        path.is_file(),
-        "the development set must sit beside the repository: {}",
-        path.display()
-    );
-    path
-}
-
-fn ffmpeg(args: &[&str]) {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(args)
-        .status()
-        .expect("ffmpeg CLI installed");
-    assert!(status.success(), "ffmpeg {args:?} failed");
-}
-
 /// The broadcast as a rights holder's encoder sends it: MPEG-TS, 640x360 H.264 with a keyframe
 /// every second so a receiver can join at any time. Every test airs it, so it is encoded once
 /// and kept in the target's temporary directory.
@@ -65,109 +45,10 @@ fn feed_ts() -> &'static str {
         std::fs::create_dir_all(&dir).expect("target tmp dir");
         let out = dir.join(format!("sintel-{FEED_FROM_MS}ms-{FEED_SECONDS}s.ts"));
         if !out.is_file() {
-            // Encoded aside and renamed: an interrupted run leaves no truncated feed behind.
-            let partial = dir.join(format!("partial-{}.ts", std::process::id()));
-            ffmpeg(&[
-                "-ss",
-                &format!("{}ms", FEED_FROM_MS),
-                "-t",
-                &FEED_SECONDS.to_string(),
-                "-i",
-                dev_clip().to_str().expect("UTF-8 path"),
-                "-an",
-                "-vf",
-                "scale=640:360",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-g",
-                "24",
-                "-f",
-                "mpegts",
-                partial.to_str().expect("UTF-8 path"),
-            ]);
-            std::fs::rename(&partial, &out).expect("feed in place");
+            encode_feed(&out, FEED_FROM_MS, FEED_SECONDS);
         }
         out.to_str().expect("UTF-8 path").to_owned()
     })
-}
-
-/// The pirate's keyframes of the aired part of the clip: shrunk to 480 pixels wide, one JPEG
-/// every keyframe interval, keyed by clip position in ms.
-fn pirate_keyframes() -> Vec<(i64, Vec<u8>)> {
-    let options = KeyframeOptions {
-        interval: Duration::from_millis(KEYFRAME_EVERY_MS.unsigned_abs()),
-        max_long_side: Some(480),
-        jpeg_quality: 70,
-        ..KeyframeOptions::default()
-    };
-    let mut out = Vec::new();
-    let limit = FEED_FROM_MS + i64::from(FEED_SECONDS) * 1000;
-    extract_keyframes(dev_clip().to_str().expect("UTF-8 path"), &options, |k| {
-        if k.ts_ms >= limit {
-            return ControlFlow::Break(());
-        }
-        if k.ts_ms >= FEED_FROM_MS {
-            out.push((k.ts_ms, k.jpeg));
-        }
-        ControlFlow::Continue(())
-    })
-    .expect("the development clip decodes");
-    out
-}
-
-/// The rights holder's side: an ffmpeg CLI process, killed when dropped.
-struct Sender(Child);
-
-impl Sender {
-    fn spawn(args: &[&str]) -> Sender {
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-            .args(args)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("ffmpeg CLI installed");
-        Sender(child)
-    }
-
-    /// Stops sending at once, as an encoder that loses power.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Sender {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Airs the feed in real time as MPEG-TS over UDP to `port`. Returns once the first packet is
-/// out (a copy goes to a socket of the test), with the wall-clock time it left.
-async fn air_udp(port: u16) -> (Sender, i64) {
-    let probe = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let probe_port = probe.local_addr().unwrap().port();
-    let tee = format!(
-        "[f=mpegts]udp://127.0.0.1:{port}?pkt_size=1316|[f=mpegts]udp://127.0.0.1:{probe_port}?pkt_size=1316"
-    );
-    let sender =
-        Sender::spawn(&["-re", "-i", feed_ts(), "-c", "copy", "-map", "0", "-f", "tee", &tee]);
-    let mut packet = [0_u8; 2048];
-    tokio::time::timeout(Duration::from_secs(10), probe.recv(&mut packet))
-        .await
-        .expect("the feed airs")
-        .unwrap();
-    (sender, now_ms())
 }
 
 /// Whether the system FFmpeg (the CLI and the libavformat it shares with Offside) reads and
@@ -248,7 +129,16 @@ async fn stop(app: &mut TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_ingests_nothing_flags_a_restream_of_a_feed_another_process_ingests() {
     let started = Instant::now();
-    let pirate = tokio::task::spawn_blocking(pirate_keyframes).await.unwrap();
+    let pirate = tokio::task::spawn_blocking(|| {
+        pirate_keyframes(
+            &dev_clip(),
+            KEYFRAME_EVERY_MS,
+            FEED_FROM_MS,
+            FEED_FROM_MS + i64::from(FEED_SECONDS) * 1000,
+        )
+    })
+    .await
+    .unwrap();
     assert!(pirate.len() >= 10, "pirate keyframes: {}", pirate.len());
     // The API node of a scaled-out deployment: it ingests the feed and hands keyframes to
     // RabbitMQ but handles none itself.
@@ -270,7 +160,7 @@ async fn a_worker_that_ingests_nothing_flags_a_restream_of_a_feed_another_proces
     // ...so the worker started now cannot while the lease is renewed: the only live frames it
     // gets are those the API node fans out through the broker. It handles every keyframe.
     let mut worker = Worker::start_with(&app, |c| c.keyframe_workers = None).await;
-    let (_sender, aired_at) = air_udp(port).await;
+    let (_sender, aired_at) = air_udp(Path::new(feed_ts()), port).await;
     let crossed = eventually(Duration::from_secs(15), "feed frames in the worker", || async {
         let live = worker.live.read().unwrap();
         (live.contains(&id) && !live.is_empty()).then(|| live.len())
@@ -351,7 +241,7 @@ async fn a_udp_feed_that_goes_silent_is_reconnecting_and_live_again_when_the_sen
         l["ingested_by"].is_string()
     })
     .await;
-    let (mut sender, _) = air_udp(port).await;
+    let (mut sender, _) = air_udp(Path::new(feed_ts()), port).await;
     let before = wait_for_feed(&app, &key, &id, Duration::from_secs(20), "frames", |l| {
         l["status"] == "live" && frames(l) > FLOWING
     })
@@ -368,7 +258,7 @@ async fn a_udp_feed_that_goes_silent_is_reconnecting_and_live_again_when_the_sen
     let noticed_after = silent.elapsed();
     assert!(dropped["last_error"].is_string(), "{dropped:#}");
 
-    let (_sender, _) = air_udp(port).await;
+    let (_sender, _) = air_udp(Path::new(feed_ts()), port).await;
     let back = Instant::now();
     let resumed = wait_for_feed(&app, &key, &id, Duration::from_secs(30), "live again", |l| {
         l["status"] == "live" && frames(l) > frames(&dropped) + FLOWING
@@ -400,7 +290,7 @@ async fn when_the_ingesting_process_dies_another_takes_its_feed_over_once_the_le
         l["ingested_by"] == first.instance.as_str()
     })
     .await;
-    let (_sender, _) = air_udp(port).await;
+    let (_sender, _) = air_udp(Path::new(feed_ts()), port).await;
     wait_for_feed(&first, &key, &id, Duration::from_secs(20), "frames", |l| {
         l["status"] == "live" && frames(l) > FLOWING
     })

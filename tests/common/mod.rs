@@ -4,6 +4,8 @@
 //! Logs only with `TEST_LOG=1`.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
+pub mod live;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
