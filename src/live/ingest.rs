@@ -494,33 +494,60 @@ fn ms(d: Duration) -> i64 {
 /// A gap between stream time and the clock larger than the smallest seen by this much is a
 /// discontinuity (the sender restarted its clock), not buffering: the mapping starts over.
 const MAX_BUFFERING_MS: i64 = 10_000;
+/// A frame decoded this much closer to its stream time than the previous one shows the decoder
+/// working through a backlog faster than real time.
+const CATCH_UP_MS: i64 = 20;
 
-/// Maps a feed's stream time to the wall-clock time it aired.
+/// Dates a feed's decoded frames with the wall-clock time they aired.
 ///
-/// Frames do not always reach the decoder when they air: HLS delivers whole segments at once,
-/// a TCP feed (RTMP) catches up after a network stall, and FFmpeg reads ahead while it probes
-/// a new connection. Stamping frames with the time they are decoded would date every frame of
-/// such a burst to the same moment. The frame decoded soonest after it aired shows the true
-/// delay best, so the clock keeps the smallest `decoded - stream time` seen and dates each
-/// frame `stream time + that`. (Frames of the very first burst are decoded before any smaller
-/// delay has been seen: they keep their decode time, late by at most the burst.) A frame whose
-/// delay exceeds the smallest by more than [`MAX_BUFFERING_MS`] marks a jump of the sender's
-/// clock, and the mapping starts over from it.
-#[derive(Debug, Default)]
-struct AirClock {
+/// Frames do not always reach the decoder when they air: FFmpeg reads seconds of input ahead
+/// while it probes a new connection (about 5 s for RTMP/FLV), HLS delivers whole segments at
+/// once, and a TCP feed catches up after a network stall. Stamping frames with the time they
+/// are decoded would date every frame of such a burst to the same moment. The frame decoded
+/// soonest after it aired shows the true delay best, so the clock keeps the smallest
+/// `decoded - stream time` seen and dates each frame `stream time + that`. Frames are held
+/// until a frame arrives at the pace of real time (the next one, normally a frame interval
+/// later), so the frames of a backlog are dated with the delay the decoder reaches once it has
+/// caught up, not with their decode time. A frame whose delay exceeds the smallest by more than
+/// [`MAX_BUFFERING_MS`] marks a jump of the sender's clock: what is held is dated with the old
+/// mapping and a new one starts.
+#[derive(Debug)]
+struct AirClock<T> {
     offset_ms: Option<i64>,
+    last_lag_ms: Option<i64>,
+    held: Vec<(i64, T)>,
 }
 
-impl AirClock {
-    /// The air time of a frame at stream time `ts_ms` decoded at `decoded_ms`.
-    fn air_time(&mut self, ts_ms: i64, decoded_ms: i64) -> i64 {
+impl<T> Default for AirClock<T> {
+    fn default() -> Self {
+        Self { offset_ms: None, last_lag_ms: None, held: Vec::new() }
+    }
+}
+
+impl<T> AirClock<T> {
+    /// Takes `item`, the frame at stream time `ts_ms` decoded at `decoded_ms`; returns the held
+    /// items whose air time is now known, with that time, in order.
+    fn push(&mut self, ts_ms: i64, decoded_ms: i64, item: T) -> Vec<(i64, T)> {
         let lag = decoded_ms - ts_ms;
-        let offset = match self.offset_ms {
-            Some(o) if lag >= o && lag - o <= MAX_BUFFERING_MS => o,
-            _ => lag,
-        };
-        self.offset_ms = Some(offset);
-        ts_ms + offset
+        let mut out = Vec::new();
+        if self.offset_ms.is_some_and(|o| lag - o > MAX_BUFFERING_MS) {
+            out = self.flush();
+            *self = Self::default();
+        }
+        let catching_up = self.last_lag_ms.is_some_and(|last| lag + CATCH_UP_MS < last);
+        self.offset_ms = Some(self.offset_ms.map_or(lag, |o| o.min(lag)));
+        if !catching_up {
+            out.extend(self.flush());
+        }
+        self.held.push((ts_ms, item));
+        self.last_lag_ms = Some(lag);
+        out
+    }
+
+    /// Every held item with its air time (at the end of the input).
+    fn flush(&mut self) -> Vec<(i64, T)> {
+        let offset = self.offset_ms.unwrap_or(0);
+        self.held.drain(..).map(|(ts, item)| (ts + offset, item)).collect()
     }
 }
 
@@ -550,42 +577,63 @@ fn decode_feed(
     let mut clock = AirClock::default();
     let mut sampler = options.feature_interval_ms.map(FeatureSampler::new);
     let feature_config = FeatureConfig::reference();
-    decode_luma_frames(&ffmpeg_input(input, options.read_timeout), &luma_options, |frame| {
-        if halt.load(Ordering::Relaxed) {
-            return ControlFlow::Break(());
-        }
-        if paced {
-            // A file is replayed as if it aired now: each frame no earlier than its stream time.
-            let first = *first_ts.get_or_insert(frame.ts_ms);
-            let due = Duration::from_millis(u64::try_from(frame.ts_ms - first).unwrap_or(0));
-            let elapsed = started.elapsed();
-            if due > elapsed {
-                std::thread::sleep(due - elapsed);
+    let decoded =
+        decode_luma_frames(&ffmpeg_input(input, options.read_timeout), &luma_options, |frame| {
+            if halt.load(Ordering::Relaxed) {
+                return ControlFlow::Break(());
             }
+            if paced {
+                // A file is replayed as if it aired now: each frame no earlier than its stream time.
+                let first = *first_ts.get_or_insert(frame.ts_ms);
+                let due = Duration::from_millis(u64::try_from(frame.ts_ms - first).unwrap_or(0));
+                let elapsed = started.elapsed();
+                if due > elapsed {
+                    std::thread::sleep(due - elapsed);
+                }
+            }
+            let decoded_ms = now_ms();
+            // Pruned and sampled on stream time like a file reference, so bursts (HLS segments, a
+            // TCP catch-up) do not change which frames are kept or get features.
+            let kept =
+                pruner.frames(&frame.luma, frame.ts_ms, &options.variants, options.min_quality);
+            let features = sampler
+                .as_mut()
+                .is_some_and(|s| s.sample(frame.ts_ms))
+                .then(|| LocalFeatures::extract(&frame.luma, &feature_config))
+                .filter(|f| !f.is_empty());
+            if kept.is_empty() && features.is_none() {
+                return ControlFlow::Continue(());
+            }
+            for (time_ms, (kept, features)) in clock.push(frame.ts_ms, decoded_ms, (kept, features))
+            {
+                if tx.blocking_send(live_batch(time_ms, kept, features)).is_err() {
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        })
+        .map(|_| ());
+    for (time_ms, (kept, features)) in clock.flush() {
+        if tx.blocking_send(live_batch(time_ms, kept, features)).is_err() {
+            break;
         }
-        let time_ms = clock.air_time(frame.ts_ms, now_ms());
-        let frames: Vec<LiveFrame> = pruner
-            .frames(&frame.luma, time_ms, &options.variants, options.min_quality)
+    }
+    decoded
+}
+
+/// The batch of one decoded frame that aired at `time_ms`.
+fn live_batch(
+    time_ms: i64,
+    kept: Vec<crate::recognition::ReferenceFrame>,
+    features: Option<LocalFeatures>,
+) -> LiveBatch {
+    LiveBatch {
+        frames: kept
             .into_iter()
             .map(|f| LiveFrame { time_ms, hash: f.hash, quality: f.quality, variant: f.variant })
-            .collect();
-        // Sampled on stream time like a file reference, so bursts of HLS segments or a TCP
-        // catch-up do not change which frames get features.
-        let features = sampler
-            .as_mut()
-            .is_some_and(|s| s.sample(frame.ts_ms))
-            .then(|| LocalFeatures::extract(&frame.luma, &feature_config))
-            .filter(|f| !f.is_empty())
-            .map(|features| FeatureFrame { ts_ms: time_ms, features });
-        if frames.is_empty() && features.is_none() {
-            return ControlFlow::Continue(());
-        }
-        if tx.blocking_send(LiveBatch { frames, features }).is_err() {
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    })
-    .map(|_| ())
+            .collect(),
+        features: features.map(|features| FeatureFrame { ts_ms: time_ms, features }),
+    }
 }
 
 #[cfg(test)]
@@ -593,21 +641,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_that_arrive_in_bursts_are_dated_by_stream_time() {
-        // Segment delivery (HLS): the feed airs stream time t at 1000 + t, and each 4-second
-        // segment reaches the decoder at once, 300 ms after its last frame aired.
+    fn frames_that_arrive_in_bursts_are_dated_when_they_aired() {
+        // The feed airs stream time t at 1000 + t and frames reach the decoder 300 ms later,
+        // except in bursts. `push` returns (air time, stream time) of the frames it releases.
         let mut clock = AirClock::default();
-        let first: Vec<i64> = (0..4).map(|s| clock.air_time(s * 1000, 4_300)).collect();
-        // Before the first burst is over only its newest frame shows the delay...
-        assert_eq!(first[3], 4_300);
-        // ... from then on every frame of a burst gets its own time, not the burst's.
-        let second: Vec<i64> = (4..8).map(|s| clock.air_time(s * 1000, 8_300)).collect();
-        assert_eq!(second, [5_300, 6_300, 7_300, 8_300]);
-        // A frame held up by the network keeps its air time.
-        assert_eq!(clock.air_time(8_000, 11_000), 9_300);
-        // The sender restarts its clock: the mapping starts over.
-        assert_eq!(clock.air_time(0, 30_000), 30_000);
-        assert_eq!(clock.air_time(1_000, 31_000), 31_000);
+        let mut push = |ts: i64, decoded: i64| clock.push(ts, decoded, ts);
+        // A new connection: FFmpeg probes for 4 s, then the first five frames decode at once.
+        for ts in [0, 1_000, 2_000, 3_000] {
+            assert!(push(ts, 5_300).is_empty(), "held while the decoder catches up");
+        }
+        assert!(push(4_000, 5_300).is_empty());
+        // The first frame at the pace of real time dates the whole backlog.
+        let released = push(5_000, 6_300);
+        assert_eq!(
+            released,
+            [(1_300, 0), (2_300, 1_000), (3_300, 2_000), (4_300, 3_000), (5_300, 4_000)]
+        );
+        assert_eq!(push(6_000, 7_300), [(6_300, 5_000)]);
+        // An HLS segment of four frames arrives at once, 300 ms after its last frame aired.
+        assert_eq!(push(7_000, 11_300), [(7_300, 6_000)]);
+        for ts in [8_000, 9_000, 10_000] {
+            assert!(push(ts, 11_300).is_empty());
+        }
+        let released = push(11_000, 12_300);
+        assert_eq!(released, [(8_300, 7_000), (9_300, 8_000), (10_300, 9_000), (11_300, 10_000)]);
+        // A frame held up by the network keeps its air time; the next, on time again, is
+        // decoded closer to its air time (catching up), and the one after releases both.
+        assert_eq!(push(12_000, 15_000), [(12_300, 11_000)]);
+        assert!(push(13_000, 14_300).is_empty());
+        assert_eq!(push(14_000, 15_300), [(13_300, 12_000), (14_300, 13_000)]);
+        // The sender restarts its clock: what is held keeps the old mapping, a new one starts.
+        assert_eq!(push(0, 40_000), [(15_300, 14_000)]);
+        assert_eq!(push(1_000, 41_000), [(40_000, 0)]);
+        assert_eq!(clock.flush(), [(41_000, 1_000)], "the end of the input releases the rest");
     }
 
     #[test]
