@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use common::{eventually, query_keyframes, spawn_app_amqp};
 use reqwest::StatusCode;
-use serde_json::json;
 
 fn rabbitmqctl(args: &[&str]) {
     let status = Command::new("rabbitmqctl").args(args).status().expect("rabbitmqctl runs");
@@ -41,13 +40,7 @@ impl Drop for BrokerRestart {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_broker_restart_the_service_reconnects_and_still_flags_the_stream() {
     let app = spawn_app_amqp().await;
-    let reference = app
-        .ready_reference(
-            &app.admin_key,
-            "ref_earth.mp4",
-            &json!({"action": "flag", "min_match_seconds": 4}),
-        )
-        .await;
+    let reference = app.enforced_reference("ref_earth.mp4", "flag").await;
     let frames = query_keyframes("earth__fps_speed__1");
     assert!(frames.len() >= 4);
     app.post_keyframes(&app.admin_key, "restart", &frames[..1]).await;

@@ -137,13 +137,7 @@ fn worker_process(app: &TestApp) -> tokio::process::Child {
 #[tokio::test]
 async fn a_pirate_stream_published_to_the_exchange_is_flagged_and_a_negative_is_not() {
     let app = spawn_app_amqp().await;
-    let reference = app
-        .ready_reference(
-            &app.admin_key,
-            "ref_earth.mp4",
-            &json!({"action": "flag", "min_match_seconds": 4}),
-        )
-        .await;
+    let reference = app.enforced_reference("ref_earth.mp4", "flag").await;
     let platform = Platform::connect(&app).await;
     platform.publish_keyframes("amqp-pirate", &query_keyframes("earth__portrait_crop__1")).await;
     platform
@@ -165,12 +159,7 @@ async fn a_pirate_stream_published_to_the_exchange_is_flagged_and_a_negative_is_
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_with_their_reason_and_the_worker_carries_on() {
     let app = spawn_app_amqp().await;
-    app.ready_reference(
-        &app.admin_key,
-        "ref_screencast.mp4",
-        &json!({"action": "flag", "min_match_seconds": 4}),
-    )
-    .await;
+    app.enforced_reference("ref_screencast.mp4", "flag").await;
     let platform = Platform::connect(&app).await;
     platform.publish("poison", None, "image/jpeg", b"no ts_ms header").await;
     platform.publish("poison", Some(0), "image/jpeg", b"\xff\xd8\xff\xe0 corrupt jpeg").await;
@@ -195,13 +184,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_the_worker_carr
 #[tokio::test]
 async fn a_worker_killed_mid_stream_loses_no_keyframe_and_the_stream_gets_exactly_one_case() {
     let mut app = spawn_app_amqp().await;
-    let reference = app
-        .ready_reference(
-            &app.admin_key,
-            "ref_earth.mp4",
-            &json!({"action": "flag", "min_match_seconds": 4}),
-        )
-        .await;
+    let reference = app.enforced_reference("ref_earth.mp4", "flag").await;
     let platform = Platform::connect(&app).await;
     let database_url = app.config.database_url.expose().to_owned();
     // Only the workers consume from here on.
@@ -248,13 +231,7 @@ async fn three_worker_processes_and_one_serve_make_exactly_one_case_and_one_take
     let receiver = WebhookReceiver::start().await;
     let secret = "scale-out-secret-0123456789";
     app.create_webhook(&app.admin_key, &receiver.url, &["stream.killed"], secret).await;
-    let reference = app
-        .ready_reference(
-            &app.admin_key,
-            "ref_screencast.mp4",
-            &json!({"action": "kill", "min_match_seconds": 4}),
-        )
-        .await;
+    let reference = app.enforced_reference("ref_screencast.mp4", "kill").await;
     let _workers: Vec<_> = (0..3).map(|_| worker_process(&app)).collect();
     let platform = Platform::connect(&app).await;
     // Every keyframe twice (a platform retrying), spread over four processes' consumers.
@@ -334,13 +311,7 @@ fn broker_drops_connections_of(pid: u32) -> usize {
 #[tokio::test]
 async fn a_worker_whose_broker_connection_drops_reconnects_and_processes_later_keyframes() {
     let mut app = spawn_app_amqp().await;
-    let reference = app
-        .ready_reference(
-            &app.admin_key,
-            "ref_earth.mp4",
-            &json!({"action": "flag", "min_match_seconds": 4}),
-        )
-        .await;
+    let reference = app.enforced_reference("ref_earth.mp4", "flag").await;
     let platform = Platform::connect(&app).await;
     let database_url = app.config.database_url.expose().to_owned();
     app.stop().await;

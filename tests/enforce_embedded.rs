@@ -34,13 +34,7 @@ fn rule_decides_at(
 #[tokio::test]
 async fn a_pirate_stream_is_flagged_where_the_eval_rule_decides_and_a_negative_never_is() {
     let app = spawn_app().await;
-    let reference = app
-        .ready_reference(
-            &app.admin_key,
-            "ref_earth.mp4",
-            &json!({"action": "flag", "min_match_seconds": 4}),
-        )
-        .await;
+    let reference = app.enforced_reference("ref_earth.mp4", "flag").await;
     let ingest = app.key_for(Role::Ingest, None).await;
 
     let pirate = query_keyframes("earth__color__1");
@@ -100,13 +94,7 @@ async fn a_kill_policy_sends_exactly_one_signed_webhook_despite_failures_and_dup
         .create_webhook(&app.admin_key, &receiver.url, &["stream.killed", "case.created"], secret)
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let reference = app
-        .ready_reference(
-            &app.admin_key,
-            "ref_screencast.mp4",
-            &json!({"action": "kill", "min_match_seconds": 4}),
-        )
-        .await;
+    let reference = app.enforced_reference("ref_screencast.mp4", "kill").await;
     let ingest = app.key_for(Role::Ingest, None).await;
     let frames = query_keyframes("screencast__reencode__1");
     app.post_keyframes(&ingest, "pirate-kill", &frames).await;

@@ -628,6 +628,13 @@ impl TestApp {
         assert_eq!(settled["status"], "ready", "{settled}");
         id
     }
+
+    /// [`Self::ready_reference`] of an eval-mini reference, owned by the platform (admin key),
+    /// whose policy takes `action` after 4 s of matching: the setup the enforcement tests share.
+    pub async fn enforced_reference(&self, file: &str, action: &str) -> String {
+        let policy = json!({"action": action, "min_match_seconds": 4});
+        self.ready_reference(&self.admin_key, file, &policy).await
+    }
 }
 
 /// The committed subset of the development set.
