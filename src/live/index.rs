@@ -21,7 +21,9 @@ use std::collections::{BTreeSet, HashMap};
 use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
 use fingerprints::{CropVariant, Hash256, Hit, LiveIndex, broadness_weight};
 
-use crate::recognition::weights::{AMBIGUITY_BITS, count_u32, detail_weight, feature_hits};
+use crate::recognition::weights::{
+    AMBIGUITY_BITS, count_u32, detail_weight, feature_hits, merge_tiers,
+};
 use crate::recognition::{FeatureFrame, KeyframeHashes, RecognitionConfig, Tiers};
 
 /// One hashed frame of a live feed.
@@ -345,23 +347,7 @@ impl LiveLibrary {
         if config.tiers == Tiers::Pdq {
             return pdq;
         }
-        let features = self.lookup_features(keyframe, at_ms, window, verify);
-        if pdq.is_empty() {
-            return features;
-        }
-        let mut best: HashMap<(String, i64), Hit> = HashMap::new();
-        for (id, h) in pdq.into_iter().chain(features) {
-            let slot = best.entry((id, h.reference_ts_ms)).or_insert(h);
-            if h.distance < slot.distance {
-                *slot = h;
-            }
-        }
-        let mut hits: Vec<(String, Hit)> =
-            best.into_iter().map(|((id, _), hit)| (id, hit)).collect();
-        hits.sort_unstable_by(|(a, x), (b, y)| {
-            (x.distance, a, x.reference_ts_ms).cmp(&(y.distance, b, y.reference_ts_ms))
-        });
-        hits
+        merge_tiers(pdq, self.lookup_features(keyframe, at_ms, window, verify))
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
 use fingerprints::{CropVariant, HammingIndex, Hit, broadness_weight};
 
-use super::weights::{AMBIGUITY_BITS, count_u32, detail_weight, feature_hits};
+use super::weights::{AMBIGUITY_BITS, count_u32, detail_weight, feature_hits, merge_tiers};
 use super::{FeatureFrame, KeyframeHashes, ReferenceFrame, Tiers};
 
 /// What the index id of a frame stands for.
@@ -51,16 +51,11 @@ impl TierHits {
             Tiers::Pdq => self.pdq.clone(),
             Tiers::Features => self.features.clone(),
             Tiers::Both => {
-                let mut best: HashMap<(u64, i64), Hit> = HashMap::new();
-                for h in self.pdq.iter().chain(&self.features) {
-                    let slot = best.entry((h.reference, h.reference_ts_ms)).or_insert(*h);
-                    if h.distance < slot.distance {
-                        *slot = *h;
-                    }
-                }
-                let mut hits: Vec<Hit> = best.into_values().collect();
-                hits.sort_unstable_by_key(|h| (h.distance, h.reference, h.reference_ts_ms));
-                hits
+                let keyed = |hits: &[Hit]| hits.iter().map(|h| (h.reference, *h)).collect();
+                merge_tiers(keyed(&self.pdq), keyed(&self.features))
+                    .into_iter()
+                    .map(|(_, h)| h)
+                    .collect()
             }
         }
     }

@@ -59,3 +59,24 @@ pub(crate) fn feature_hits<K: Copy + Ord + Hash>(
     });
     hits
 }
+
+/// Both tiers' hits of one keyframe as one list: where the PDQ tier and the geometric tier hit
+/// the same reference at the same time, the closer hit stands for both; closest first, then by
+/// reference and time.
+pub(crate) fn merge_tiers<K: Clone + Ord + Hash>(
+    pdq: Vec<(K, Hit)>,
+    features: Vec<(K, Hit)>,
+) -> Vec<(K, Hit)> {
+    let mut best: HashMap<(K, i64), Hit> = HashMap::new();
+    for (reference, h) in pdq.into_iter().chain(features) {
+        let slot = best.entry((reference, h.reference_ts_ms)).or_insert(h);
+        if h.distance < slot.distance {
+            *slot = h;
+        }
+    }
+    let mut hits: Vec<(K, Hit)> = best.into_iter().map(|((k, _), h)| (k, h)).collect();
+    hits.sort_unstable_by(|(a, x), (b, y)| {
+        (x.distance, a, x.reference_ts_ms).cmp(&(y.distance, b, y.reference_ts_ms))
+    });
+    hits
+}
