@@ -16,7 +16,10 @@
 //!   frozen picture matching the same reference frame again and again is not progress;
 //! - **weights**: each hit carries the caller's prior weight (see [`broadness_weight`] for frames
 //!   that match too broadly), and a keyframe that supports several candidates at once splits its
-//!   one vote between them, favouring the closest (see [`MatcherConfig::share_temperature`]).
+//!   one vote between them, favouring the closest (see [`MatcherConfig::share_temperature`]);
+//!   a keyframe matching a whole stretch of one reference (a static picture, a slate held for
+//!   seconds) supports every offset in that stretch alike, so the split is between stretches,
+//!   not between the offsets inside one;
 //!
 //! - **contradictions**: keyframes that hit a candidate's reference within its span (and just
 //!   before it) but not at the candidate's offset contradict it; each one has to be outweighed
@@ -99,11 +102,14 @@ pub struct MatcherConfig {
     /// When one keyframe supports several candidates, its vote is split by a softmax of their
     /// best distances with this temperature (distance units): a candidate this much farther
     /// than the best gets e^-1 times its share. A keyframe matching N candidates equally well
-    /// gives each 1/N. Default 1.5 bits, measured on the development set (docs/EVALUATION.md):
-    /// in static shots (a presenter, a pianist, a terminal) one keyframe matches many reference
-    /// times about equally well; a sharp split hands most of each vote to the closest, so the
-    /// true offset accumulates keyframe after keyframe while wrong ones scatter (3.0 cost four
-    /// detections and 4-6 s of p90 time-to-detect).
+    /// gives each 1/N. The split is between *stretches* of reference time: hits of one
+    /// reference at most [`MatcherConfig::offset_tolerance_ms`] apart form one stretch (a
+    /// static shot matching the seconds it was held), and every candidate in a stretch gets
+    /// the stretch's whole share, since the keyframe supports each of those offsets alike.
+    /// Default 1.5 bits, measured on the development set (docs/EVALUATION.md): a sharp split
+    /// hands most of a vote to the closest of competing look-alikes, so the true offset
+    /// accumulates keyframe after keyframe while wrong ones scatter (3.0 cost four detections
+    /// and 4-6 s of p90 time-to-detect).
     pub share_temperature: f32,
     /// A gap between two consecutive matched keyframes counts at most this much (ms) towards
     /// [`Evidence::matched_seconds`], so two lucky hits a minute apart are not "a minute of
@@ -328,6 +334,41 @@ impl Candidate {
     }
 }
 
+/// For each cluster, the run of reference time it belongs to. A run is a stretch of one
+/// reference that the keyframe matches throughout (its hits, sorted by reference time, at most
+/// [`MatcherConfig::offset_tolerance_ms`] apart): a static picture, a slate or a slow shot
+/// aired for several seconds. Such a keyframe says "somewhere in this stretch", which supports
+/// every offset in it equally, so its vote is split between runs (different references,
+/// different places of one reference) and not between the offsets of one run.
+fn runs_of(hits: &[Hit], clusters: &[(Target, Hit)], cfg: &MatcherConfig) -> Vec<usize> {
+    let mut times: Vec<(u64, i64)> = hits
+        .iter()
+        .filter(|h| h.distance <= cfg.max_distance && h.weight.is_finite() && h.weight > 0.0)
+        .map(|h| (h.reference, h.reference_ts_ms))
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    // Run number of each sorted hit time.
+    let mut run_of = Vec::with_capacity(times.len());
+    let mut run = 0;
+    for (i, &(reference, ts)) in times.iter().enumerate() {
+        if i > 0 {
+            let (prev_reference, prev_ts) = times[i - 1];
+            if prev_reference != reference || ts - prev_ts > cfg.offset_tolerance_ms {
+                run += 1;
+            }
+        }
+        run_of.push(run);
+    }
+    clusters
+        .iter()
+        .map(|(_, h)| {
+            let at = times.partition_point(|&t| t < (h.reference, h.reference_ts_ms));
+            run_of.get(at).copied().unwrap_or(usize::MAX)
+        })
+        .collect()
+}
+
 /// Per reference, the stream times of recent keyframes with at least one hit on it.
 type HitKeyframes = HashMap<u64, VecDeque<i64>>;
 
@@ -431,17 +472,21 @@ impl StreamMatcher {
             self.finish(s);
             return;
         }
-        // Split the keyframe's one vote: softmax of the clusters' best distances.
-        let best_distance = clusters.iter().map(|(_, h)| h.distance).min().unwrap_or(0);
+        // Split the keyframe's one vote between the runs it supports (softmax of their best
+        // distances); every cluster of a run gets its run's whole share.
+        let runs = runs_of(hits, &clusters, cfg);
+        let mut run_distance: HashMap<usize, u32> = HashMap::new();
+        for (&run, (_, h)) in runs.iter().zip(&clusters) {
+            let d = run_distance.entry(run).or_insert(h.distance);
+            *d = (*d).min(h.distance);
+        }
+        let best_distance = run_distance.values().copied().min().unwrap_or(0);
         let temperature = cfg.share_temperature.max(f32::MIN_POSITIVE);
-        let affinity: Vec<f32> = clusters
-            .iter()
-            .map(|(_, h)| (-((h.distance - best_distance) as f32) / temperature).exp())
-            .collect();
-        let total: f32 = affinity.iter().sum();
+        let affinity = |d: u32| (-((d - best_distance) as f32) / temperature).exp();
+        let total: f32 = run_distance.values().map(|&d| affinity(d)).sum();
         let cfg = self.cfg.clone();
-        for ((target, h), a) in clusters.into_iter().zip(affinity) {
-            let vote = h.weight * a / total;
+        for ((target, h), run) in clusters.into_iter().zip(runs) {
+            let vote = h.weight * affinity(run_distance[&run]) / total;
             let hit = EvidenceHit {
                 stream_ts_ms: s,
                 reference_ts_ms: h.reference_ts_ms,
@@ -714,6 +759,29 @@ mod tests {
         for e in m.evidence() {
             assert!((e.score - 0.25).abs() < 1e-6, "{e:?}");
         }
+    }
+
+    #[test]
+    fn a_static_picture_supports_every_offset_of_its_stretch_without_splitting_its_vote() {
+        let cfg = MatcherConfig::default();
+        let mut m = StreamMatcher::new(cfg.clone());
+        // A slate held for 6 s of reference 1 (kept frames every 500 ms, alike), and a frame of
+        // reference 2: two runs, so each run gets half of the keyframe's vote, and every offset
+        // in the slate's stretch gets the slate's whole half.
+        let slate: Vec<Hit> = (0..12).map(|i| hit(1, 40_000 + i * 500, 6)).collect();
+        let mut first = slate.clone();
+        first.push(hit(2, 9_000, 6));
+        m.observe(0, &first);
+        let scores: Vec<(u64, f32)> = m.evidence().iter().map(|e| (e.reference, e.score)).collect();
+        assert!(scores.iter().all(|&(_, s)| (s - 0.5).abs() < 1e-6), "{scores:?}");
+        assert!(scores.iter().filter(|(r, _)| *r == 1).count() >= 3, "{scores:?}");
+        // The next keyframe is a specific frame 2 s after the slate's third second: one offset
+        // of the stretch agrees, and the stream is decided there, on its second keyframe
+        // (split between the slate's offsets, the slate's half would have been an eighth).
+        m.observe(2_000, &[hit(1, 45_000, 4)]);
+        let e = m.conclusive().expect("the slate and a specific frame agree");
+        assert_eq!(e.reference, 1);
+        assert!((e.offset_ms - 43_000).abs() <= cfg.offset_tolerance_ms, "{e:?}");
     }
 
     #[test]
