@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SecretUrl;
-use crate::media::{InputOptions, KeyframeOptions, extract_keyframes};
+use crate::media::{InputOptions, KeyframeOptions, LIVE_PROBE, extract_keyframes};
 use crate::queue::amqp::{AmqpConfig, AmqpQueue};
 use crate::queue::backoff::Backoff;
 use crate::queue::message::{self, MessageLimits, RawFields};
@@ -296,6 +296,7 @@ pub async fn run(
             read_timeout: Some(Duration::from_secs(args.read_timeout_secs.max(1))),
             cancel: Some(stop.clone()),
             decoder_threads: 0,
+            probe: Some(LIVE_PROBE),
         },
         interval: Duration::from_secs_f64(args.every_secs),
         jpeg_quality: args.jpeg_quality,

@@ -25,7 +25,7 @@ use super::LiveInput;
 use super::fanout::{FrameBatch, LiveFanout};
 use super::index::{LiveBatch, LiveFrame, SharedLiveLibrary};
 use super::store::{self as feeds, FeedStatus, Heartbeat, LiveFeed};
-use crate::media::{InputOptions, LumaOptions, MediaError, decode_luma_frames};
+use crate::media::{InputOptions, LIVE_PROBE, LumaOptions, MediaError, decode_luma_frames};
 use crate::queue::backoff::Backoff;
 use crate::recognition::{FeatureFrame, FeatureSampler, FramePruner};
 use crate::store::references::{self, FrameRecord};
@@ -566,6 +566,7 @@ fn decode_feed(
             read_timeout: (!paced).then_some(options.read_timeout),
             cancel: Some(Arc::clone(halt)),
             decoder_threads: 1,
+            probe: Some(LIVE_PROBE),
         },
         max_fps: Some(options.max_fps),
         skip_loop_filter: true,

@@ -20,7 +20,7 @@ mod source;
 pub use error::{MediaError, Progress};
 pub use keyframes::{Keyframe, KeyframeOptions, extract_keyframes};
 pub use luma::{LumaFrame, LumaOptions, decode_luma_frames};
-pub use source::{InputOptions, VideoInfo, probe};
+pub use source::{InputOptions, LIVE_PROBE, VideoInfo, probe};
 
 /// What a decoding run did, returned when it ends without error.
 #[derive(Debug, Clone, PartialEq)]
