@@ -13,8 +13,9 @@
 //!
 //! Feeds have the geometric tier too, as file references do: the ingest samples one frame per
 //! second for local features, each feed keeps them in its own [`FeatureIndex`] with their air
-//! times, for the same retention, and a keyframe's features are verified against the frames
-//! aired in the same window ([`LiveLibrary::lookup_features`]).
+//! times, and a keyframe's features are verified against the frames aired in the same window
+//! ([`LiveLibrary::lookup_features`]). Feature frames, a few KB each, are kept only as long as
+//! a lookup can reach them ([`LiveWindow::reach_ms`]); PDQ frames for the feed's retention.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -212,12 +213,16 @@ impl LiveLibrary {
         self.feeds.remove(id).is_some()
     }
 
-    /// Drops frames older than each feed's retention at `now_ms`.
-    pub fn expire(&mut self, now_ms: i64) {
+    /// Drops frames older than each feed's retention at `now_ms`, and feature frames that no
+    /// lookup with `window` can reach any more ([`LiveWindow::reach_ms`]). PDQ frames cost 64
+    /// bytes each and stay for the retention; a feature frame costs a few KB (a 2-hour feed
+    /// held about 54 MB of them in every process) and is only ever verified inside the window.
+    pub fn expire(&mut self, now_ms: i64, window: LiveWindow) {
         for feed in self.feeds.values_mut() {
             feed.index.expire(now_ms);
-            // Kept: air time >= now - retention, as in the feed's LiveIndex.
-            let cutoff = now_ms.saturating_sub(feed.index.retention_ms());
+            // Kept: air time >= now - the shorter of the retention and the window's reach.
+            let keep_ms = feed.index.retention_ms().min(window.reach_ms());
+            let cutoff = now_ms.saturating_sub(keep_ms);
             let kept = feed.feature_order.split_off(&(cutoff, 0));
             for (_, fid) in std::mem::replace(&mut feed.feature_order, kept) {
                 feed.features.remove(fid);
@@ -305,7 +310,7 @@ impl LiveLibrary {
             }
             // `FeatureIndex::query` verifies only the `candidates` frames with the most votes,
             // over every frame it holds, and cannot be told to skip frames outside the window.
-            // A feed holds its whole retention (hours), the window two minutes: frames aired
+            // A feed holds up to twice the window (more between two expiries): frames aired
             // earlier (a replay, a loop, the same camera angle) that out-vote the in-window
             // frame could take every candidate place and leave it unverified. So candidates
             // grow with the share of the feed outside the window (were votes spread evenly over
@@ -356,6 +361,13 @@ impl LiveLibrary {
 const LIVE_CANDIDATES_FACTOR_MAX: usize = 8;
 
 impl LiveWindow {
+    /// How long before now a lookup with this window may still need a frame: the window's
+    /// whole span for a keyframe captured now, and as much again for keyframes that reach a
+    /// worker late (a queue backlog; beyond that, live matching is moot anyway).
+    pub fn reach_ms(self) -> i64 {
+        2 * (self.max_delay_ms + 2 * self.tolerance_ms)
+    }
+
     /// The air times `[at - max_delay - tolerance, at + tolerance]` a keyframe captured at
     /// `at_ms` may show.
     fn bounds(self, at_ms: i64) -> (i64, i64) {
@@ -370,7 +382,7 @@ impl LiveWindow {
 mod tests {
     use super::*;
 
-    fn h(bits: &[usize]) -> Hash256 {
+    pub(super) fn h(bits: &[usize]) -> Hash256 {
         let mut x = Hash256::default();
         for &b in bits {
             x.set_bit(b);
@@ -378,7 +390,7 @@ mod tests {
         x
     }
 
-    fn frame(time_ms: i64, hash: Hash256) -> LiveFrame {
+    pub(super) fn frame(time_ms: i64, hash: Hash256) -> LiveFrame {
         LiveFrame { time_ms, hash, quality: 90, variant: CropVariant::Full }
     }
 
@@ -411,8 +423,8 @@ mod tests {
         let scene = h(&[7]);
         live.insert("short", 0, 60_000, &[frame(10_000, scene)]);
         live.insert("long", 0, 3_600_000, &[frame(10_000, scene)]);
-        live.expire(100_000);
         let window = LiveWindow { max_delay_ms: 1_000_000, tolerance_ms: 0 };
+        live.expire(100_000, window);
         let hits = live.lookup(&query(scene), 100_000, window, 0, 100);
         assert_eq!(hits.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), vec!["long"]);
         assert!(live.remove("long"));
@@ -453,6 +465,7 @@ mod feature_tests {
     use fingerprints::Luma;
     use fingerprints::features::{FeatureConfig, LocalFeatures};
 
+    use super::tests::{frame, h};
     use super::*;
     use crate::live::fanout::{CONTENT_TYPE_V2, decode_body, encode_body};
     use crate::media::{LumaOptions, decode_luma_frames};
@@ -576,19 +589,44 @@ mod feature_tests {
         let all = aired(0);
         live.insert_features("short", ORIGIN, 60_000, &all);
         live.insert_features("long", ORIGIN, 2 * HOURS, &all);
+        let window = LiveWindow { max_delay_ms: HOURS, tolerance_ms: 0 };
         // A minute after the clip's 10th second aired: the short feed keeps what aired since.
-        live.expire(ORIGIN + 70_000);
+        live.expire(ORIGIN + 70_000, window);
         let kept = all.iter().filter(|f| f.ts_ms >= ORIGIN + 10_000).count();
         assert_eq!(live.feature_frames(), kept + all.len());
-        live.expire(ORIGIN + 100_000);
+        live.expire(ORIGIN + 100_000, window);
         assert_eq!(live.feature_frames(), all.len());
-        let window = LiveWindow { max_delay_ms: HOURS, tolerance_ms: 0 };
         let verify = VerifyConfig::default();
         let found = live.lookup_features(&clip().1, ORIGIN + 100_000, window, &verify);
         assert!(at_its_moment(&found, "long", 0), "{found:?}");
         assert!(live.remove("long"));
         assert_eq!(live.feature_frames(), 0);
         assert_eq!(live.lookup_features(&clip().1, ORIGIN + 100_000, window, &verify), []);
+    }
+
+    #[test]
+    fn feature_frames_leave_once_no_lookup_can_reach_them_and_pdq_frames_stay_for_the_retention() {
+        let mut live = LiveLibrary::new();
+        let all = aired(0);
+        let last = all.last().unwrap().ts_ms;
+        let scene = h(&[7]);
+        live.insert("feed", ORIGIN, 2 * HOURS, &[frame(last, scene)]);
+        live.insert_features("feed", ORIGIN, 2 * HOURS, &all);
+        let window = LiveWindow::default();
+        let reach = window.reach_ms();
+        assert!((120_000..=HOURS).contains(&reach), "{reach}");
+        // A keyframe that reaches the worker late, captured two minutes after the clip aired,
+        // still verifies as long as its frames are within reach.
+        live.expire(last + reach, window);
+        assert_eq!(live.feature_frames(), 1, "the last feature frame is just within reach");
+        live.expire(last + reach + 1, window);
+        assert_eq!(live.feature_frames(), 0);
+        assert!(live.contains("feed"));
+        // The PDQ frame stays for the feed's retention: an hour later it is still held.
+        live.expire(last + HOURS, window);
+        assert_eq!(live.len(), 1);
+        live.expire(last + 2 * HOURS + 1, window);
+        assert_eq!(live.len(), 0);
     }
 
     #[test]

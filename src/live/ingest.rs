@@ -175,7 +175,9 @@ impl LiveService {
                     library.remove(&id);
                 }
             }
-            library.expire(now);
+            // The window the workers look up with (`pipeline`): feature frames beyond its
+            // reach go.
+            library.expire(now, crate::live::LiveWindow::default());
         }
         for feed in all {
             if feed.status == FeedStatus::Ended || running.contains_key(&feed.reference_id) {
