@@ -82,9 +82,14 @@ fn bench(c: &mut Criterion) {
             })
             .collect();
         let descs = (0..n).map(|_| Descriptor([next(), next(), next(), next()])).collect();
-        index.insert(f, f / 1800, &LocalFeatures::from_parts(480, 270, kps, descs));
+        index.insert(
+            f,
+            f / 1800,
+            i64::from(f % 1800) * 1000,
+            &LocalFeatures::from_parts(480, 270, kps, descs),
+        );
     }
-    index.insert(frames, u32::MAX, &LocalFeatures::extract(&frame, &rcfg));
+    index.insert(frames, u32::MAX, 0, &LocalFeatures::extract(&frame, &rcfg));
     eprintln!(
         "feature index: {} frames, {} features, {:.0} bytes of RAM and {:.0} bytes of snapshot per reference second",
         index.frames(),

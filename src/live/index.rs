@@ -184,7 +184,7 @@ impl LiveLibrary {
             // then the frame that held the id is long expired.
             let fid = feed.next_feature_id;
             feed.next_feature_id = fid.wrapping_add(1);
-            feed.features.insert(fid, 0, &f.features);
+            feed.features.insert(fid, 0, f.ts_ms, &f.features);
             if let Some(old) = feed.feature_times.insert(fid, f.ts_ms) {
                 feed.feature_order.remove(&(old, fid));
             }

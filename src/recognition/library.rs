@@ -134,7 +134,7 @@ impl Library {
             let fid = next_id(&mut self.free_feature_ids, &mut self.feature_frames)?;
             self.feature_frames[fid as usize] =
                 Some(FeatureMeta { reference: number, ts_ms: f.ts_ms });
-            self.features.insert(fid, group, &f.features);
+            self.features.insert(fid, group, f.ts_ms, &f.features);
             feature_ids.push(fid);
         }
         for f in frames {
