@@ -48,7 +48,7 @@
 //! assert!(best.is_conclusive(&cfg));
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// One piece of raw evidence: a query keyframe looks like `reference` at `reference_ts_ms`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -187,10 +187,12 @@ pub struct Evidence {
     pub last_stream_ts_ms: i64,
     /// Sum over counted keyframes of hit weight times vote share (each in `[0, 1]`).
     pub score: f32,
-    /// Keyframes that hit this reference between [`MatcherConfig::max_gap_ms`] before the
-    /// first counted keyframe and the last one, but were not counted here (another offset, or
-    /// a reference time already counted). The decision rule asks one more counted keyframe
-    /// for each.
+    /// Keyframes not counted here that contradict this evidence: those that hit this
+    /// reference between [`MatcherConfig::max_gap_ms`] before the first counted keyframe and
+    /// the last one (another offset, or a reference time already counted), and those that hit
+    /// one of the counted reference moments (within [`MatcherConfig::min_reference_gap_ms`])
+    /// at a stream time more than [`MatcherConfig::offset_tolerance_ms`] away. The decision
+    /// rule asks one more counted keyframe for each.
     pub contradicting_keyframes: u32,
     /// The counted hits, one per keyframe, in stream order (the most recent
     /// [`MatcherConfig::max_hits_per_candidate`]).
@@ -318,19 +320,36 @@ impl Candidate {
         }
     }
 
-    /// Keyframes that hit this candidate's reference in its window but are not counted here.
+    /// Keyframes not counted here that contradict this candidate: those that hit its
+    /// reference in its window, and those that hit one of its counted reference moments at
+    /// another stream time (a moment airs once in a copy; a look-alike keeps coming back to
+    /// the moments it resembles, whatever the stream shows).
     fn contradictions(&self, cfg: &MatcherConfig, hit_keyframes: &HitKeyframes) -> u32 {
-        let Some(times) = hit_keyframes.get(&self.reference) else { return 0 };
+        let Some(seen) = hit_keyframes.get(&self.reference) else { return 0 };
+        let counted = |t: i64| self.hits.iter().any(|h| h.stream_ts_ms == t);
         // The window starts at the oldest hit still kept (hits trimmed off a long candidate
         // are no longer known, so the times around them must not count against it).
         let from = self.hits.front().map_or(self.first_stream_ts, |h| h.stream_ts_ms);
         let from = from.saturating_sub(cfg.max_gap_ms);
-        let n = times
+        let mut against: BTreeSet<i64> = seen
+            .keyframes
             .iter()
-            .filter(|&&t| t >= from && t <= self.last_stream_ts)
-            .filter(|&&t| !self.hits.iter().any(|h| h.stream_ts_ms == t))
-            .count();
-        u32::try_from(n).unwrap_or(u32::MAX)
+            .copied()
+            .filter(|&t| t >= from && t <= self.last_stream_ts && !counted(t))
+            .collect();
+        let gap = cfg.min_reference_gap_ms.max(1);
+        for h in &self.hits {
+            let near = (h.reference_ts_ms.saturating_sub(gap - 1), i64::MIN)
+                ..(h.reference_ts_ms.saturating_add(gap), i64::MIN);
+            against.extend(
+                seen.moments
+                    .range(near)
+                    .map(|&(_, t)| t)
+                    .filter(|&t| (t - h.stream_ts_ms).abs() > cfg.offset_tolerance_ms)
+                    .filter(|&t| !counted(t)),
+            );
+        }
+        u32::try_from(against.len()).unwrap_or(u32::MAX)
     }
 }
 
@@ -369,8 +388,17 @@ fn runs_of(hits: &[Hit], clusters: &[(Target, Hit)], cfg: &MatcherConfig) -> Vec
         .collect()
 }
 
-/// Per reference, the stream times of recent keyframes with at least one hit on it.
-type HitKeyframes = HashMap<u64, VecDeque<i64>>;
+/// What a stream's recent keyframes hit on one reference.
+#[derive(Debug, Clone, Default)]
+struct ReferenceHits {
+    /// Stream times of keyframes with at least one hit on it, in arrival order.
+    keyframes: VecDeque<i64>,
+    /// Every hit as (reference time, stream time): who else saw a moment.
+    moments: BTreeSet<(i64, i64)>,
+}
+
+/// Per reference, what recent keyframes hit on it.
+type HitKeyframes = HashMap<u64, ReferenceHits>;
 
 /// The per-stream temporal matcher: feed it every keyframe's hits, read [`Evidence`] back.
 ///
@@ -420,10 +448,11 @@ impl StreamMatcher {
                 continue;
             }
             let h = Hit { weight: h.weight.min(1.0), ..*h };
-            let times = self.hit_keyframes.entry(h.reference).or_default();
-            if !times.contains(&s) {
-                times.push_back(s);
+            let seen = self.hit_keyframes.entry(h.reference).or_default();
+            if !seen.keyframes.contains(&s) {
+                seen.keyframes.push_back(s);
             }
+            seen.moments.insert((h.reference_ts_ms, s));
             let offset = h.reference_ts_ms.saturating_sub(s);
             let owner = self
                 .candidates
@@ -539,12 +568,14 @@ impl StreamMatcher {
             .unwrap_or(now)
             .min(now - cfg.forget_after_ms)
             .saturating_sub(cfg.max_gap_ms);
-        self.hit_keyframes.retain(|_, times| {
-            times.retain(|&t| t >= horizon);
-            while times.len() > cfg.max_hits_per_candidate {
-                times.pop_front();
+        self.hit_keyframes.retain(|_, seen| {
+            seen.keyframes.retain(|&t| t >= horizon);
+            while seen.keyframes.len() > cfg.max_hits_per_candidate {
+                seen.keyframes.pop_front();
             }
-            !times.is_empty()
+            let oldest = seen.keyframes.front().copied().unwrap_or(i64::MAX);
+            seen.moments.retain(|&(_, t)| t >= oldest);
+            !seen.keyframes.is_empty()
         });
         if self.candidates.len() > cfg.max_candidates {
             // Strongest first, recent before stale among equals; the tail goes.
@@ -662,6 +693,27 @@ mod tests {
         m.observe(6_000, &[hit(1, 16_000, 5)]);
         let e = m.conclusive().expect("three agree, one contradicts");
         assert_eq!((e.offset_ms, e.matched_keyframes), (10_000, 3));
+    }
+
+    #[test]
+    fn a_moment_the_stream_keeps_coming_back_to_is_no_evidence_of_a_copy() {
+        // A look-alike (the same presenter in another take) resembles one moment of the
+        // reference, 37 s, and keeps matching it whatever it shows; twice, by chance, two of
+        // its keyframes line up on one offset with a neighbouring moment.
+        let mut m = StreamMatcher::new(MatcherConfig::default());
+        m.observe(4_000, &[hit(1, 37_000, 12)]);
+        m.observe(6_000, &[hit(1, 37_000, 12)]);
+        m.observe(16_000, &[hit(1, 37_000, 12)]);
+        m.observe(20_000, &[hit(1, 41_000, 12)]);
+        let e = m.best().unwrap();
+        assert_eq!((e.offset_ms, e.matched_keyframes), (21_000, 2));
+        assert_eq!(e.contradicting_keyframes, 2, "the keyframes at 4 s and 6 s saw 37 s too");
+        assert!(m.conclusive().is_none());
+        // A copy shows each moment once: the same two keyframes with nothing else are enough.
+        let mut m = StreamMatcher::new(MatcherConfig::default());
+        m.observe(16_000, &[hit(1, 37_000, 12)]);
+        m.observe(20_000, &[hit(1, 41_000, 12)]);
+        assert!(m.conclusive().is_some());
     }
 
     #[test]

@@ -91,9 +91,9 @@ impl Feed {
         }
     }
 
-    /// Feature frames aired in `[from, to]`.
-    fn feature_frames_between(&self, from: i64, to: i64) -> usize {
-        self.feature_order.range((from, 0)..=(to, u32::MAX)).count()
+    /// Whether a feature frame aired in `[from, to]`.
+    fn has_feature_frames_between(&self, from: i64, to: i64) -> bool {
+        self.feature_order.range((from, 0)..=(to, u32::MAX)).next().is_some()
     }
 }
 
@@ -304,29 +304,12 @@ impl LiveLibrary {
         let (from, to) = window.bounds(at_ms);
         let mut verified: Vec<(&str, i64, Verified)> = Vec::new();
         for (id, feed) in &self.feeds {
-            let in_window = feed.feature_frames_between(from, to);
-            if in_window == 0 {
+            if !feed.has_feature_frames_between(from, to) {
                 continue;
             }
-            // `FeatureIndex::query` verifies only the `candidates` frames with the most votes,
-            // over every frame it holds, and cannot be told to skip frames outside the window.
-            // A feed holds up to twice the window (more between two expiries): frames aired
-            // earlier (a replay, a loop, the same camera angle) that out-vote the in-window
-            // frame could take every candidate place and leave it unverified. So candidates
-            // grow with the share of the feed outside the window (were votes spread evenly over
-            // time, that keeps about `candidates` in-window frames among them), up to eight
-            // times as many. That costs little: only frames with `min_votes` are candidates at
-            // all, a handful per keyframe, so a query over 736 frames of the development clips
-            // took about 2 ms at 6 and at 48 candidates alike. (Filtering before verification
-            // would be exact but needs a filter in `fingerprints`' query.)
-            let held = feed.feature_times.len();
-            let factor = held.div_ceil(in_window).clamp(1, LIVE_CANDIDATES_FACTOR_MAX);
-            let cfg = VerifyConfig { candidates: verify.candidates * factor, ..verify.clone() };
-            for v in feed.features.query(features, &cfg) {
+            for v in feed.features.query_between(features, verify, from, to) {
                 let Some(&aired) = feed.feature_times.get(&v.frame) else { continue };
-                if (from..=to).contains(&aired) {
-                    verified.push((id.as_str(), aired - feed.origin_ms, v));
-                }
+                verified.push((id.as_str(), aired - feed.origin_ms, v));
             }
         }
         feature_hits(verified, verify).into_iter().map(|(id, hit)| (id.to_owned(), hit)).collect()
@@ -355,10 +338,6 @@ impl LiveLibrary {
         merge_tiers(pdq, self.lookup_features(keyframe, at_ms, window, verify))
     }
 }
-
-/// See [`LiveLibrary::lookup_features`]: at most this many times the configured verification
-/// candidates per feed and keyframe.
-const LIVE_CANDIDATES_FACTOR_MAX: usize = 8;
 
 impl LiveWindow {
     /// How long before now a lookup with this window may still need a frame: the window's
@@ -558,29 +537,22 @@ mod feature_tests {
     }
 
     #[test]
-    fn pictures_aired_before_the_window_do_not_crowd_out_the_ones_inside_it() {
-        // The clip aired six times an hour earlier (a loop, replays) and once now: the old
-        // airings' frames tie with the new ones on votes and, inserted first, come first in
-        // the feature index's order, so verifying only the configured `candidates` frames
-        // would leave none of the window's. (With the default burstiness rule, seven airings
-        // of one picture share its features' weight and none verifies any more; relaxed here,
-        // so that the old airings stay strong enough to crowd.)
+    fn pictures_aired_before_the_window_neither_crowd_out_nor_outshine_the_ones_inside_it() {
+        // The clip aired six times an hour earlier (a loop, replays) and once now. Only the
+        // frames aired in the keyframe's window are looked at: the old airings take no
+        // verification place and are no rival moment for the ratio test across time.
         let mut live = LiveLibrary::new();
         for round in 0..6 {
             live.insert_features("feed", ORIGIN, 2 * HOURS, &aired(round * 40_000));
         }
         live.insert_features("feed", ORIGIN, 2 * HOURS, &aired(HOURS));
-        let verify = VerifyConfig { burst: 64.0, ..VerifyConfig::default() };
+        let verify = VerifyConfig::default();
         let captured = ORIGIN + HOURS + KEYFRAME_AT + 10_000;
         let found = live.lookup_features(&clip().1, captured, LiveWindow::default(), &verify);
         assert!(at_its_moment(&found, "feed", HOURS), "{found:?}");
-        // Every airing verifies when nothing limits the candidates: the crowd is real.
+        // Over the whole feed, seven airings of one picture are no one moment: none verifies.
         let feed = &live.feeds["feed"];
-        let all = VerifyConfig { candidates: 10_000, ..verify.clone() };
-        let verified = feed.features.query(clip().1.features.as_ref().unwrap(), &all);
-        let airings: BTreeSet<i64> =
-            verified.iter().map(|v| (feed.feature_times[&v.frame] - ORIGIN) / 40_000).collect();
-        assert!(airings.len() >= 7, "{airings:?}");
+        assert_eq!(feed.features.query(clip().1.features.as_ref().unwrap(), &verify), []);
     }
 
     #[test]

@@ -224,9 +224,11 @@ fn base_pairs() -> &'static [[(i8, i8); 2]; 128] {
     })
 }
 
-/// Computes the 256-bit descriptor of a keypoint at `(x, y)` on a smoothed level. The caller
-/// guarantees the keypoint keeps [`BORDER`] from every edge.
-pub(crate) fn describe(p: &Plane, x: usize, y: usize) -> [u64; 4] {
+/// Computes the 256-bit descriptor of a keypoint at `(x, y)` on a smoothed level, and the
+/// mask of its *unstable* bits: tests whose two samples differ by at most `margin` grey levels,
+/// which re-encoding, blur or noise may flip. The caller guarantees the keypoint keeps
+/// [`BORDER`] from every edge.
+pub(crate) fn describe(p: &Plane, x: usize, y: usize, margin: u8) -> ([u64; 4], [u64; 4]) {
     let w = p.width as isize;
     let base = (y * p.width + x) as isize;
     let at = |dx: i8, dy: i8, mirror: bool| {
@@ -234,13 +236,15 @@ pub(crate) fn describe(p: &Plane, x: usize, y: usize) -> [u64; 4] {
         p.pixels[(base + isize::from(dy) * w + dx) as usize]
     };
     let mut d = [0u64; 4];
+    let mut unstable = [0u64; 4];
     for (i, [a, b]) in base_pairs().iter().enumerate() {
-        let bit = u64::from(at(a.0, a.1, false) < at(b.0, b.1, false));
-        let mbit = u64::from(at(a.0, a.1, true) < at(b.0, b.1, true));
-        d[i / 64] |= bit << (i % 64);
-        d[2 + i / 64] |= mbit << (i % 64);
+        for (half, mirror) in [(0, false), (2, true)] {
+            let (va, vb) = (at(a.0, a.1, mirror), at(b.0, b.1, mirror));
+            d[half + i / 64] |= u64::from(va < vb) << (i % 64);
+            unstable[half + i / 64] |= u64::from(va.abs_diff(vb) <= margin) << (i % 64);
+        }
     }
-    d
+    (d, unstable)
 }
 
 #[cfg(test)]

@@ -129,6 +129,11 @@ pub struct VerifyConfig {
     /// clearly better than the others. Candidates that fail the other thresholds still count
     /// as competitors, with the weight their fit reached.
     pub min_distinct_ratio: f32,
+    /// Besides its own bucket, each query feature probes at most this many buckets per table:
+    /// its key with one unstable bit flipped ([`super::FeatureConfig::unstable_margin`]). A
+    /// re-encoded, blurred or filmed copy flips exactly those bits first; probing them finds
+    /// true matches that a 16-bit key misses, without the memory of more tables. Default 4.
+    pub max_probes: usize,
 }
 
 impl Default for VerifyConfig {
@@ -154,6 +159,7 @@ impl Default for VerifyConfig {
             ambiguity: 8,
             distinct_ms: 1_500,
             min_distinct_ratio: 1.2,
+            max_probes: 4,
         }
     }
 }
@@ -402,11 +408,27 @@ impl FeatureIndex {
     /// succeeded, verified or not, in either orientation, competes with the frames of its
     /// reference that are [`VerifyConfig::distinct_ms`] or more away from it.
     pub fn query(&self, features: &LocalFeatures, cfg: &VerifyConfig) -> Vec<Verified> {
+        self.query_between(features, cfg, i64::MIN, i64::MAX)
+    }
+
+    /// [`FeatureIndex::query`] over the frames whose time is within `from_ms..=to_ms` only:
+    /// frames outside it neither take votes nor verification places nor compete in the ratio
+    /// test, as if they were not in the index (a live feed's frames aired outside the window
+    /// a keyframe can show).
+    pub fn query_between(
+        &self,
+        features: &LocalFeatures,
+        cfg: &VerifyConfig,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Vec<Verified> {
+        let times = (from_ms > i64::MIN || to_ms < i64::MAX).then_some(from_ms..=to_ms);
         let mut out = Vec::new();
         let mut fitted = Vec::new();
-        self.query_one(features, cfg, false, &mut out, &mut fitted);
+        self.query_one(features, cfg, times.as_ref(), false, &mut out, &mut fitted);
         if cfg.mirrored {
-            self.query_one(&features.mirrored(), cfg, true, &mut out, &mut fitted);
+            let mirrored = features.mirrored();
+            self.query_one(&mirrored, cfg, times.as_ref(), true, &mut out, &mut fitted);
         }
         out.retain(|v| {
             let Some(time) = self.frames.get(&v.frame).map(|f| f.time_ms) else { return false };
@@ -429,6 +451,7 @@ impl FeatureIndex {
         &self,
         features: &LocalFeatures,
         cfg: &VerifyConfig,
+        times: Option<&std::ops::RangeInclusive<i64>>,
         mirrored: bool,
         out: &mut Vec<Verified>,
         fitted: &mut Vec<Fitted>,
@@ -444,17 +467,28 @@ impl FeatureIndex {
         for (qi, d) in features.descriptors().iter().enumerate() {
             cands.clear();
             let qc = self.check.check(&d.0);
+            let unstable = features.unstable_bits().get(qi).map_or([0; 4], |u| u.0);
             for (table, proj) in self.tables.iter().zip(&self.keys) {
                 let key = proj.key(&d.0);
                 let cap = (table.mean_len() * cfg.max_bucket_ratio).max(cfg.min_bucket_cap as f32);
-                if table.base_len(key) as f32 > cap {
-                    continue;
-                }
-                table.for_each(key, |it| {
-                    if (it.check ^ qc).count_ones() <= check_max {
-                        cands.push((it.slot, 0));
+                // The query's own bucket, then the buckets its unstable key bits lead to.
+                let flips = proj.key(&unstable);
+                let probes = std::iter::once(key).chain(
+                    (0..proj.bits.len())
+                        .filter(|j| flips >> j & 1 == 1)
+                        .take(cfg.max_probes)
+                        .map(|j| key ^ (1 << j)),
+                );
+                for key in probes {
+                    if table.base_len(key) as f32 > cap {
+                        continue;
                     }
-                });
+                    table.for_each(key, |it| {
+                        if (it.check ^ qc).count_ones() <= check_max {
+                            cands.push((it.slot, 0));
+                        }
+                    });
+                }
             }
             if cands.is_empty() {
                 continue;
@@ -465,7 +499,12 @@ impl FeatureIndex {
             for &(slot, _) in &cands {
                 let e = self.entries.get(slot);
                 let dist = Descriptor(e.desc).distance(d);
-                if dist <= cfg.max_distance {
+                let in_time = || {
+                    times.is_none_or(|t| {
+                        self.frames.get(&e.frame).is_some_and(|f| t.contains(&f.time_ms))
+                    })
+                };
+                if dist <= cfg.max_distance && in_time() {
                     let b = best.entry(e.frame).or_insert((slot, dist));
                     if dist < b.1 {
                         *b = (slot, dist);
