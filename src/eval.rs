@@ -570,16 +570,15 @@ pub fn run_query(
         hashes.features = Some(LocalFeatures::extract(&luma, &FeatureConfig::query()));
         cost.features_extract_ms += ms(t);
         cost.keyframes += 1;
-        // The quality floor applies to both tiers, as in StreamRecognizer::lookup.
+        // As StreamRecognizer::lookup: the PDQ tier looks up the views of usable quality (the
+        // hashing above left only those), the geometric tier the features.
         let mut tier_hits = TierHits::default();
-        if hashes.quality >= cfg.min_quality {
-            let t = Instant::now();
-            tier_hits.pdq = library.lookup_pdq(&hashes, cfg.radius, cfg.max_hits_per_keyframe);
-            cost.pdq_lookup_ms += ms(t);
-            let t = Instant::now();
-            tier_hits.features = library.lookup_features(&hashes);
-            cost.features_lookup_ms += ms(t);
-        }
+        let t = Instant::now();
+        tier_hits.pdq = library.lookup_pdq(&hashes, cfg.radius, cfg.max_hits_per_keyframe);
+        cost.pdq_lookup_ms += ms(t);
+        let t = Instant::now();
+        tier_hits.features = library.lookup_features(&hashes);
+        cost.features_lookup_ms += ms(t);
         for (tiers, recognizer, outcome) in &mut runs {
             let hits = tier_hits.select(*tiers);
             recognizer.observe_hits(*ts_ms, &hits);

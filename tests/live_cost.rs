@@ -8,11 +8,12 @@
 //! - the CPU this process spent (user + system, from `/proc/self/stat`) per wall second;
 //! - time to flag: once the minute has aired, pirates trailing the feed by ten seconds start at
 //!   every other second of it and send a 480p keyframe every 2 s; each goes through the lookup
-//!   the worker makes for live feeds (`LiveLibrary::lookup` at the keyframe's capture time) and
-//!   the default decision rule. It prints how many are flagged within `min_match_seconds` + 2 s
-//!   of their first keyframe, and the median and p90 of the stream time it took; the same from
-//!   their first usable keyframe, and over their usable keyframes only (PDQ quality of at least
-//!   50: black, faded and flat keyframes carry no picture to recognise). (The
+//!   the worker makes for live feeds (`LiveLibrary::lookup_tiers`, both tiers, at the keyframe's
+//!   capture time) and the default decision rule. It prints how many are flagged within
+//!   `min_match_seconds` + 2 s of their first keyframe, and the median and p90 of the stream
+//!   time it took; the same from their first usable keyframe, and over their usable keyframes
+//!   only (usable: a PDQ view of quality 50 or more, or local features; black and flat
+//!   keyframes carry no picture to recognise). (The
 //!   pipeline's own latency, queue to decision, is measured by `offside load`: docs/LOAD.md.)
 
 mod common;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Db, TestEnv};
+use fingerprints::features::VerifyConfig;
 use offside::live::store::{self as feeds, NewFeed};
 use offside::live::{IngestOptions, LiveService, LiveWindow, SharedLiveLibrary};
 use offside::media::{KeyframeOptions, extract_keyframes};
@@ -230,6 +232,7 @@ fn time_to_flag(
     aired_at: i64,
 ) -> Vec<Option<i64>> {
     let cfg = RecognitionConfig::default();
+    let verify = VerifyConfig::default();
     let min_seconds = cfg.matcher.min_matched_seconds;
     let library = library.read().unwrap();
     let at = |position: i64| keyframes.iter().find(|(ts, _)| *ts >= position).map(|(_, k)| k);
@@ -243,20 +246,14 @@ fn time_to_flag(
         for k in 0..PIRATE_KEYFRAMES {
             let stream_ts = k * PIRATE_KEYFRAME_MS;
             let Some(hashes) = at(start + stream_ts) else { break };
-            if hashes.quality < cfg.min_quality {
+            if !hashes.carries_evidence() {
                 continue;
             }
             first_usable.get_or_insert(stream_ts);
             usable += 1;
             let captured_at = aired_at + start + stream_ts + PIRATE_DELAY_MS;
             let hits: Vec<_> = library
-                .lookup(
-                    hashes,
-                    captured_at,
-                    LiveWindow::default(),
-                    cfg.radius,
-                    cfg.max_hits_per_keyframe,
-                )
+                .lookup_tiers(hashes, captured_at, LiveWindow::default(), &cfg, &verify)
                 .into_iter()
                 .map(|(_, hit)| hit)
                 .collect();
@@ -271,8 +268,7 @@ fn time_to_flag(
             }
         }
         eprintln!(
-            "pirate from {start} ms: flagged after (ms of stream, ms after its first keyframe of PDQ quality >= {}, usable keyframes) {flagged:?}",
-            cfg.min_quality
+            "pirate from {start} ms: flagged after (ms of stream, ms after its first usable keyframe, usable keyframes) {flagged:?}"
         );
         out.push(flagged);
     }
@@ -289,8 +285,9 @@ fn time_to_flag(
     };
     summary("from the first keyframe", out.iter().flatten().map(|t| t.0).collect());
     summary("from the first usable keyframe", out.iter().flatten().map(|t| t.1).collect());
-    // Black, faded and flat keyframes carry no picture to recognise: the stream time of the
-    // usable keyframes alone shows how fast the rule decides once there is evidence.
+    // Black and flat keyframes carry nothing to look up (no PDQ view of usable quality, no
+    // local features): the stream time of the usable keyframes alone shows how fast the rule
+    // decides once there is something to recognise.
     summary(
         "over usable keyframes only",
         out.iter().flatten().map(|t| i64::from(t.2 - 1) * PIRATE_KEYFRAME_MS).collect(),

@@ -60,7 +60,7 @@ pub struct Deps {
     pub store: Store,
     /// The reference library.
     pub lookup: Arc<dyn Lookup>,
-    /// The decision rule (quality floor, matcher thresholds): the one `offside eval` measures.
+    /// The decision rule (radius, matcher thresholds): the one `offside eval` measures.
     pub recognition: RecognitionConfig,
     /// Wakes the webhook delivery loop after a decision (same process).
     pub outbox_wake: Arc<tokio::sync::Notify>,
@@ -154,7 +154,8 @@ pub enum Outcome {
     Ended,
     /// The stream is killed or ended: keyframe dropped.
     Dropped,
-    /// Quality too low to carry evidence.
+    /// Nothing to look up: no PDQ view of usable quality and no local features (black,
+    /// flat or tiny).
     LowQuality,
     /// No reference matched.
     NoMatch,
@@ -243,28 +244,25 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
     }
     let payload = k.payload().map_err(|e| HandleError::Permanent(e.to_string()))?;
     let lookup = Arc::clone(&deps.lookup);
-    let min_quality = deps.recognition.min_quality;
     // Live references are aligned by wall-clock time: the capture time when the platform sent
     // one, else now (arrival).
     let at_ms = k.captured_at_ms.unwrap_or_else(crate::store::now_ms);
     // Decoding and hashing are CPU-bound: keep them off the async threads.
-    let (quality, hits) = tokio::task::spawn_blocking(move || {
+    let hits = tokio::task::spawn_blocking(move || {
         let hashes = match payload {
             Payload::Image(_, bytes) => {
                 hash_keyframe(&bytes).map_err(|e| HandleError::Permanent(format!("image: {e}")))?
             }
             Payload::Pdq { hash, quality } => KeyframeHashes::from_hash(hash, quality),
         };
-        if hashes.quality < min_quality {
-            return Ok((hashes.quality, Vec::new()));
+        if !hashes.carries_evidence() {
+            return Ok(None);
         }
-        Ok::<_, HandleError>((hashes.quality, lookup.lookup_at(&hashes, at_ms)))
+        Ok::<_, HandleError>(Some(lookup.lookup_at(&hashes, at_ms)))
     })
     .await
     .map_err(|e| HandleError::Transient(anyhow::anyhow!("hashing task failed: {e}")))??;
-    if quality < min_quality {
-        return Ok(Outcome::LowQuality);
-    }
+    let Some(hits) = hits else { return Ok(Outcome::LowQuality) };
     if hits.is_empty() {
         return Ok(Outcome::NoMatch);
     }
@@ -454,7 +452,7 @@ pub async fn run_consumer(queue: Arc<dyn KeyframeQueue>, deps: Deps, cancel: Can
 pub struct LibraryLookup {
     /// The library the index sync keeps current.
     pub library: crate::references::engine::SharedLibrary,
-    /// Radius, quality floor and hit cap (the same rule `offside eval` measures).
+    /// Radius, hit cap and tiers (the same rule `offside eval` measures).
     pub config: crate::recognition::RecognitionConfig,
     /// Live feeds' recent frames, searched by wall-clock alignment ([`Lookup::lookup_at`]).
     pub live: Option<crate::live::SharedLiveLibrary>,

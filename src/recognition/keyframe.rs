@@ -31,7 +31,8 @@ impl QueryView {
 
 /// PDQ's own floor for a usable hash: below this quality (a flat or nearly flat picture) the
 /// hash bits are mostly noise, and such pictures match one another. Views of a keyframe below
-/// it are not looked up, and a keyframe with no view at or above it carries no evidence.
+/// it are not looked up by the PDQ tier (the geometric tier judges a picture by its own
+/// features and verification).
 pub const MIN_QUALITY: u8 = 50;
 
 /// One hash to look up.
@@ -49,7 +50,7 @@ pub struct QueryHash {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyframeHashes {
     /// The best PDQ quality (0-100) among [`Self::hashes`], or the whole frame's when no view
-    /// reaches [`MIN_QUALITY`]: below that the keyframe carries no evidence.
+    /// reaches [`MIN_QUALITY`] (then the PDQ tier has nothing to look up).
     pub quality: u8,
     /// The hashes of at least [`MIN_QUALITY`]: the full frame and its mirror, each inner
     /// picture and its mirror when the frame has bars or dark margins. A dark frame whose
@@ -63,13 +64,20 @@ pub struct KeyframeHashes {
 
 impl KeyframeHashes {
     /// A keyframe known only by its hash (the `application/vnd.offside.pdq` message form):
-    /// no mirror, no content rectangle.
+    /// no mirror, no content rectangle; nothing to look up below [`MIN_QUALITY`].
     pub fn from_hash(hash: Hash256, quality: u8) -> Self {
-        Self {
-            quality,
-            hashes: vec![QueryHash { hash, view: QueryView::Full, quality }],
-            features: None,
-        }
+        let hashes = if quality >= MIN_QUALITY {
+            vec![QueryHash { hash, view: QueryView::Full, quality }]
+        } else {
+            Vec::new()
+        };
+        Self { quality, hashes, features: None }
+    }
+
+    /// Whether the keyframe can be looked up at all: a PDQ view of usable quality, or local
+    /// features. A black, flat or tiny frame has neither and carries no evidence.
+    pub fn carries_evidence(&self) -> bool {
+        !self.hashes.is_empty() || self.features.as_ref().is_some_and(|f| !f.is_empty())
     }
 }
 
@@ -150,5 +158,22 @@ mod tests {
         let hashes = hash_luma_pdq(&dim_picture(6));
         assert!(hashes.quality < MIN_QUALITY);
         assert!(hashes.hashes.is_empty());
+    }
+
+    #[test]
+    fn a_keyframe_carries_evidence_with_a_usable_view_or_local_features_and_not_without() {
+        let black = Luma::new(640, 360, vec![0; 640 * 360]).unwrap();
+        assert!(!hash_luma(&black).carries_evidence(), "black: nothing to look up");
+        // A dim night shot: too flat for PDQ anywhere, but with corners to verify.
+        let dim = dim_picture(20);
+        let hashes = hash_luma(&dim);
+        assert!(hashes.hashes.is_empty(), "{hashes:?}");
+        assert!(hashes.features.as_ref().is_some_and(|f| !f.is_empty()));
+        assert!(hashes.carries_evidence());
+        // A precomputed hash is looked up only at a usable quality.
+        let hash = pdq_dihedral(&dim_picture(48)).0.original;
+        assert!(KeyframeHashes::from_hash(hash, MIN_QUALITY).carries_evidence());
+        let flat = KeyframeHashes::from_hash(hash, MIN_QUALITY - 1);
+        assert!(flat.hashes.is_empty() && !flat.carries_evidence());
     }
 }

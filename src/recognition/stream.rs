@@ -2,7 +2,7 @@
 
 use fingerprints::{Evidence, Hit, MatcherConfig, StreamMatcher};
 
-use super::{KeyframeHashes, Library, MIN_QUALITY, TierHits};
+use super::{KeyframeHashes, Library, TierHits};
 
 /// Which recognition tiers feed the matcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -33,9 +33,6 @@ impl Tiers {
 pub struct RecognitionConfig {
     /// Hamming radius of index lookups (bits of 256).
     pub radius: u32,
-    /// Keyframes whose best view's PDQ quality is below this carry no evidence (default
-    /// [`MIN_QUALITY`], PDQ's own threshold; views below [`MIN_QUALITY`] are never looked up).
-    pub min_quality: u8,
     /// At most this many hits per keyframe go to the matcher, closest first. A keyframe with
     /// more is a broad frame whose hits carry little weight anyway.
     pub max_hits_per_keyframe: usize,
@@ -46,13 +43,12 @@ pub struct RecognitionConfig {
 }
 
 impl Default for RecognitionConfig {
-    /// Radius 31 (PDQ's customary match radius), quality 50 (PDQ's own floor for a usable
-    /// hash) and the matcher's defaults, which were measured on the development set
-    /// (docs/EVALUATION.md).
+    /// Radius 31 (PDQ's customary match radius) and the matcher's defaults, which were
+    /// measured on the development set (docs/EVALUATION.md). (The PDQ tier's quality floor,
+    /// [`super::MIN_QUALITY`], is applied to each view when a keyframe is hashed.)
     fn default() -> Self {
         Self {
             radius: 31,
-            min_quality: MIN_QUALITY,
             max_hits_per_keyframe: 256,
             matcher: MatcherConfig::default(),
             tiers: Tiers::Both,
@@ -101,12 +97,11 @@ impl StreamRecognizer {
         hits
     }
 
-    /// The configured tiers' hits of a keyframe, tier by tier, without observing them (both
-    /// empty below the quality floor, which applies to both tiers as in the worker).
+    /// The configured tiers' hits of a keyframe, tier by tier, without observing them. The
+    /// PDQ tier looks up the keyframe's views of usable quality (none for a flat or black
+    /// frame); the geometric tier its features, whatever its PDQ quality (a dark shot can
+    /// hold plenty of corners).
     pub fn lookup(&self, library: &Library, keyframe: &KeyframeHashes) -> TierHits {
-        if keyframe.quality < self.cfg.min_quality {
-            return TierHits::default();
-        }
         library.lookup_tiers(
             keyframe,
             self.cfg.radius,
