@@ -48,7 +48,7 @@
 //! assert!(best.is_conclusive(&cfg));
 //! ```
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 /// One piece of raw evidence: a query keyframe looks like `reference` at `reference_ts_ms`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -191,8 +191,11 @@ pub struct Evidence {
     /// reference between [`MatcherConfig::max_gap_ms`] before the first counted keyframe and
     /// the last one (another offset, or a reference time already counted), and those that hit
     /// one of the counted reference moments (within [`MatcherConfig::min_reference_gap_ms`])
-    /// at a stream time more than [`MatcherConfig::offset_tolerance_ms`] away. The decision
-    /// rule asks one more counted keyframe for each.
+    /// at a stream time more than [`MatcherConfig::offset_tolerance_ms`] away. In the span, a
+    /// keyframe whose every hit on the reference is at such a revisited moment (an odd frame
+    /// of the reference that fits anything alike) is neutral, unless such keyframes are most
+    /// of the stream's keyframes on the reference. The decision rule asks one more counted
+    /// keyframe for each.
     pub contradicting_keyframes: u32,
     /// The counted hits, one per keyframe, in stream order (the most recent
     /// [`MatcherConfig::max_hits_per_candidate`]).
@@ -323,10 +326,16 @@ impl Candidate {
     /// Keyframes not counted here that contradict this candidate: those that hit its
     /// reference in its window, and those that hit one of its counted reference moments at
     /// another stream time (a moment airs once in a copy; a look-alike keeps coming back to
-    /// the moments it resembles, whatever the stream shows).
+    /// the moments it resembles, whatever the stream shows). A keyframe whose every hit on the
+    /// reference is such a revisited moment (a hub: an odd frame of the reference that draws
+    /// matches from anything alike) says nothing about the offset either way, and does not
+    /// count against it in the window, as long as such keyframes are a minority of the
+    /// stream's keyframes on the reference; when they are most of them, the stream resembles
+    /// the reference rather than copies it, and every one counts.
     fn contradictions(&self, cfg: &MatcherConfig, hit_keyframes: &HitKeyframes) -> u32 {
         let Some(seen) = hit_keyframes.get(&self.reference) else { return 0 };
         let counted = |t: i64| self.hits.iter().any(|h| h.stream_ts_ms == t);
+        let neutral = |t: i64| 2 * seen.hubs.len() < seen.keyframes.len() && seen.hubs.contains(&t);
         // The window starts at the oldest hit still kept (hits trimmed off a long candidate
         // are no longer known, so the times around them must not count against it).
         let from = self.hits.front().map_or(self.first_stream_ts, |h| h.stream_ts_ms);
@@ -335,18 +344,11 @@ impl Candidate {
             .keyframes
             .iter()
             .copied()
-            .filter(|&t| t >= from && t <= self.last_stream_ts && !counted(t))
+            .filter(|&t| t >= from && t <= self.last_stream_ts && !counted(t) && !neutral(t))
             .collect();
-        let gap = cfg.min_reference_gap_ms.max(1);
         for h in &self.hits {
-            let near = (h.reference_ts_ms.saturating_sub(gap - 1), i64::MIN)
-                ..(h.reference_ts_ms.saturating_add(gap), i64::MIN);
             against.extend(
-                seen.moments
-                    .range(near)
-                    .map(|&(_, t)| t)
-                    .filter(|&t| (t - h.stream_ts_ms).abs() > cfg.offset_tolerance_ms)
-                    .filter(|&t| !counted(t)),
+                seen.revisits(h.stream_ts_ms, h.reference_ts_ms, cfg).filter(|&t| !counted(t)),
             );
         }
         u32::try_from(against.len()).unwrap_or(u32::MAX)
@@ -393,8 +395,89 @@ fn runs_of(hits: &[Hit], clusters: &[(Target, Hit)], cfg: &MatcherConfig) -> Vec
 struct ReferenceHits {
     /// Stream times of keyframes with at least one hit on it, in arrival order.
     keyframes: VecDeque<i64>,
+    /// The reference times each of those keyframes hit.
+    hits_of: HashMap<i64, Vec<i64>>,
     /// Every hit as (reference time, stream time): who else saw a moment.
     moments: BTreeSet<(i64, i64)>,
+    /// Stream times of the keyframes whose every hit on the reference is at a moment that a
+    /// keyframe at another offset hit too (see [`ReferenceHits::revisits`]).
+    hubs: HashSet<i64>,
+}
+
+impl ReferenceHits {
+    /// Stream times, more than the offset tolerance away from `stream_ts`, of the keyframes
+    /// that hit the reference within [`MatcherConfig::min_reference_gap_ms`] of
+    /// `reference_ts`: keyframes that saw the same moment at another offset.
+    fn revisits<'a>(
+        &'a self,
+        stream_ts: i64,
+        reference_ts: i64,
+        cfg: &'a MatcherConfig,
+    ) -> impl Iterator<Item = i64> + 'a {
+        let gap = cfg.min_reference_gap_ms.max(1);
+        let near = (reference_ts.saturating_sub(gap - 1), i64::MIN)
+            ..(reference_ts.saturating_add(gap), i64::MIN);
+        self.moments
+            .range(near)
+            .map(|&(_, t)| t)
+            .filter(move |&t| (t - stream_ts).abs() > cfg.offset_tolerance_ms)
+    }
+
+    /// Records that the keyframe at `stream_ts` hit `reference_ts`.
+    fn add(&mut self, stream_ts: i64, reference_ts: i64, cfg: &MatcherConfig) {
+        if !self.moments.insert((reference_ts, stream_ts)) {
+            return;
+        }
+        let hits = self.hits_of.entry(stream_ts).or_default();
+        if hits.is_empty() {
+            self.keyframes.push_back(stream_ts);
+        }
+        hits.push(reference_ts);
+        // Only this keyframe and those that saw the same moment can change their hub status.
+        let mut affected: Vec<i64> = self.revisits(stream_ts, reference_ts, cfg).collect();
+        affected.push(stream_ts);
+        for t in affected {
+            self.update_hub(t, cfg);
+        }
+    }
+
+    /// Forgets, with their hits, the keyframes before `horizon` (stream time) and the oldest
+    /// arrivals beyond `cap`.
+    fn forget(&mut self, horizon: i64, cap: usize, cfg: &MatcherConfig) {
+        let mut dropped: Vec<i64> = Vec::new();
+        self.keyframes.retain(|&t| {
+            let keep = t >= horizon;
+            if !keep {
+                dropped.push(t);
+            }
+            keep
+        });
+        while self.keyframes.len() > cap {
+            dropped.extend(self.keyframes.pop_front());
+        }
+        let mut affected = Vec::new();
+        for t in dropped {
+            self.hubs.remove(&t);
+            for r in self.hits_of.remove(&t).unwrap_or_default() {
+                self.moments.remove(&(r, t));
+                affected.extend(self.revisits(t, r, cfg));
+            }
+        }
+        affected.sort_unstable();
+        affected.dedup();
+        for t in affected {
+            self.update_hub(t, cfg);
+        }
+    }
+
+    fn update_hub(&mut self, t: i64, cfg: &MatcherConfig) {
+        let Some(hits) = self.hits_of.get(&t) else { return };
+        if hits.iter().all(|&r| self.revisits(t, r, cfg).next().is_some()) {
+            self.hubs.insert(t);
+        } else {
+            self.hubs.remove(&t);
+        }
+    }
 }
 
 /// Per reference, what recent keyframes hit on it.
@@ -448,11 +531,7 @@ impl StreamMatcher {
                 continue;
             }
             let h = Hit { weight: h.weight.min(1.0), ..*h };
-            let seen = self.hit_keyframes.entry(h.reference).or_default();
-            if !seen.keyframes.contains(&s) {
-                seen.keyframes.push_back(s);
-            }
-            seen.moments.insert((h.reference_ts_ms, s));
+            self.hit_keyframes.entry(h.reference).or_default().add(s, h.reference_ts_ms, cfg);
             let offset = h.reference_ts_ms.saturating_sub(s);
             let owner = self
                 .candidates
@@ -569,12 +648,7 @@ impl StreamMatcher {
             .min(now - cfg.forget_after_ms)
             .saturating_sub(cfg.max_gap_ms);
         self.hit_keyframes.retain(|_, seen| {
-            seen.keyframes.retain(|&t| t >= horizon);
-            while seen.keyframes.len() > cfg.max_hits_per_candidate {
-                seen.keyframes.pop_front();
-            }
-            let oldest = seen.keyframes.front().copied().unwrap_or(i64::MAX);
-            seen.moments.retain(|&(_, t)| t >= oldest);
+            seen.forget(horizon, cfg.max_hits_per_candidate, cfg);
             !seen.keyframes.is_empty()
         });
         if self.candidates.len() > cfg.max_candidates {
@@ -714,6 +788,44 @@ mod tests {
         m.observe(16_000, &[hit(1, 37_000, 12)]);
         m.observe(20_000, &[hit(1, 41_000, 12)]);
         assert!(m.conclusive().is_some());
+    }
+
+    #[test]
+    fn an_odd_frame_the_stream_keeps_hitting_neither_holds_back_a_copy_nor_excuses_a_look_alike() {
+        // A filmed copy whose exposure makes the reference's first second (an odd frame) fit
+        // several of its keyframes: those keyframes say nothing about the offset, and four
+        // agreeing keyframes against one real contradiction decide.
+        let mut m = StreamMatcher::new(MatcherConfig::default());
+        let keyframes: [(i64, i64); 9] = [
+            (0, 0),
+            (6_000, 9_000),
+            (10_000, 0),
+            (14_000, 0),
+            (16_000, 0),
+            (18_000, 30_000),
+            (20_000, 23_000),
+            (22_000, 25_000),
+            (26_000, 28_500),
+        ];
+        for (s, r) in keyframes {
+            m.observe(s, &[hit(1, r, 12)]);
+        }
+        let e = m.conclusive().expect("the odd frame's keyframes do not count against the copy");
+        assert_eq!((e.offset_ms, e.matched_keyframes, e.contradicting_keyframes), (3_000, 4, 1));
+        // A look-alike that fits the same moment at most of its keyframes: there the revisits
+        // are what the stream is, and each one counts.
+        let mut m = StreamMatcher::new(MatcherConfig::default());
+        for (s, r) in [(0, 37_000), (2_000, 37_000), (4_000, 37_000), (6_000, 38_000)] {
+            m.observe(s, &[hit(1, r, 12)]);
+        }
+        for s in [8_000, 10_000] {
+            m.observe(s, &[hit(1, 37_000, 12)]);
+        }
+        m.observe(12_000, &[hit(1, 44_000, 12)]);
+        m.observe(14_000, &[hit(1, 46_000, 12)]);
+        let e = m.best().unwrap();
+        assert!(e.contradicting_keyframes >= 2, "{e:?}");
+        assert!(m.conclusive().is_none(), "{e:?}");
     }
 
     #[test]
