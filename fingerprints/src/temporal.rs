@@ -397,8 +397,9 @@ struct ReferenceHits {
     keyframes: VecDeque<i64>,
     /// The reference times each of those keyframes hit.
     hits_of: HashMap<i64, Vec<i64>>,
-    /// Every hit as (reference time, stream time): who else saw a moment.
-    moments: BTreeSet<(i64, i64)>,
+    /// Every hit as (reference time, stream time), bucketed by reference time in steps of
+    /// [`MatcherConfig::min_reference_gap_ms`]: who else saw a moment.
+    moments: HashMap<i64, Vec<(i64, i64)>>,
     /// Stream times of the keyframes whose every hit on the reference is at a moment that a
     /// keyframe at another offset hit too (see [`ReferenceHits::revisits`]).
     hubs: HashSet<i64>,
@@ -415,27 +416,33 @@ impl ReferenceHits {
         cfg: &'a MatcherConfig,
     ) -> impl Iterator<Item = i64> + 'a {
         let gap = cfg.min_reference_gap_ms.max(1);
-        let near = (reference_ts.saturating_sub(gap - 1), i64::MIN)
-            ..(reference_ts.saturating_add(gap), i64::MIN);
-        self.moments
-            .range(near)
+        let bucket = reference_ts.div_euclid(gap);
+        (bucket - 1..=bucket + 1)
+            .filter_map(|b| self.moments.get(&b))
+            .flatten()
+            .filter(move |&&(r, t)| {
+                (r - reference_ts).abs() < gap && (t - stream_ts).abs() > cfg.offset_tolerance_ms
+            })
             .map(|&(_, t)| t)
-            .filter(move |&t| (t - stream_ts).abs() > cfg.offset_tolerance_ms)
     }
 
     /// Records that the keyframe at `stream_ts` hit `reference_ts`.
     fn add(&mut self, stream_ts: i64, reference_ts: i64, cfg: &MatcherConfig) {
-        if !self.moments.insert((reference_ts, stream_ts)) {
+        let hits = self.hits_of.entry(stream_ts).or_default();
+        if hits.contains(&reference_ts) {
             return;
         }
-        let hits = self.hits_of.entry(stream_ts).or_default();
         if hits.is_empty() {
             self.keyframes.push_back(stream_ts);
         }
         hits.push(reference_ts);
+        let bucket = reference_ts.div_euclid(cfg.min_reference_gap_ms.max(1));
+        self.moments.entry(bucket).or_default().push((reference_ts, stream_ts));
         // Only this keyframe and those that saw the same moment can change their hub status.
         let mut affected: Vec<i64> = self.revisits(stream_ts, reference_ts, cfg).collect();
         affected.push(stream_ts);
+        affected.sort_unstable();
+        affected.dedup();
         for t in affected {
             self.update_hub(t, cfg);
         }
@@ -455,11 +462,17 @@ impl ReferenceHits {
         while self.keyframes.len() > cap {
             dropped.extend(self.keyframes.pop_front());
         }
+        let gap = cfg.min_reference_gap_ms.max(1);
         let mut affected = Vec::new();
         for t in dropped {
             self.hubs.remove(&t);
             for r in self.hits_of.remove(&t).unwrap_or_default() {
-                self.moments.remove(&(r, t));
+                if let Some(entries) = self.moments.get_mut(&r.div_euclid(gap)) {
+                    entries.retain(|&e| e != (r, t));
+                    if entries.is_empty() {
+                        self.moments.remove(&r.div_euclid(gap));
+                    }
+                }
                 affected.extend(self.revisits(t, r, cfg));
             }
         }
@@ -470,6 +483,7 @@ impl ReferenceHits {
         }
     }
 
+    /// Whether every hit of the keyframe at `t` is a revisited moment.
     fn update_hub(&mut self, t: i64, cfg: &MatcherConfig) {
         let Some(hits) = self.hits_of.get(&t) else { return };
         if hits.iter().all(|&r| self.revisits(t, r, cfg).next().is_some()) {
