@@ -9,22 +9,33 @@
 //! estimates each candidate's distance from the check code alone (8x the check distance
 //! estimates the full Hamming distance), so the slab, spread over hundreds of megabytes for
 //! hours of reference, is only touched for the few candidates that pass: random slab reads,
-//! not popcounts, are what costs time at this scale.
+//! not popcounts, are what costs time at this scale. A query feature also probes the buckets
+//! its *unstable* key bits lead to (tests whose two samples were nearly equal, the first a
+//! re-encode flips; [`VerifyConfig::max_probes`]): most of an exhaustive search's recall for
+//! no extra memory.
 //!
 //! # Precision rules
 //! - **Stop features**: a query feature whose matches span more than
 //!   [`VerifyConfig::stop_groups`] references (a logo, a slate, a generic texture) does not vote.
 //! - **Burstiness**: within one reference, a feature matching many frames is static (a studio
 //!   backdrop, a channel logo, the wall behind a webcam) and says nothing about *which moment*
-//!   this is. Its weight is `min(1, burst / frames matched)` (see [`VerifyConfig::burst`]), times
-//!   the share of the reference's frames it does not match (zero for a feature in every frame),
-//!   both
-//!   in the votes and in the RANSAC inlier weight, and verification demands enough weighted
-//!   inliers. The same room filmed in another take therefore does not verify on its furniture.
+//!   this is. "Matching" a frame means within [`VerifyConfig::ambiguity`] bits of the
+//!   feature's closest match, not merely within the loose [`VerifyConfig::max_distance`]. Its
+//!   weight is `min(1, burst / frames matched)` (see [`VerifyConfig::burst`]), times the share
+//!   of the reference's frames it does not match (zero for a feature in every frame), both in
+//!   the votes and in the RANSAC inlier weight, and verification demands enough weighted
+//!   inliers.
 //! - **Geometry**: a similarity within scale and rotation limits, enough inliers, a minimum
 //!   inlier ratio and inliers spread over the frame (grid coverage), in the query or in the
 //!   reference (a portrait crop covers a third of the reference but all of the query; a
 //!   pillarboxed picture the reverse).
+//! - **One moment**: a verified frame must fit clearly better than every candidate of its
+//!   reference at another moment ([`VerifyConfig::min_distinct_ratio`]). A static shot, a
+//!   held still or the same room filmed in another take fits several moments about alike and
+//!   says nothing about which one this is. (Frames carry their time for this;
+//!   [`FeatureIndex::query_between`] looks at the frames of a time window only.) What is
+//!   left to chance (a look-alike fitting one moment better than the others) is the temporal
+//!   matcher's to reject: such keyframes do not follow the reference's timeline.
 
 use super::ransac::{Pair, RansacParams, Similarity, fit_similarity_ransac};
 use super::store::{Entry, Item, Slab, Table};
