@@ -49,9 +49,6 @@ pub struct QueryHash {
 /// Everything looked up for one keyframe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyframeHashes {
-    /// The best PDQ quality (0-100) among [`Self::hashes`], or the whole frame's when no view
-    /// reaches [`MIN_QUALITY`] (then the PDQ tier has nothing to look up).
-    pub quality: u8,
     /// The hashes of at least [`MIN_QUALITY`]: the full frame and its mirror, each inner
     /// picture and its mirror when the frame has bars or dark margins. A dark frame whose
     /// whole is too flat to hash can still have a usable picture inside its black margins.
@@ -71,7 +68,7 @@ impl KeyframeHashes {
         } else {
             Vec::new()
         };
-        Self { quality, hashes, features: None }
+        Self { hashes, features: None }
     }
 
     /// Whether the keyframe can be looked up at all: a PDQ view of usable quality, or local
@@ -115,8 +112,7 @@ pub fn hash_luma_pdq(luma: &Luma) -> KeyframeHashes {
         hashes.push(QueryHash { hash: d.mirror(), view: QueryView::ContentMirror, quality });
     }
     hashes.retain(|h| h.quality >= MIN_QUALITY);
-    let quality = hashes.iter().map(|h| h.quality).max().unwrap_or(full_quality);
-    KeyframeHashes { quality, hashes, features: None }
+    KeyframeHashes { hashes, features: None }
 }
 
 #[cfg(test)]
@@ -147,7 +143,8 @@ mod tests {
         let (_, full_quality) = pdq_dihedral(&luma);
         assert!(full_quality < MIN_QUALITY, "the whole frame is too flat: {full_quality}");
         let hashes = hash_luma_pdq(&luma);
-        assert!(hashes.quality >= MIN_QUALITY, "{hashes:?}");
+        let best = hashes.hashes.iter().map(|h| h.quality).max();
+        assert!(best >= Some(MIN_QUALITY), "{hashes:?}");
         let views: Vec<QueryView> = hashes.hashes.iter().map(|h| h.view).collect();
         assert_eq!(views, [QueryView::Content, QueryView::ContentMirror]);
         assert!(hashes.hashes.iter().all(|h| h.quality >= MIN_QUALITY));
@@ -155,8 +152,10 @@ mod tests {
 
     #[test]
     fn a_flat_frame_has_no_hash_to_look_up() {
-        let hashes = hash_luma_pdq(&dim_picture(6));
-        assert!(hashes.quality < MIN_QUALITY);
+        let luma = dim_picture(6);
+        let (_, full_quality) = pdq_dihedral(&luma);
+        assert!(full_quality < MIN_QUALITY, "{full_quality}");
+        let hashes = hash_luma_pdq(&luma);
         assert!(hashes.hashes.is_empty());
     }
 

@@ -338,7 +338,6 @@ mod tests {
 
     fn query(hash: Hash256) -> KeyframeHashes {
         KeyframeHashes {
-            quality: 100,
             hashes: vec![QueryHash { hash, view: QueryView::Full, quality: 100 }],
             features: None,
         }
