@@ -4,7 +4,8 @@
 //! A 720p25 MPEG-TS feed made from a development-set clip airs over UDP on loopback for a
 //! minute while a [`LiveService`] ingests it in this process. It reports:
 //! - feed-to-matchable latency: for sample positions of the clip, the time from the moment the
-//!   sender aired that position until a keyframe of it matches in the live library;
+//!   sender aired that position until a keyframe of it matches in the live library, through
+//!   the worker's two-tier live lookup;
 //! - the CPU this process spent (user + system, from `/proc/self/stat`) per wall second;
 //! - time to flag: once the minute has aired, pirates trailing the feed by ten seconds start at
 //!   every other second of it and send a 480p keyframe every 2 s; each goes through the lookup
@@ -165,7 +166,13 @@ async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
         let aired = aired_at + position;
         loop {
             let now = now_ms();
-            let hits = library.read().unwrap().lookup(hashes, now, LiveWindow::default(), 31, 256);
+            let hits = library.read().unwrap().lookup_tiers(
+                hashes,
+                now,
+                LiveWindow::default(),
+                &RecognitionConfig::default(),
+                &VerifyConfig::default(),
+            );
             // A hit on this position of the feed (not on a similar frame elsewhere).
             if hits
                 .iter()
