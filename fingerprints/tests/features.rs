@@ -4,7 +4,7 @@
 //! frames of the development clips in `tests/data/features/` test real footage, including the
 //! hard negative: the same man in the same room, filmed in another take, must never verify.
 
-use fingerprints::features::{FeatureConfig, FeatureIndex, LocalFeatures, VerifyConfig};
+use fingerprints::features::{FeatureConfig, FeatureIndex, Keypoint, LocalFeatures, VerifyConfig};
 use fingerprints::{ErrorKind, Hit, Luma, MatcherConfig, StreamMatcher};
 use proptest::prelude::*;
 
@@ -456,4 +456,50 @@ fn real_filmed_screen_and_face_cam_overlay_keyframes_verify_against_their_refere
     assert!(matches!(camcorder.first().map(|v| v.frame), Some(12 | 13)), "{camcorder:?}");
     let overlay = query(&index, &fixture("query_overlay_take1_13.4s.jpg"));
     assert!(matches!(overlay.first().map(|v| v.frame), Some(12 | 13)), "{overlay:?}");
+}
+
+#[test]
+fn features_kept_to_a_quarter_pixel_are_indexed_exactly_as_extracted() {
+    // Services store reference features with positions to a quarter pixel and rebuild the
+    // index from them after a restart; that index must answer every query as the one built
+    // from the extracted features did (weights and inlier counts included).
+    let quarter = |f: &LocalFeatures| {
+        let kps = f
+            .keypoints()
+            .iter()
+            .map(|k| Keypoint { x: (k.x * 4.0).round() / 4.0, y: (k.y * 4.0).round() / 4.0, ..*k })
+            .collect();
+        LocalFeatures::from_parts(f.width(), f.height(), kps, f.descriptors().to_vec())
+    };
+    let mut fresh = FeatureIndex::default();
+    let mut stored = FeatureIndex::default();
+    for t in 0..30u32 {
+        let f = LocalFeatures::extract(
+            &fixture(&format!("webcam_take1_{t:02}s.jpg")),
+            &FeatureConfig::reference(),
+        );
+        fresh.insert(t, 1, i64::from(t) * 1000, &f);
+        stored.insert(t, 1, i64::from(t) * 1000, &quarter(&f));
+    }
+    let mut verified = 0;
+    for name in [
+        "query_camcorder_take1_12.5s.jpg",
+        "query_overlay_take1_13.4s.jpg",
+        "webcam_take2_3s.jpg",
+        "webcam_take2_15s.jpg",
+        "webcam_take2_27s.jpg",
+        "webcam_take1_05s.jpg",
+        "webcam_take1_21s.jpg",
+    ] {
+        let img = fixture(name);
+        let (cx, cy) = (img.width() as f32 * 0.45, img.height() as f32 * 0.55);
+        for img in [img.clone(), view(&img, 480, 270, 1.3, 2.0, cx, cy)] {
+            let q = LocalFeatures::extract(&img, &FeatureConfig::query());
+            let cfg = VerifyConfig { min_distinct_ratio: 1.0, ..VerifyConfig::default() };
+            let answer = fresh.query(&q, &cfg);
+            verified += answer.len();
+            assert_eq!(stored.query(&q, &cfg), answer, "{name}");
+        }
+    }
+    assert!(verified >= 4, "only {verified} verifications to compare");
 }

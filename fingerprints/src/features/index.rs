@@ -44,8 +44,8 @@ use crate::{Error, ErrorKind};
 use std::collections::HashMap;
 
 const MAGIC: &[u8; 4] = b"OFFI";
-/// Version 2 added each frame's time.
-const VERSION: u8 = 2;
+/// Version 2 added each frame's time; version 3 keeps keypoint positions to a quarter pixel.
+const VERSION: u8 = 3;
 
 /// Shape of the LSH tables. Part of the snapshot: an index only loads with its own shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,13 +215,16 @@ struct Fitted {
     weight: f32,
 }
 
+/// A keypoint's position to a quarter pixel (13 bits each, up to 2047.75) and its level.
+/// Callers that store features keep them to a quarter pixel as well, so a frame indexed
+/// from storage (after a restart, from a cache) is indexed exactly as it was when extracted.
 fn pack(k: &Keypoint) -> u32 {
-    let q = |v: f32| ((v * 2.0).round().clamp(0.0, 8191.0)) as u32;
+    let q = |v: f32| ((v * 4.0).round().clamp(0.0, 8191.0)) as u32;
     q(k.x) | (q(k.y) << 13) | (u32::from(k.level.min(15)) << 26)
 }
 
 fn unpack(p: u32) -> (f32, f32, u8) {
-    ((p & 0x1FFF) as f32 / 2.0, ((p >> 13) & 0x1FFF) as f32 / 2.0, ((p >> 26) & 0xF) as u8)
+    ((p & 0x1FFF) as f32 / 4.0, ((p >> 13) & 0x1FFF) as f32 / 4.0, ((p >> 26) & 0xF) as u8)
 }
 
 #[derive(Clone, Debug)]
