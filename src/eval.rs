@@ -67,6 +67,18 @@ pub struct EvalArgs {
     /// Override the geometric tier's minimum number of inliers.
     #[arg(long)]
     pub min_inliers: Option<usize>,
+    /// Override how far apart (ms) two moments of a reference must be to compete in the
+    /// geometric tier's ratio test across time.
+    #[arg(long)]
+    pub distinct_ms: Option<i64>,
+    /// Override how much better (ratio of inlier weights) a verified frame must fit than
+    /// every other moment of its reference.
+    #[arg(long)]
+    pub distinct_ratio: Option<f32>,
+    /// Override the inlier weight above which the geometric tier accepts inliers covering
+    /// less of the frame.
+    #[arg(long)]
+    pub dense_weight: Option<f32>,
 }
 
 impl EvalArgs {
@@ -101,6 +113,15 @@ impl EvalArgs {
         }
         if let Some(n) = self.min_inliers {
             v.min_inliers = n;
+        }
+        if let Some(ms) = self.distinct_ms {
+            v.distinct_ms = ms;
+        }
+        if let Some(r) = self.distinct_ratio {
+            v.min_distinct_ratio = r;
+        }
+        if let Some(w) = self.dense_weight {
+            v.dense_weight = w;
         }
         v
     }

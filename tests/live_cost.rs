@@ -250,10 +250,13 @@ fn time_to_flag(
         let mut flagged = None;
         let mut first_usable = None;
         let mut usable = 0u32;
+        // What each keyframe brought, printed for the pirates flagged late.
+        let mut trace = Vec::new();
         for k in 0..PIRATE_KEYFRAMES {
             let stream_ts = k * PIRATE_KEYFRAME_MS;
             let Some(hashes) = at(start + stream_ts) else { break };
             if !hashes.carries_evidence() {
+                trace.push(format!("{stream_ts}: nothing to look up (black or flat)"));
                 continue;
             }
             first_usable.get_or_insert(stream_ts);
@@ -264,6 +267,12 @@ fn time_to_flag(
                 .into_iter()
                 .map(|(_, hit)| hit)
                 .collect();
+            trace.push(format!(
+                "{stream_ts}: PDQ quality {:?}, {} features, hits at reference ms {:?}",
+                hashes.hashes.iter().map(|h| h.quality).max(),
+                hashes.features.as_ref().map_or(0, |f| f.len()),
+                hits.iter().map(|h| h.reference_ts_ms).collect::<Vec<_>>()
+            ));
             recognizer.observe_hits(stream_ts, &hits);
             if recognizer
                 .evidence()
@@ -277,6 +286,11 @@ fn time_to_flag(
         eprintln!(
             "pirate from {start} ms: flagged after (ms of stream, ms after its first usable keyframe, usable keyframes) {flagged:?}"
         );
+        if flagged.is_none_or(|f| f.0 as f64 > (min_seconds + 2.0) * 1000.0) {
+            for line in &trace {
+                eprintln!("    keyframe at stream ms {line}");
+            }
+        }
         out.push(flagged);
     }
     let summary = |what: &str, mut times: Vec<i64>| {

@@ -503,3 +503,33 @@ fn features_kept_to_a_quarter_pixel_are_indexed_exactly_as_extracted() {
     }
     assert!(verified >= 4, "only {verified} verifications to compare");
 }
+
+#[test]
+fn a_title_card_on_black_verifies_although_its_corners_fill_two_cells() {
+    // Lettering on black keeps every corner in a strip of the frame (here two cells of the
+    // 4x4 coverage grid): too little coverage for an ordinary verification, but a strong fit
+    // of dozens of inliers is not the few a chance alignment gathers.
+    let texture = scene(5, 1280, 720);
+    let mut px = vec![0u8; 1280 * 720];
+    for y in 200..340 {
+        for x in 350..930 {
+            px[y * 1280 + x] = texture.pixels()[y * 1280 + x];
+        }
+    }
+    let card = Luma::new(1280, 720, px).unwrap();
+    let others: Vec<Luma> = (20..23).map(|s| scene(s, 1280, 720)).collect();
+    let mut frames = vec![(0, 0, &card)];
+    frames.extend(others.iter().enumerate().map(|(i, o)| (i as u32 + 1, i as u32 + 1, o)));
+    let index = index_of(&frames);
+    // The re-stream shows it at 854x480.
+    let pirate = view(&card, 854, 480, 854.0 / 1280.0, 0.0, 640.0, 360.0);
+    let features = LocalFeatures::extract(&pirate, &FeatureConfig::query());
+    let cfg = VerifyConfig::default();
+    let hits = index.query(&features, &cfg);
+    assert_eq!(hits.first().map(|v| v.frame), Some(0), "{hits:?}");
+    assert!(hits[0].coverage < cfg.min_coverage, "{hits:?}");
+    assert!(hits[0].weight > cfg.dense_weight, "{hits:?}");
+    // Without the allowance for strong fits the card would not verify.
+    let strict = VerifyConfig { dense_weight: f32::INFINITY, ..cfg };
+    assert!(index.query(&features, &strict).is_empty());
+}

@@ -28,7 +28,8 @@
 //! - **Geometry**: a similarity within scale and rotation limits, enough inliers, a minimum
 //!   inlier ratio and inliers spread over the frame (grid coverage), in the query or in the
 //!   reference (a portrait crop covers a third of the reference but all of the query; a
-//!   pillarboxed picture the reverse).
+//!   pillarboxed picture the reverse). The coverage asked for shrinks for verifications far
+//!   above the weight threshold: a title card on black keeps all its corners in two cells.
 //! - **One moment**: a verified frame must fit clearly better than every candidate of its
 //!   reference at another moment ([`VerifyConfig::min_distinct_ratio`]). A static shot, a
 //!   held still or the same room filmed in another take fits several moments about alike and
@@ -101,8 +102,18 @@ pub struct VerifyConfig {
     /// At least this fraction of the frame's matches must be inliers. Default 0.25.
     pub min_inlier_ratio: f32,
     /// Inliers must occupy at least this fraction of a 4x4 grid, of the query or of the
-    /// reference frame. Default 0.25.
+    /// reference frame. Default 0.25. A chance alignment gathers a few inliers in one part of
+    /// the frame; a verification weighing more than [`VerifyConfig::dense_weight`] may cover
+    /// proportionally less, down to two cells, because some true pictures keep all their
+    /// corners in a small area: a title card or a caption on black, a close-up against a
+    /// blurred background.
     pub min_coverage: f32,
+    /// See [`VerifyConfig::min_coverage`]: the inlier weight above which the coverage asked
+    /// for shrinks as `min_coverage * dense_weight / weight`, never below two cells of the
+    /// 4x4 grid. Default 24 (three times [`VerifyConfig::min_inlier_weight`]). Measured on the
+    /// Sintel title card ("The Blender Foundation presents" on black, 2 cells): it verifies
+    /// against its own seconds at weights 40-62, while chance fits stay under 7.
+    pub dense_weight: f32,
     /// Scale limits (reference size / query size). Default 0.33–3.
     pub min_scale: f32,
     /// See [`VerifyConfig::min_scale`].
@@ -161,6 +172,7 @@ impl Default for VerifyConfig {
             min_inlier_weight: 8.0,
             min_inlier_ratio: 0.25,
             min_coverage: 0.25,
+            dense_weight: 24.0,
             min_scale: 0.33,
             max_scale: 3.0,
             max_rotation_deg: 10.0,
@@ -361,6 +373,8 @@ impl FeatureIndex {
 
     /// Adds (or replaces) frame `frame` of reference `group`, shown at `time_ms` of that
     /// reference, with its features. Features of one frame beyond 65,535 are ignored.
+    /// Keypoint positions are kept to a quarter pixel, up to 2047.75 (working resolutions are
+    /// a few hundred pixels).
     pub fn insert(&mut self, frame: u32, group: u32, time_ms: i64, features: &LocalFeatures) {
         self.insert_inner(frame, group, time_ms, features, true);
     }
@@ -598,7 +612,7 @@ impl FeatureIndex {
                 f32::from(info.width),
                 f32::from(info.height),
             ));
-            if coverage < cfg.min_coverage {
+            if coverage < required_coverage(fit.weight, cfg) {
                 continue;
             }
             out.push(Verified {
@@ -753,6 +767,17 @@ fn specificity(n: f32, size: f32, burst: f32) -> f32 {
 }
 
 /// Fraction of a 4x4 grid over a `w x h` frame that contains at least one of `pts`.
+/// The grid coverage a verification of `weight` must reach ([`VerifyConfig::min_coverage`]).
+fn required_coverage(weight: f32, cfg: &VerifyConfig) -> f32 {
+    const TWO_CELLS: f32 = 2.0 / 16.0;
+    let dense = if weight > cfg.dense_weight && cfg.dense_weight > 0.0 {
+        cfg.min_coverage * cfg.dense_weight / weight
+    } else {
+        cfg.min_coverage
+    };
+    dense.max(TWO_CELLS.min(cfg.min_coverage))
+}
+
 fn coverage(pts: impl Iterator<Item = (f32, f32)>, w: f32, h: f32) -> f32 {
     let mut cells = 0u16;
     for (x, y) in pts {
