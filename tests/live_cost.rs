@@ -14,7 +14,8 @@
 //!   `min_match_seconds` + 2 s of their first keyframe, and the median and p90 of the stream
 //!   time it took; the same from their first usable keyframe, and over their usable keyframes
 //!   only (usable: a PDQ view of quality 50 or more, or local features; black and flat
-//!   keyframes carry no picture to recognise). (The
+//!   keyframes carry no picture to recognise). For each pirate flagged later than that, it
+//!   prints what each keyframe brought (PDQ quality, feature count, hits). (The
 //!   pipeline's own latency, queue to decision, is measured by `offside load`: docs/LOAD.md.)
 
 mod common;
