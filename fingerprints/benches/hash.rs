@@ -1,4 +1,5 @@
-//! Keyframe cost: JPEG decode (at the reduced DCT scale) plus PDQ, for 720p and 1080p frames.
+//! Keyframe cost: JPEG decode (at the reduced DCT scale) plus PDQ, for 720p and 1080p frames,
+//! and the search for pictures inside the frame (bars, dark margins, windows).
 //!
 //! The keyframes are made here, so the bench runs from a plain clone: a committed vector PNG is
 //! upscaled to the frame size, given a little deterministic grain (real broadcast frames are
@@ -11,7 +12,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fingerprints::{DecodeLimits, Luma, decode_luma, pdq, pdq_dihedral};
+use fingerprints::{
+    DecodeLimits, Luma, decode_luma, inner_pictures, pdq, pdq_dihedral, picture_windows,
+};
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
 
@@ -58,6 +61,13 @@ fn bench(c: &mut Criterion) {
         g.bench_function("pdq(reduced)", |b| b.iter(|| pdq(black_box(&luma))));
         g.bench_function("pdq_dihedral(reduced)", |b| b.iter(|| pdq_dihedral(black_box(&luma))));
         g.bench_function("pdq(full size)", |b| b.iter(|| pdq(black_box(&full))));
+        // What the query side looks for before hashing the pictures inside a keyframe.
+        g.bench_function("inner_pictures(reduced)", |b| {
+            b.iter(|| inner_pictures(black_box(&luma)))
+        });
+        g.bench_function("picture_windows(reduced)", |b| {
+            b.iter(|| picture_windows(black_box(&luma)))
+        });
         g.finish();
     }
 }

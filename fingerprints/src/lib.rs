@@ -13,6 +13,9 @@
 //!   so the picture inside a padded frame can be hashed on its own; [`dark_trim`], the box of
 //!   everything lit, for pictures whose own margins are as black as the bars; [`inner_pictures`],
 //!   both, as the reference and the query side hash them.
+//! - [`picture_windows`]: a picture shown as a window of a re-streamer's layout (beside a chat
+//!   panel, picture-in-picture over another video), found by its four straight edges, so the
+//!   query side can hash it on its own.
 //! - [`centre_crop`], [`CropVariant`]: centred 9:16, 1:1 and 4:3 crops of reference frames, so
 //!   portrait and 4:3 re-streams of a landscape broadcast match.
 //! - [`StreamMatcher`]: per-stream temporal evidence, votes of keyframe [`Hit`]s for a
@@ -39,6 +42,7 @@ mod live;
 mod luma;
 mod pdq;
 mod temporal;
+mod window;
 
 pub use border::{Rect, content_rect, dark_trim, inner_pictures};
 pub use crops::{CropVariant, centre_crop};
@@ -50,3 +54,4 @@ pub use live::{LiveIndex, LiveMatch};
 pub use luma::Luma;
 pub use pdq::{Dihedral, PdqHash, pdq, pdq_dihedral, pdq_dihedral_rgb, pdq_rgb};
 pub use temporal::{Evidence, EvidenceHit, Hit, MatcherConfig, StreamMatcher, broadness_weight};
+pub use window::picture_windows;

@@ -1,7 +1,9 @@
 //! Query side: the hashes of one keyframe.
 
 use fingerprints::features::{FeatureConfig, LocalFeatures};
-use fingerprints::{DecodeLimits, Hash256, Luma, decode_luma, inner_pictures, pdq_dihedral};
+use fingerprints::{
+    DecodeLimits, Hash256, Luma, Rect, decode_luma, inner_pictures, pdq_dihedral, picture_windows,
+};
 
 /// Which view of the keyframe a query hash was computed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -10,8 +12,10 @@ pub enum QueryView {
     Full,
     /// The whole frame mirrored left to right (pirates flip pictures to dodge matching).
     FullMirror,
-    /// A picture inside the frame: inside letterbox/pillarbox bars (black or blurred fill), or
-    /// with its dark margins trimmed ([`fingerprints::inner_pictures`]).
+    /// A picture inside the frame: inside letterbox/pillarbox bars (black or blurred fill),
+    /// with its dark margins trimmed ([`fingerprints::inner_pictures`]), or a window of the
+    /// layout (a player beside a chat panel, a picture-in-picture:
+    /// [`fingerprints::picture_windows`]).
     Content,
     /// That picture, mirrored.
     ContentMirror,
@@ -106,13 +110,34 @@ pub fn hash_luma_pdq(luma: &Luma) -> KeyframeHashes {
         QueryHash { hash: full.original, view: QueryView::Full, quality: full_quality },
         QueryHash { hash: full.mirror(), view: QueryView::FullMirror, quality: full_quality },
     ];
-    for inner in inner_pictures(luma).iter().filter_map(|rect| rect.crop(luma)) {
+    for inner in query_pictures(luma).iter().filter_map(|rect| rect.crop(luma)) {
         let (d, quality) = pdq_dihedral(&inner);
         hashes.push(QueryHash { hash: d.original, view: QueryView::Content, quality });
         hashes.push(QueryHash { hash: d.mirror(), view: QueryView::ContentMirror, quality });
     }
     hashes.retain(|h| h.quality >= MIN_QUALITY);
     KeyframeHashes { hashes, features: None }
+}
+
+/// The pictures inside a keyframe hashed on their own: [`inner_pictures`] (which the reference
+/// side hashes too) and the windows of a re-streamer's layout, a window left out when it is
+/// an inner picture give or take 1 % of the frame on every edge.
+fn query_pictures(luma: &Luma) -> Vec<Rect> {
+    let mut out = inner_pictures(luma);
+    let (w, h) = (i64::from(luma.width()), i64::from(luma.height()));
+    for window in picture_windows(luma) {
+        let near = |a: &Rect| {
+            let close = |p: u32, q: u32, n: i64| (i64::from(p) - i64::from(q)).abs() * 100 <= n;
+            close(a.x, window.x, w)
+                && close(a.y, window.y, h)
+                && close(a.x + a.width, window.x + window.width, w)
+                && close(a.y + a.height, window.y + window.height, h)
+        };
+        if !out.iter().any(near) {
+            out.push(window);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -148,6 +173,43 @@ mod tests {
         let views: Vec<QueryView> = hashes.hashes.iter().map(|h| h.view).collect();
         assert_eq!(views, [QueryView::Content, QueryView::ContentMirror]);
         assert!(hashes.hashes.iter().all(|h| h.quality >= MIN_QUALITY));
+    }
+
+    #[test]
+    fn a_picture_shown_in_a_window_beside_a_chat_panel_is_hashed_on_its_own() {
+        let path =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fingerprints/tests/data/pdq/camera_640x360.png");
+        let picture = decode_luma(&std::fs::read(path).unwrap(), &DecodeLimits::default()).unwrap();
+        let (pw, ph) = (picture.width(), picture.height());
+        // The layout: a dark desktop, the picture at 68 % in a window on the left, a chat panel
+        // with lines of text on the right.
+        let (w, h) = (640u32, 360u32);
+        let (wx, wy, ww, wh) = (12u32, 70u32, 436u32, 245u32);
+        let px = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                if (wx..wx + ww).contains(&x) && (wy..wy + wh).contains(&y) {
+                    picture.row((y - wy) * ph / wh)[((x - wx) * pw / ww) as usize]
+                } else if (462..628).contains(&x) && (wy..wy + wh).contains(&y) {
+                    if (y - wy) % 24 < 8 && (x / 3) % 4 != 0 { 0xdd } else { 0x2f }
+                } else {
+                    0x22
+                }
+            })
+            .collect();
+        let layout = Luma::new(w, h, px).unwrap();
+        let truth = pdq_dihedral(&picture).0.original;
+        let hashes = hash_luma_pdq(&layout);
+        let distance = |view: QueryView| {
+            hashes.hashes.iter().filter(|h| h.view == view).map(|h| h.hash.distance(&truth)).min()
+        };
+        // The whole layout looks nothing like the picture; the window's own hash does.
+        assert!(
+            distance(QueryView::Full).is_none_or(|d| d > 31),
+            "{:?}",
+            distance(QueryView::Full)
+        );
+        assert!(distance(QueryView::Content).is_some_and(|d| d <= 16), "{hashes:?}");
     }
 
     #[test]
