@@ -53,6 +53,17 @@ impl Rect {
     pub fn crop(&self, img: &Luma) -> Option<Luma> {
         img.crop(self.x, self.y, self.width, self.height).ok()
     }
+
+    /// True when every edge of `other` is within 1 % of the frame (`width` x `height`) of the
+    /// same edge of this rectangle: the two crops would hash alike.
+    pub fn near(&self, other: &Rect, width: u32, height: u32) -> bool {
+        let close =
+            |p: u32, q: u32, n: u32| (i64::from(p) - i64::from(q)).abs() * 100 <= i64::from(n);
+        close(self.x, other.x, width)
+            && close(self.y, other.y, height)
+            && close(self.x + self.width, other.x + other.width, width)
+            && close(self.y + self.height, other.y + other.height, height)
+    }
 }
 
 /// Images smaller than this on either side are not analysed: too few lines to tell a bar
@@ -221,18 +232,10 @@ pub fn dark_trim(img: &Luma) -> Option<Rect> {
 /// padding leaves intact lines the two up.
 pub fn inner_pictures(img: &Luma) -> Vec<Rect> {
     let mut out: Vec<Rect> = content_rect(img).into_iter().collect();
-    if let Some(trim) = dark_trim(img) {
-        let (w, h) = (img.width() as i64, img.height() as i64);
-        let near = |a: &Rect| {
-            let close = |p: u32, q: u32, n: i64| (i64::from(p) - i64::from(q)).abs() * 100 <= n;
-            close(a.x, trim.x, w)
-                && close(a.y, trim.y, h)
-                && close(a.x + a.width, trim.x + trim.width, w)
-                && close(a.y + a.height, trim.y + trim.height, h)
-        };
-        if !out.iter().any(near) {
-            out.push(trim);
-        }
+    if let Some(trim) = dark_trim(img)
+        && !out.iter().any(|r| r.near(&trim, img.width(), img.height()))
+    {
+        out.push(trim);
     }
     out
 }
@@ -432,6 +435,16 @@ fn edge(lines: &Lines<'_>, from_end: bool, begin: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rectangles_are_near_within_one_percent_of_the_frame_on_every_edge() {
+        let a = Rect { x: 100, y: 50, width: 400, height: 225 };
+        let within = Rect { x: 106, y: 47, width: 397, height: 230 };
+        assert!(a.near(&within, 640, 360) && within.near(&a, 640, 360));
+        // The right edge 7 pixels away: more than 1 % of 640.
+        let wider = Rect { width: 407, ..a };
+        assert!(!a.near(&wider, 640, 360));
+    }
 
     /// Deterministic texture: a mix of gradients and hashed noise, like a busy picture.
     fn texture(w: u32, h: u32, seed: u32) -> Luma {

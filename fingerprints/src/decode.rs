@@ -159,7 +159,9 @@ fn reduction(width: u32, height: u32, min_long_side: u32) -> u32 {
 /// This is the pixel-domain counterpart of a JPEG decoder's reduced-scale IDCT: PDQ blurs the
 /// frame to 64x64 anyway, so averaging first changes a few bits at most, and every later stage
 /// runs on a quarter (or a sixteenth) of the pixels.
-fn box_reduce(img: &Luma, factor: u32) -> Luma {
+/// `factor` is at most 16, which keeps a block's sum within `u16`.
+pub(crate) fn box_reduce(img: &Luma, factor: u32) -> Luma {
+    debug_assert!((1..=16).contains(&factor), "box_reduce factor {factor}");
     let (w, h) = (img.width() as usize, img.height() as usize);
     let f = factor as usize;
     let (ow, oh) = (w / f, h / f);
@@ -174,7 +176,7 @@ fn box_reduce(img: &Luma, factor: u32) -> Luma {
             }));
         }
     } else {
-        // At most 8x8 pixels of 255 per block: the sums fit in u16.
+        // At most 16x16 pixels of 255 per block: the sums fit in u16.
         let area = (f * f) as u16;
         let mut col_sums = vec![0u16; ow * f];
         for rows in img.pixels()[..f * oh * w].chunks_exact(f * w) {

@@ -13,10 +13,15 @@
 //! side, thinned to its strongest line). The most edge-like rows and columns are paired into
 //! rectangles of a landscape picture's shape and at least [`MIN_SIDE`] of the frame each way,
 //! and a rectangle is a window when its four sides are edges along most of their length
-//! ([`MIN_MEAN_COVER`], and [`MIN_COVER`] each). Texture inside a picture rarely draws four such lines that meet: a
-//! building's window or a screen in the scene can, and then the caller hashes one more crop,
-//! which costs a lookup and nothing else.
+//! ([`MIN_MEAN_COVER`], and [`MIN_COVER`] each), then its sides are refined at full resolution.
+//!
+//! Footage with boxes of its own (a screencast's windows, a game's panels, motion graphics, a
+//! face-cam box over the picture) has windows too: on the development set one keyframe in
+//! three of plain re-encodes has one. The caller then hashes one more crop, which costs a
+//! lookup; the reference side does not hash such crops, so it finds nothing unless the crop is
+//! itself a broadcast picture.
 
+use crate::decode::box_reduce;
 use crate::{Luma, Rect};
 
 /// Grey levels the luma must step across an edge (mean of two lines on each side).
@@ -36,26 +41,6 @@ const LINES: usize = 24;
 const MIN_FRAME: usize = 64;
 /// Frames are analysed at a long side of at most this many pixels.
 const WORK: usize = 360;
-
-/// `px` (`w x h`) averaged over `f x f` blocks; a partial block at the right or bottom edge
-/// is dropped.
-fn reduce(px: &[u8], w: usize, h: usize, f: usize) -> Vec<u8> {
-    let (rw, rh) = (w / f, h / f);
-    let mut sums = vec![0u32; rw];
-    let mut out = Vec::with_capacity(rw * rh);
-    for ry in 0..rh {
-        sums.fill(0);
-        for y in ry * f..(ry + 1) * f {
-            let row = &px[y * w..y * w + rw * f];
-            for (i, chunk) in row.chunks_exact(f).enumerate() {
-                sums[i] += chunk.iter().map(|&p| u32::from(p)).sum::<u32>();
-            }
-        }
-        let n = (f * f) as u32;
-        out.extend(sums.iter().map(|&s| ((s + n / 2) / n) as u8));
-    }
-    out
-}
 
 /// Edges of one axis: `near[line * len + pos]` is true when the boundary before `line`, or
 /// one line either side, is an edge at position `pos` along it.
@@ -164,13 +149,13 @@ pub fn picture_windows(img: &Luma) -> Vec<Rect> {
     }
     // Box-reduced by a whole factor to a long side of at most WORK pixels: a window's border
     // survives averaging, and the rectangle comes back within a factor's pixels.
-    let f = w.max(h).div_ceil(WORK).max(1);
+    let f = w.max(h).div_ceil(WORK).clamp(1, 16);
     let small;
     let (px, w, h) = if f == 1 {
         (img.pixels(), w, h)
     } else {
-        small = reduce(img.pixels(), w, h, f);
-        (small.as_slice(), w / f, h / f)
+        small = box_reduce(img, f as u32);
+        (small.pixels(), small.width() as usize, small.height() as usize)
     };
     let rows = Edges::of(px, h, w);
     let transposed: Vec<u8> = (0..w).flat_map(|x| (0..h).map(move |y| px[y * w + x])).collect();

@@ -124,16 +124,8 @@ pub fn hash_luma_pdq(luma: &Luma) -> KeyframeHashes {
 /// an inner picture give or take 1 % of the frame on every edge.
 fn query_pictures(luma: &Luma) -> Vec<Rect> {
     let mut out = inner_pictures(luma);
-    let (w, h) = (i64::from(luma.width()), i64::from(luma.height()));
     for window in picture_windows(luma) {
-        let near = |a: &Rect| {
-            let close = |p: u32, q: u32, n: i64| (i64::from(p) - i64::from(q)).abs() * 100 <= n;
-            close(a.x, window.x, w)
-                && close(a.y, window.y, h)
-                && close(a.x + a.width, window.x + window.width, w)
-                && close(a.y + a.height, window.y + window.height, h)
-        };
-        if !out.iter().any(near) {
+        if !out.iter().any(|r| r.near(&window, luma.width(), luma.height())) {
             out.push(window);
         }
     }
