@@ -331,4 +331,27 @@ mod tests {
         );
         assert!(picture_windows(&Luma::new(w, h, px).unwrap()).is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_frame_gives_windows_inside_it(
+            w in 1u32..900, h in 1u32..400, seed in proptest::prelude::any::<u32>(), boxes in 0usize..4
+        ) {
+            let mut px = texture(seed, w, h);
+            // Flat boxes drawn over it make straight edges in random places.
+            for b in 0..boxes as u32 {
+                let (x0, y0) = ((seed >> b) % w, (seed >> (b + 8)) % h);
+                for y in y0..(y0 + h / 2).min(h) {
+                    for x in x0..(x0 + w / 2).min(w) {
+                        px[(y * w + x) as usize] = (b * 60) as u8;
+                    }
+                }
+            }
+            let img = Luma::new(w, h, px).unwrap();
+            for r in picture_windows(&img) {
+                proptest::prop_assert!(r.width > 0 && r.height > 0);
+                proptest::prop_assert!(r.x + r.width <= w && r.y + r.height <= h, "{r:?} in {w}x{h}");
+            }
+        }
+    }
 }
