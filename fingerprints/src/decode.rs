@@ -159,6 +159,7 @@ fn reduction(width: u32, height: u32, min_long_side: u32) -> u32 {
 /// This is the pixel-domain counterpart of a JPEG decoder's reduced-scale IDCT: PDQ blurs the
 /// frame to 64x64 anyway, so averaging first changes a few bits at most, and every later stage
 /// runs on a quarter (or a sixteenth) of the pixels.
+///
 /// `factor` is at most 16, which keeps a block's sum within `u16`.
 pub(crate) fn box_reduce(img: &Luma, factor: u32) -> Luma {
     debug_assert!((1..=16).contains(&factor), "box_reduce factor {factor}");

@@ -42,6 +42,12 @@ const MIN_FRAME: usize = 64;
 /// Frames are analysed at a long side of at most this many pixels.
 const WORK: usize = 360;
 
+/// The step across a boundary: the two pixels after it minus the two before, halved (the
+/// difference of the two lines' means on either side).
+fn step(before2: u8, before1: u8, after1: u8, after2: u8) -> i32 {
+    (i32::from(after1) + i32::from(after2) - i32::from(before1) - i32::from(before2)).abs() / 2
+}
+
 /// Edges of one axis: `near[line * len + pos]` is true when the boundary before `line`, or
 /// one line either side, is an edge at position `pos` along it.
 struct Edges {
@@ -54,14 +60,13 @@ impl Edges {
     /// Edges between the rows of a `lines x len` row-major image (pass the transposed image for
     /// edges between columns).
     fn of(px: &[u8], lines: usize, len: usize) -> Edges {
-        // Step across the boundary before each line: two lines after minus two lines before.
-        let mut step = vec![0u8; lines * len];
+        // Step across the boundary before each line.
+        let mut steps = vec![0u8; lines * len];
         for line in 2..lines.saturating_sub(1) {
             let row = |l: usize| &px[l * len..(l + 1) * len];
             let (a, b, c, d) = (row(line - 2), row(line - 1), row(line), row(line + 1));
-            for (i, s) in step[line * len..(line + 1) * len].iter_mut().enumerate() {
-                let v = i32::from(c[i]) + i32::from(d[i]) - i32::from(a[i]) - i32::from(b[i]);
-                *s = (v.abs() / 2).min(255) as u8;
+            for (i, s) in steps[line * len..(line + 1) * len].iter_mut().enumerate() {
+                *s = step(a[i], b[i], c[i], d[i]).min(255) as u8;
             }
         }
         // Thinned: an edge where the step is strong and the strongest of the neighbouring
@@ -69,10 +74,10 @@ impl Edges {
         let mut on = vec![false; lines * len];
         for line in 3..lines.saturating_sub(2) {
             for pos in 0..len {
-                let s = step[line * len + pos];
+                let s = steps[line * len + pos];
                 if i32::from(s) >= STEP
-                    && s >= step[(line - 1) * len + pos]
-                    && s > step[(line + 1) * len + pos]
+                    && s >= steps[(line - 1) * len + pos]
+                    && s > steps[(line + 1) * len + pos]
                 {
                     on[line * len + pos] = true;
                 }
@@ -211,15 +216,15 @@ pub fn picture_windows(img: &Luma) -> Vec<Rect> {
 fn refine(img: &Luma, r: Rect, f: usize) -> Rect {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let px = img.pixels();
-    let at = |x: usize, y: usize| i32::from(px[y * w + x]);
+    let at = |x: usize, y: usize| px[y * w + x];
     let (x0, y0) = (r.x as usize, r.y as usize);
     let (x1, y1) = (x0 + r.width as usize, y0 + r.height as usize);
     // Summed step across the boundary before row `y` (or column `x`) over the side's span.
     let row_step = |y: usize| -> i32 {
-        (x0..x1.min(w)).map(|x| (at(x, y) + at(x, y + 1) - at(x, y - 1) - at(x, y - 2)).abs()).sum()
+        (x0..x1.min(w)).map(|x| step(at(x, y - 2), at(x, y - 1), at(x, y), at(x, y + 1))).sum()
     };
     let col_step = |x: usize| -> i32 {
-        (y0..y1.min(h)).map(|y| (at(x, y) + at(x + 1, y) - at(x - 1, y) - at(x - 2, y)).abs()).sum()
+        (y0..y1.min(h)).map(|y| step(at(x - 2, y), at(x - 1, y), at(x, y), at(x + 1, y))).sum()
     };
     let best = |around: usize, n: usize, step: &dyn Fn(usize) -> i32| -> usize {
         let lo = around.saturating_sub(f).max(2);

@@ -766,7 +766,6 @@ fn specificity(n: f32, size: f32, burst: f32) -> f32 {
     bursty * (1.0 - static_share)
 }
 
-/// Fraction of a 4x4 grid over a `w x h` frame that contains at least one of `pts`.
 /// The grid coverage a verification of `weight` must reach ([`VerifyConfig::min_coverage`]).
 fn required_coverage(weight: f32, cfg: &VerifyConfig) -> f32 {
     const TWO_CELLS: f32 = 2.0 / 16.0;
@@ -778,6 +777,7 @@ fn required_coverage(weight: f32, cfg: &VerifyConfig) -> f32 {
     dense.max(TWO_CELLS.min(cfg.min_coverage))
 }
 
+/// Fraction of a 4x4 grid over a `w x h` frame that contains at least one of `pts`.
 fn coverage(pts: impl Iterator<Item = (f32, f32)>, w: f32, h: f32) -> f32 {
     let mut cells = 0u16;
     for (x, y) in pts {
