@@ -202,6 +202,11 @@ impl App {
             for _ in 0..state.config.reference_jobs {
                 tasks.spawn(Arc::clone(&runner).run(cancel.clone()));
             }
+            tasks.spawn(crate::review::retention::run(
+                state.store.clone(),
+                state.config.stills_retention(),
+                cancel.clone(),
+            ));
             // Takedown webhooks: the outbox is in the database, so one loop here delivers the
             // decisions of every worker process.
             let client = crate::enforce::webhook::WebhookClient::new(

@@ -90,6 +90,11 @@ pub struct Config {
     /// renews it every second, so values below 3000 are raised to 3000.
     #[arg(long, env = "OFFSIDE_LIVE_LEASE_TTL_MS", default_value_t = 10_000, global = true)]
     pub live_lease_ttl_ms: u64,
+    /// How many days the stills of stream keyframes (the visual evidence of cases) are kept;
+    /// after that a case keeps its numbers but not its pictures. Reference stills live as long
+    /// as their reference (a live feed's, as long as its retention unless archived).
+    #[arg(long, env = "OFFSIDE_STILLS_RETENTION_DAYS", default_value_t = 30, global = true)]
+    pub stills_retention_days: u32,
 }
 
 impl Default for Config {
@@ -112,6 +117,7 @@ impl Default for Config {
             index_sync_ms: 1000,
             keyframe_workers: None,
             live_lease_ttl_ms: 10_000,
+            stills_retention_days: 30,
         }
     }
 }
@@ -120,6 +126,11 @@ impl Config {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    /// How long stream stills are kept.
+    pub fn stills_retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.stills_retention_days) * 86_400)
     }
 
     /// The live feed lease duration (at least three heartbeats).

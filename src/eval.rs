@@ -413,7 +413,7 @@ fn decode_cached(bytes: &[u8]) -> Option<ReferenceHashes> {
     let frames = decode_frames(bytes.get(8..8usize.checked_add(len)?)?)?;
     let mut features = Vec::new();
     decode_feature_frames(&bytes[8 + len..], &mut features).ok()?;
-    Some(ReferenceHashes { frames, features })
+    Some(ReferenceHashes { frames, features, stills: Vec::new() })
 }
 
 fn encode_frames(frames: &[ReferenceFrame]) -> Vec<u8> {

@@ -17,5 +17,6 @@ pub mod pipeline;
 pub mod queue;
 pub mod recognition;
 pub mod references;
+pub mod review;
 pub mod store;
 pub mod telemetry;

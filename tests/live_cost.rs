@@ -177,7 +177,7 @@ async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
             // A hit on this position of the feed (not on a similar frame elsewhere).
             if hits
                 .iter()
-                .any(|(_, h)| (-500..=5_000).contains(&(h.reference_ts_ms + origin - aired)))
+                .any(|(_, h, _)| (-500..=5_000).contains(&(h.reference_ts_ms + origin - aired)))
             {
                 eprintln!("position {position} ms matchable {} ms after it aired", now - aired);
                 latencies.push(now - aired);
@@ -266,7 +266,7 @@ fn time_to_flag(
             let hits: Vec<_> = library
                 .lookup_tiers(hashes, captured_at, LiveWindow::default(), &cfg, &verify)
                 .into_iter()
-                .map(|(_, hit)| hit)
+                .map(|(_, hit, _)| hit)
                 .collect();
             trace.push(format!(
                 "{stream_ts}: PDQ quality {:?}, {} features, hits at reference ms {:?}",

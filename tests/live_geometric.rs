@@ -79,7 +79,7 @@ fn decides_with(app: &common::TestApp, sent: &[Sent], tiers: Tiers) -> (bool, us
         let found: Vec<_> = live
             .lookup_tiers(&s.hashes, s.captured_at_ms, LiveWindow::default(), &config, &verify)
             .into_iter()
-            .map(|(_, hit)| hit)
+            .map(|(_, hit, _)| hit)
             .collect();
         hits += found.len();
         recognizer.observe_hits(s.stream_ts_ms, &found);

@@ -27,6 +27,7 @@ fn keyframe(stream: &str, ts_ms: i64) -> QueueMessage {
         ts_ms,
         account_id: Some("acct".into()),
         captured_at_ms: Some(1_700_000_000_000 + ts_ms),
+        viewers: Some(1_000 + ts_ms),
         content_type: "image/jpeg".into(),
         body: Bytes::from_static(b"\xff\xd8\xff\xe0 not really a jpeg"),
     })

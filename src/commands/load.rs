@@ -293,6 +293,7 @@ pub async fn run(
             ts_ms,
             account_id: Some(format!("load-account-{}", state.n)),
             captured_at_ms: Some(sent_us / 1000),
+            viewers: Some(i64::try_from(state.n % 5000).unwrap_or(0) + 1),
             content_type: "image/jpeg".to_owned(),
             body,
         });

@@ -332,6 +332,7 @@ pub async fn run(
             ts_ms: keyframe.ts_ms,
             account_id: args.account_id.clone(),
             captured_at_ms: Some(captured_at_ms),
+            viewers: None,
             content_type: "image/jpeg".to_owned(),
             body: Bytes::from(keyframe.jpeg),
         });

@@ -1,30 +1,35 @@
 //! `/v1/cases`: the review queue. Trust & safety and admins see and decide every case; a rights
-//! holder sees only cases on its own references.
+//! holder sees only cases on its own references. The checks and the actions are
+//! [`crate::review`]'s, shared with the console.
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, Json, Path, Query};
-use crate::enforce::webhook::{Event, EventType};
+use crate::review::{self, CaseDecision, CaseView, EvidencePair, StillSide};
 use crate::store::cases::{self, Case, CaseFilter, CaseStatus};
 use crate::store::keys::Role;
-use crate::store::streams::{self, StreamStatus};
-use crate::store::{audit, outbox};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/cases", get(list))
         .route("/v1/cases/{id}", get(show))
         .route("/v1/cases/{id}/decision", post(decide))
+        .route("/v1/cases/{id}/evidence", get(bundle))
+        .route("/v1/cases/{id}/stills/{side}/{ts_ms}", get(still))
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list, show, decide), components(schemas(Case, DecisionBody)))]
+#[openapi(
+    paths(list, show, decide, bundle, still),
+    components(schemas(Case, CaseView, EvidencePair, DecisionBody))
+)]
 pub(super) struct Api;
 
 #[derive(Debug, Deserialize)]
@@ -40,12 +45,12 @@ struct CaseQuery {
         ("stream_id" = Option<String>, Query, description = "Only this stream"),
         ("reference_id" = Option<String>, Query, description = "Only this reference"),
         ("limit" = Option<i64>, Query, description = "At most this many (default 100)")),
-    responses((status = 200, body = Vec<Case>), (status = 401), (status = 403), (status = 422)))]
+    responses((status = 200, body = Vec<CaseView>), (status = 401), (status = 403), (status = 422)))]
 async fn list(
     principal: Principal,
     State(state): State<AppState>,
     Query(q): Query<CaseQuery>,
-) -> Result<Json<Vec<Case>>, ApiError> {
+) -> Result<Json<Vec<CaseView>>, ApiError> {
     principal.require(&[Role::Admin, Role::TrustSafety, Role::RightsHolder])?;
     let status = match q.status.as_deref() {
         None => None,
@@ -64,30 +69,33 @@ async fn list(
     if principal.role == Role::RightsHolder && filter.rights_holder_id.is_none() {
         return Err(ApiError::Forbidden);
     }
-    Ok(Json(cases::list(state.store.pool(), &filter, q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut out = Vec::new();
+    for case in cases::list(state.store.pool(), &filter, limit).await? {
+        out.push(review::case_view(&state, case, "/v1").await?);
+    }
+    Ok(Json(out))
 }
 
 #[utoipa::path(get, path = "/v1/cases/{id}", tag = "cases", security(("bearer" = [])),
     params(("id" = String, Path, description = "Case id")),
-    responses((status = 200, body = Case), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = CaseView), (status = 401), (status = 403), (status = 404)))]
 async fn show(
     principal: Principal,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Case>, ApiError> {
-    principal.require(&[Role::Admin, Role::TrustSafety, Role::RightsHolder])?;
-    let case = cases::get(state.store.pool(), &id).await?.ok_or(ApiError::NotFound("case"))?;
-    if !principal.can_see(case.rights_holder_id.as_deref()) {
-        return Err(ApiError::NotFound("case"));
-    }
-    Ok(Json(case))
+) -> Result<Json<CaseView>, ApiError> {
+    let case = review::visible_case(&state, &principal, &id).await?;
+    Ok(Json(review::case_view(&state, case, "/v1").await?))
 }
 
 /// A reviewer's decision.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
-    /// confirm (kills the stream) or dismiss (suppresses the reference on the stream).
+    /// `confirm` (kills the stream), `dismiss` (closes the case; the stream goes back to live
+    /// unless another open case holds it) or `restore` (undoes an enforced decision: the case is
+    /// dismissed and the stream goes back to live).
     pub decision: String,
     /// The reviewer's note.
     #[serde(default)]
@@ -96,69 +104,53 @@ pub struct DecisionBody {
 
 #[utoipa::path(post, path = "/v1/cases/{id}/decision", tag = "cases", security(("bearer" = [])),
     params(("id" = String, Path, description = "Case id")), request_body = DecisionBody,
-    responses((status = 200, body = Case), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)))]
+    responses((status = 200, body = CaseView), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)))]
 async fn decide(
     principal: Principal,
     State(state): State<AppState>,
     Path(id): Path<String>,
     Json(body): Json<DecisionBody>,
-) -> Result<Json<Case>, ApiError> {
+) -> Result<Json<CaseView>, ApiError> {
     principal.require(&[Role::Admin, Role::TrustSafety])?;
-    let status = match body.decision.as_str() {
-        "confirm" => CaseStatus::Confirmed,
-        "dismiss" => CaseStatus::Dismissed,
-        other => {
-            return Err(ApiError::Unprocessable(format!(
-                "decision must be confirm or dismiss, not {other:?}"
-            )));
-        }
-    };
-    let case = cases::get(state.store.pool(), &id).await?.ok_or(ApiError::NotFound("case"))?;
-    let note = body.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
-    let mut tx = state.store.pool().begin().await?;
-    if !cases::decide(&mut *tx, &id, status, note, &principal.key_id).await? {
-        return Err(ApiError::Conflict("the case is already decided".into()));
-    }
-    let detail =
-        json!({ "note": note, "stream_id": case.stream_id, "reference_id": case.reference_id });
-    let data = json!({ "stream_id": case.stream_id, "reference_id": case.reference_id, "case_id": id, "by": principal.key_id });
-    match status {
-        CaseStatus::Confirmed => {
-            audit::record(&mut *tx, &principal.key_id, "case.confirm", "case", &id, Some(&detail))
-                .await?;
-            let killed = streams::transition(
-                &mut *tx,
-                &case.stream_id,
-                &[StreamStatus::Live, StreamStatus::Flagged],
-                StreamStatus::Killed,
-                &format!("case {id} confirmed"),
-            )
-            .await?;
-            if killed {
-                outbox::enqueue(&mut tx, &Event::new(EventType::StreamKilled, data)).await?;
-            }
-        }
-        _ => {
-            // The match row stays, so the reference never acts on this stream again; the
-            // stream goes back to live unless another open case still holds it.
-            audit::record(&mut *tx, &principal.key_id, "case.dismiss", "case", &id, Some(&detail))
-                .await?;
-            if cases::count_open_for_stream(&mut *tx, &case.stream_id, &id).await? == 0 {
-                let restored = streams::transition(
-                    &mut *tx,
-                    &case.stream_id,
-                    &[StreamStatus::Flagged],
-                    StreamStatus::Live,
-                    &format!("case {id} dismissed"),
-                )
-                .await?;
-                if restored {
-                    outbox::enqueue(&mut tx, &Event::new(EventType::StreamRestored, data)).await?;
-                }
-            }
-        }
-    }
-    tx.commit().await?;
-    state.outbox_wake.notify_one();
-    Ok(Json(cases::get(state.store.pool(), &id).await?.ok_or(ApiError::NotFound("case"))?))
+    let decision = CaseDecision::parse(&body.decision).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "decision must be confirm, dismiss or restore, not {:?}",
+            body.decision
+        ))
+    })?;
+    let case = review::decide_case(&state, &principal, &id, decision, body.note.as_deref()).await?;
+    Ok(Json(review::case_view(&state, case, "/v1").await?))
+}
+
+/// `GET /v1/cases/{id}/evidence`: the evidence bundle.
+#[utoipa::path(get, path = "/v1/cases/{id}/evidence", tag = "cases", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Case id")),
+    responses((status = 200, description = "A zip: case.json (the case, the stream, the reference's title and policy, every evidence pair), the stills under stills/, and manifest.sha256", content_type = "application/zip"),
+        (status = 401), (status = 403), (status = 404)))]
+async fn bundle(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let zip = review::bundle::evidence_bundle(&state, &principal, &id).await?;
+    let disposition = format!("attachment; filename=\"offside-case-{id}.zip\"");
+    Ok(([(CONTENT_TYPE, "application/zip".to_owned()), (CONTENT_DISPOSITION, disposition)], zip)
+        .into_response())
+}
+
+/// `GET /v1/cases/{id}/stills/{side}/{ts_ms}`: a still of an evidence pair.
+#[utoipa::path(get, path = "/v1/cases/{id}/stills/{side}/{ts_ms}", tag = "cases", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Case id"),
+        ("side" = String, Path, description = "stream or reference"),
+        ("ts_ms" = i64, Path, description = "The pair's stream time (stream) or reference time (reference)")),
+    responses((status = 200, description = "The still", content_type = "image/jpeg"),
+        (status = 401), (status = 403), (status = 404)))]
+async fn still(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((id, side, ts_ms)): Path<(String, String, i64)>,
+) -> Result<Response, ApiError> {
+    let side = StillSide::parse(&side).ok_or(ApiError::NotFound("still"))?;
+    let jpeg = review::case_still(&state, &principal, &id, side, ts_ms).await?;
+    Ok(super::stills::jpeg_response(jpeg))
 }

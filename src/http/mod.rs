@@ -10,6 +10,7 @@ pub mod health;
 pub mod keys;
 pub mod references;
 pub mod rights_holders;
+pub mod stills;
 pub mod streams;
 pub mod webhooks;
 

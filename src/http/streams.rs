@@ -9,18 +9,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header::CONTENT_TYPE};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, Json, Path, Query};
-use crate::enforce::webhook::{Event, EventType};
 use crate::queue::message::{
     self, CONTENT_TYPE_STREAM_END, MessageError, MessageLimits, RawFields,
 };
 use crate::store::keys::Role;
 use crate::store::streams::{self, StreamMatch, StreamStatus};
-use crate::store::{audit, outbox};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -30,10 +27,14 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/streams/{id}/end", post(end))
         .route("/v1/streams/{id}/kill", post(kill))
         .route("/v1/streams/{id}/restore", post(restore))
+        .route("/v1/streams/{id}/dispute", post(dispute))
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list, show, keyframe, end, kill, restore), components(schemas(StreamView, Reason)))]
+#[openapi(
+    paths(list, show, keyframe, end, kill, restore, dispute),
+    components(schemas(StreamView, Reason))
+)]
 pub(super) struct Api;
 
 fn message_error(e: MessageError) -> ApiError {
@@ -62,7 +63,8 @@ async fn publish(state: &AppState, fields: RawFields, body: Bytes) -> Result<Sta
     params(("id" = String, Path, description = "The platform's stream id"),
         ("ts_ms" = i64, Query, description = "Stream time of the keyframe (ms)"),
         ("account_id" = Option<String>, Query, description = "The streamer's account"),
-        ("captured_at_ms" = Option<i64>, Query, description = "Wall-clock capture time (Unix ms)")),
+        ("captured_at_ms" = Option<i64>, Query, description = "Wall-clock capture time (Unix ms)"),
+        ("viewers" = Option<i64>, Query, minimum = 0, description = "Current viewer count (also accepted as a `viewers` header); orders the review queue by reach")),
     request_body(content = Vec<u8>, description = "image/jpeg, image/png, image/webp, or application/vnd.offside.pdq (HEX64[,QUALITY])", content_type = "image/jpeg"),
     responses((status = 202, description = "Queued for the workers"), (status = 401), (status = 403),
         (status = 413), (status = 422), (status = 503, description = "The keyframe queue is unavailable")))]
@@ -80,6 +82,12 @@ async fn keyframe(
         ts_ms: params.get("ts_ms").cloned(),
         account_id: params.get("account_id").cloned(),
         captured_at_ms: params.get("captured_at_ms").cloned(),
+        // The viewer count may come as a query parameter or a header (some platforms add it
+        // in a proxy in front of Offside).
+        viewers: params
+            .get("viewers")
+            .cloned()
+            .or_else(|| headers.get("viewers").and_then(|v| v.to_str().ok()).map(str::to_owned)),
         version: None,
         content_type: headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
@@ -120,6 +128,11 @@ pub struct StreamView {
     pub status: StreamStatus,
     /// Why the status last changed.
     pub status_reason: Option<String>,
+    /// The latest viewer count the platform sent (with a keyframe that hit a reference, or the
+    /// first keyframe).
+    pub viewers: Option<i64>,
+    /// When the first keyframe was seen (Unix ms).
+    pub created_at: i64,
     /// Decisions per reference.
     pub matches: Vec<StreamMatch>,
 }
@@ -131,6 +144,8 @@ async fn view(state: &AppState, s: streams::Stream) -> Result<StreamView, ApiErr
         account_id: s.account_id,
         status: s.status,
         status_reason: s.status_reason,
+        viewers: s.viewers,
+        created_at: s.created_at,
         matches,
     })
 }
@@ -224,39 +239,22 @@ async fn manual(
     reason: &str,
     to: StreamStatus,
 ) -> Result<Json<StreamView>, ApiError> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.len() > 2000 {
-        return Err(ApiError::Unprocessable("reason must be 1 to 2000 characters".into()));
-    }
-    let (from, event, action): (&[StreamStatus], _, _) = match to {
-        StreamStatus::Killed => {
-            (&[StreamStatus::Live, StreamStatus::Flagged], EventType::StreamKilled, "stream.kill")
-        }
-        _ => (
-            &[StreamStatus::Killed, StreamStatus::Flagged],
-            EventType::StreamRestored,
-            "stream.restore",
-        ),
-    };
-    let mut tx = state.store.pool().begin().await?;
-    let Some(_) = streams::get(&mut *tx, id).await? else {
-        return Err(ApiError::NotFound("stream"));
-    };
-    if !streams::transition(&mut *tx, id, from, to, reason).await? {
-        return Err(ApiError::Conflict(format!(
-            "the stream cannot be {} from its current status",
-            to.as_str()
-        )));
-    }
-    let detail = json!({ "reason": reason });
-    audit::record(&mut *tx, &principal.key_id, action, "stream", id, Some(&detail)).await?;
-    outbox::enqueue(
-        &mut tx,
-        &Event::new(event, json!({ "stream_id": id, "reason": reason, "by": principal.key_id })),
-    )
-    .await?;
-    tx.commit().await?;
-    state.outbox_wake.notify_one();
+    crate::review::set_stream_status(state, principal, id, reason, to).await?;
     let s = streams::get(state.store.pool(), id).await?.ok_or(ApiError::NotFound("stream"))?;
     Ok(Json(view(state, s).await?))
+}
+
+/// `POST /v1/streams/{id}/dispute {reason}`: the platform relays that the streamer disputes the
+/// decision; the stream's case goes back to the head of the review queue, marked.
+#[utoipa::path(post, path = "/v1/streams/{id}/dispute", tag = "streams", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The platform's stream id")), request_body = Reason,
+    responses((status = 200, body = crate::store::cases::Case, description = "The case, open again and marked disputed"),
+        (status = 401), (status = 403), (status = 404), (status = 409, description = "Nothing was decided on the stream"), (status = 422)))]
+async fn dispute(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<Reason>,
+) -> Result<Json<crate::store::cases::Case>, ApiError> {
+    Ok(Json(crate::review::dispute(&state, &principal, &id, &body.reason).await?))
 }

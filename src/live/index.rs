@@ -25,7 +25,7 @@ use fingerprints::{CropVariant, Hash256, Hit, LiveIndex, broadness_weight};
 use crate::recognition::weights::{
     AMBIGUITY_BITS, count_u32, detail_weight, feature_hits, merge_tiers,
 };
-use crate::recognition::{FeatureFrame, KeyframeHashes, RecognitionConfig, Tiers};
+use crate::recognition::{FeatureFrame, HitTier, KeyframeHashes, RecognitionConfig, Tiers};
 
 /// One hashed frame of a live feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,9 @@ pub struct LiveBatch {
     /// Its local features, when the frame was sampled for the geometric tier: `ts_ms` is the
     /// air time (Unix ms), the [`LiveFrame::time_ms`] its PDQ hashes get.
     pub features: Option<FeatureFrame>,
+    /// A still of the frame (its `ts_ms` the air time, Unix ms), one per second of the feed,
+    /// for reviewers; stored by the ingesting process, not sent to other processes.
+    pub still: Option<crate::media::Still>,
 }
 
 /// How live lookups are aligned.
@@ -326,16 +329,18 @@ impl LiveLibrary {
         window: LiveWindow,
         config: &RecognitionConfig,
         verify: &VerifyConfig,
-    ) -> Vec<(String, Hit)> {
+    ) -> Vec<(String, Hit, HitTier)> {
         let pdq = if config.tiers == Tiers::Features {
             Vec::new()
         } else {
             self.lookup(keyframe, at_ms, window, config.radius, config.max_hits_per_keyframe)
         };
-        if config.tiers == Tiers::Pdq {
-            return pdq;
-        }
-        merge_tiers(pdq, self.lookup_features(keyframe, at_ms, window, verify))
+        let features = if config.tiers == Tiers::Pdq {
+            Vec::new()
+        } else {
+            self.lookup_features(keyframe, at_ms, window, verify)
+        };
+        merge_tiers(pdq, features)
     }
 }
 
@@ -531,8 +536,10 @@ mod feature_tests {
             let (window, verify) = (LiveWindow::default(), VerifyConfig::default());
             live.lookup_tiers(&clip().1, ORIGIN + captured, window, &config, &verify)
         };
-        assert_eq!(lookup(Tiers::Both), found);
-        assert_eq!(lookup(Tiers::Features), found);
+        let tagged: Vec<_> =
+            found.iter().map(|(id, h)| (id.clone(), *h, HitTier::Features)).collect();
+        assert_eq!(lookup(Tiers::Both), tagged);
+        assert_eq!(lookup(Tiers::Features), tagged);
         assert_eq!(lookup(Tiers::Pdq), []);
     }
 

@@ -25,10 +25,11 @@ use super::LiveInput;
 use super::fanout::{FrameBatch, LiveFanout};
 use super::index::{LiveBatch, LiveFrame, SharedLiveLibrary};
 use super::store::{self as feeds, FeedStatus, Heartbeat, LiveFeed};
-use crate::media::{InputOptions, LIVE_PROBE, LumaOptions, MediaError, decode_luma_frames};
+use crate::media::{InputOptions, LIVE_PROBE, LumaOptions, MediaError, Still, decode_luma_frames};
 use crate::queue::backoff::Backoff;
 use crate::recognition::{FeatureFrame, FeatureSampler, FramePruner};
 use crate::store::references::{self, FrameRecord};
+use crate::store::stills;
 use crate::store::{Store, now_ms};
 
 /// How feeds are ingested.
@@ -293,6 +294,9 @@ impl LiveService {
                             Ok(false) => break Some(self.why_lease_is_gone(id).await),
                             Err(err) => tracing::warn!(reference_id = id, error = %err, "live heartbeat failed"),
                         }
+                        if let Err(err) = state.flush_stills(&self.store, id).await {
+                            tracing::warn!(reference_id = id, error = %format!("{err:#}"), "live stills write failed; kept for the next heartbeat");
+                        }
                         if state.archive_due()
                             && let Err(err) = state.flush_archive(&self.store, id).await
                         {
@@ -306,6 +310,9 @@ impl LiveService {
             // Drain what the decoder still sends so it never blocks on a full channel.
             let drain = async { while rx.recv().await.is_some() {} };
             let (_, decoded) = tokio::join!(drain, decoder);
+            if let Err(err) = state.flush_stills(&self.store, id).await {
+                tracing::warn!(reference_id = id, error = %format!("{err:#}"), "live stills write failed");
+            }
             if let Some(stopped) = stopped {
                 if stopped != Stop::LeaseLost {
                     self.heartbeat(id, &mut state).await.ok();
@@ -435,6 +442,9 @@ struct IngestState {
     beat: Heartbeat,
     /// Frames and feature frames (event times) not yet written, when the feed is archived.
     archive: Option<(Vec<FrameRecord>, Vec<FeatureFrame>)>,
+    /// Stills (event times) not yet written; written at every heartbeat, archived or not (the
+    /// stills retention prunes them past the feed's retention unless it is archived).
+    stills: Vec<Still>,
     last_flush: Instant,
     flush_every: Duration,
 }
@@ -444,12 +454,18 @@ impl IngestState {
         Self {
             beat: Heartbeat::default(),
             archive: feed.archive.then(Default::default),
+            stills: Vec::new(),
             last_flush: Instant::now(),
             flush_every: options.archive_flush,
         }
     }
 
     fn collect(&mut self, feed: &LiveFeed, batch: &LiveBatch) {
+        if let Some(still) = &batch.still {
+            // On the event timeline, as the feed's hits are.
+            self.stills
+                .push(Still { ts_ms: still.ts_ms - feed.origin_ms, jpeg: still.jpeg.clone() });
+        }
         if let Some((frames, features)) = &mut self.archive {
             frames.extend(batch.frames.iter().map(|f| FrameRecord {
                 ts_ms: f.time_ms - feed.origin_ms,
@@ -466,6 +482,17 @@ impl IngestState {
         let Some(newest) = batch.frames.iter().map(|f| f.time_ms).max() else { return };
         self.beat.frames_added += 1;
         self.beat.last_frame_at = Some(newest);
+    }
+
+    /// Writes the stills collected since the last call; kept for the next call on failure.
+    async fn flush_stills(&mut self, store: &Store, id: &str) -> anyhow::Result<()> {
+        if self.stills.is_empty() {
+            return Ok(());
+        }
+        let mut conn = store.pool().acquire().await?;
+        stills::insert_reference_stills(&mut conn, id, &self.stills).await?;
+        self.stills.clear();
+        Ok(())
     }
 
     fn archive_due(&self) -> bool {
@@ -572,6 +599,7 @@ fn decode_feed(
         },
         max_fps: Some(options.max_fps),
         skip_loop_filter: true,
+        still_interval_ms: Some(crate::references::engine::STILL_INTERVAL_MS),
         ..LumaOptions::default()
     };
     let started = Instant::now();
@@ -604,20 +632,22 @@ fn decode_feed(
                 .is_some_and(|s| s.sample(frame.ts_ms))
                 .then(|| LocalFeatures::extract(&frame.luma, &feature_config))
                 .filter(|f| !f.is_empty());
-            if kept.is_empty() && features.is_none() {
+            let still = frame.still;
+            if kept.is_empty() && features.is_none() && still.is_none() {
                 return ControlFlow::Continue(());
             }
-            for (time_ms, (kept, features)) in clock.push(frame.ts_ms, decoded_ms, (kept, features))
+            for (time_ms, (kept, features, still)) in
+                clock.push(frame.ts_ms, decoded_ms, (kept, features, still))
             {
-                if tx.blocking_send(live_batch(time_ms, kept, features)).is_err() {
+                if tx.blocking_send(live_batch(time_ms, kept, features, still)).is_err() {
                     return ControlFlow::Break(());
                 }
             }
             ControlFlow::Continue(())
         })
         .map(|_| ());
-    for (time_ms, (kept, features)) in clock.flush() {
-        if tx.blocking_send(live_batch(time_ms, kept, features)).is_err() {
+    for (time_ms, (kept, features, still)) in clock.flush() {
+        if tx.blocking_send(live_batch(time_ms, kept, features, still)).is_err() {
             break;
         }
     }
@@ -629,6 +659,7 @@ fn live_batch(
     time_ms: i64,
     kept: Vec<crate::recognition::ReferenceFrame>,
     features: Option<LocalFeatures>,
+    still: Option<Vec<u8>>,
 ) -> LiveBatch {
     LiveBatch {
         frames: kept
@@ -636,6 +667,7 @@ fn live_batch(
             .map(|f| LiveFrame { time_ms, hash: f.hash, quality: f.quality, variant: f.variant })
             .collect(),
         features: features.map(|features| FeatureFrame { ts_ms: time_ms, features }),
+        still: still.map(|jpeg| Still { ts_ms: time_ms, jpeg }),
     }
 }
 

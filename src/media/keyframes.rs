@@ -3,12 +3,10 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use ffmpeg_next as ff;
-use image::ExtendedColorType;
-use image::codecs::jpeg::JpegEncoder;
-
 use super::source::{Scaler, Source};
+use super::still::encode_rgb_frame;
 use super::{DecodeSummary, InputOptions, MediaError, Progress};
+use ffmpeg_next as ff;
 
 /// How to extract keyframes.
 #[derive(Debug, Clone)]
@@ -99,27 +97,10 @@ pub fn extract_keyframes(
         let progress = Progress { frames: decoded, last_ts_ms: Some(frame.ts_ms) };
         let rgb = scaler.scale(frame.frame, &input_name, progress)?;
         let (width, height) = (rgb.width(), rgb.height());
-        let packed = packed_rgb(rgb);
-        let mut jpeg = Vec::with_capacity(packed.len() / 8);
-        JpegEncoder::new_with_quality(&mut jpeg, quality)
-            .encode(&packed, width, height, ExtendedColorType::Rgb8)
-            .map_err(|source| MediaError::Encode { ts_ms, source })?;
+        let jpeg = encode_rgb_frame(rgb, quality, ts_ms)?;
         delivered += 1;
         Ok(on_keyframe(Keyframe { ts_ms, width, height, jpeg }))
     })?;
     summary.frames_delivered = delivered;
     Ok(summary)
-}
-
-/// The RGB24 plane without row padding.
-fn packed_rgb(frame: &ff::frame::Video) -> Vec<u8> {
-    let row_bytes = frame.width() as usize * 3;
-    let stride = frame.stride(0);
-    let data = frame.data(0);
-    let mut out = Vec::with_capacity(row_bytes * frame.height() as usize);
-    for row in 0..frame.height() as usize {
-        let start = row * stride;
-        out.extend_from_slice(data.get(start..start + row_bytes).unwrap_or(&[]));
-    }
-    out
 }

@@ -6,6 +6,7 @@ use ffmpeg_next as ff;
 use fingerprints::Luma;
 
 use super::source::{Scaler, Source};
+use super::still::StillMaker;
 use super::{DecodeSummary, InputOptions, MediaError, Progress};
 
 /// How to decode frames for hashing.
@@ -20,6 +21,11 @@ pub struct LumaOptions {
     /// summarises a picture into 64x64 blocks, so 512 loses nothing it would see while making
     /// the conversion and hashing several times cheaper than full 720p or 1080p.
     pub long_side: u32,
+    /// Also make a colour still ([`LumaFrame::still`], long side
+    /// [`super::REFERENCE_STILL_LONG_SIDE`]) of the first delivered frame of every this many
+    /// ms of stream time; `None` makes none. The still is scaled from the decoded frame, not
+    /// from the small luma, so it costs one more downscale and a JPEG encode per interval.
+    pub still_interval_ms: Option<i64>,
     /// Skip H.264/HEVC deblocking. It saves about a third of the decode time and changes a
     /// few pixels' values along block edges, which a perceptual hash at 64x64 does not see.
     pub skip_loop_filter: bool,
@@ -31,6 +37,7 @@ impl Default for LumaOptions {
             input: InputOptions { decoder_threads: 1, ..InputOptions::default() },
             max_fps: Some(30.0),
             long_side: 512,
+            still_interval_ms: None,
             skip_loop_filter: false,
         }
     }
@@ -44,6 +51,9 @@ pub struct LumaFrame {
     /// The frame's greyscale picture, display aspect ratio, long side at most
     /// [`LumaOptions::long_side`].
     pub luma: Luma,
+    /// A small colour JPEG of the frame, when [`LumaOptions::still_interval_ms`] asked for one
+    /// at this frame's time.
+    pub still: Option<Vec<u8>>,
 }
 
 /// Decodes the video of `input` and calls `on_frame` for each frame (after the frame-rate cap)
@@ -68,6 +78,10 @@ pub fn decode_luma_frames(
     );
     let interval_ms = opts.max_fps.filter(|f| *f > 0.0).map(|f| 1000.0 / f);
     let mut next_due = f64::NEG_INFINITY;
+    let mut stills = opts
+        .still_interval_ms
+        .filter(|i| *i > 0)
+        .map(|i| (StillMaker::new(super::REFERENCE_STILL_LONG_SIDE), i, i64::MIN));
     let mut delivered = 0u64;
     let mut decoded = 0u64;
     let input_name = input.to_owned();
@@ -91,8 +105,17 @@ pub fn decode_luma_frames(
             format: "GRAY8 output".to_owned(),
             progress,
         })?;
+        let ts_ms = decoded_frame.ts_ms;
+        let still = match &mut stills {
+            // The first frame at or after each multiple of the interval.
+            Some((maker, interval, next)) if ts_ms >= *next => {
+                *next = (ts_ms.div_euclid(*interval) + 1) * *interval;
+                Some(maker.still(decoded_frame.frame, ts_ms, &input_name, progress)?)
+            }
+            _ => None,
+        };
         delivered += 1;
-        Ok(on_frame(LumaFrame { ts_ms: decoded_frame.ts_ms, luma }))
+        Ok(on_frame(LumaFrame { ts_ms, luma, still }))
     })?;
     summary.frames_delivered = delivered;
     Ok(summary)

@@ -5,6 +5,8 @@
 //!   [`fingerprints::Luma`], for dense reference hashing. The scaler converts straight from the
 //!   decoder's pixel format to a small GRAY8 picture, so a 720p frame costs one decode and one
 //!   cheap downscale; PDQ only looks at a 64x64 summary of it anyway.
+//! - [`LumaOptions::still_interval_ms`]: in the same pass, a small colour JPEG of one frame per
+//!   interval ([`LumaFrame::still`]), the visual evidence reviewers see.
 //! - [`extract_keyframes`]: one frame every N seconds encoded as JPEG, with its stream time,
 //!   optionally paced in real time. This is what a platform would send us, so it is the
 //!   building block of `offside tap` and of live references.
@@ -16,11 +18,16 @@ mod error;
 mod keyframes;
 mod luma;
 mod source;
+mod still;
 
 pub use error::{MediaError, Progress};
 pub use keyframes::{Keyframe, KeyframeOptions, extract_keyframes};
 pub use luma::{LumaFrame, LumaOptions, decode_luma_frames};
 pub use source::{InputOptions, LIVE_PROBE, VideoInfo, probe};
+pub use still::{
+    REFERENCE_STILL_LONG_SIDE, STILL_JPEG_QUALITY, STREAM_STILL_LONG_SIDE, Still, StillError,
+    still_of_image,
+};
 
 /// What a decoding run did, returned when it ends without error.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,12 +5,15 @@
 //! the audit entry and the outbox events. Either all of it is committed or none, so the
 //! takedown webhook is sent if and only if the decision stands.
 
+use std::collections::HashMap;
+
 use fingerprints::Evidence;
 use serde_json::json;
 
 use super::{Deps, HandleError};
 use crate::enforce::webhook::{Event, EventType};
 use crate::queue::KeyframeMessage;
+use crate::recognition::HitTier;
 use crate::references::{Policy, PolicyAction};
 use crate::store::cases::{self, CaseStatus, EvidenceRow, NewCase};
 use crate::store::streams::{self, StreamMatch, StreamStatus};
@@ -102,6 +105,7 @@ pub async fn decide(
         return Ok(None);
     }
     let action = reference.policy.action;
+    let delay_ms = live_delay_ms(deps, k, reference, evidence).await?;
     let m = StreamMatch {
         id: new_id(),
         reference_id: reference_id.to_owned(),
@@ -109,6 +113,7 @@ pub async fn decide(
         offset_ms: evidence.offset_ms,
         matched_seconds: evidence.matched_seconds,
         matched_keyframes: i64::from(evidence.matched_keyframes),
+        delay_ms,
         first_match_ts_ms: evidence.first_stream_ts_ms,
         decided_at_ts_ms: k.ts_ms,
         created_at: now_ms(),
@@ -137,10 +142,12 @@ pub async fn decide(
         "matched_keyframes": evidence.matched_keyframes,
         "first_match_ts_ms": evidence.first_stream_ts_ms,
         "decided_at_ts_ms": k.ts_ms,
+        "delay_ms": delay_ms,
     });
     let mut case_id = None;
     if action != PolicyAction::Monitor {
         let id = new_id();
+        let tiers = evidence_tiers(deps, &k.stream_id, reference_id, evidence).await?;
         let rows: Vec<EvidenceRow> = evidence
             .hits
             .iter()
@@ -148,6 +155,7 @@ pub async fn decide(
                 stream_ts_ms: h.stream_ts_ms,
                 reference_ts_ms: h.reference_ts_ms,
                 distance: h.distance,
+                tier: tiers.get(&(h.stream_ts_ms, h.reference_ts_ms)).copied(),
             })
             .collect();
         let (status, to, event) = match action {
@@ -203,4 +211,46 @@ pub async fn decide(
     tracing::info!(stream_id = %k.stream_id, reference_id, action = action_str(action), "decision");
     metrics::counter!("offside_decisions_total", "action" => action_str(action)).increment(1);
     Ok(Some(Decision { reference_id: reference_id.to_owned(), action, case_id, new: true }))
+}
+
+/// The tier of each of the evidence's hits, from the stored hits: keyed by (stream time,
+/// reference time). One read, on a decision only.
+async fn evidence_tiers(
+    deps: &Deps,
+    stream_id: &str,
+    reference_id: &str,
+    evidence: &Evidence,
+) -> Result<HashMap<(i64, i64), HitTier>, HandleError> {
+    let (Some(first), Some(last)) = (
+        evidence.hits.iter().map(|h| h.stream_ts_ms).min(),
+        evidence.hits.iter().map(|h| h.stream_ts_ms).max(),
+    ) else {
+        return Ok(HashMap::new());
+    };
+    let stored = streams::stream_hits(deps.store.pool(), stream_id, first, last).await?;
+    Ok(stored
+        .into_iter()
+        .filter(|h| h.reference_id == reference_id)
+        .filter_map(|h| Some(((h.hit.stream_ts_ms, h.hit.reference_ts_ms), h.hit.tier?)))
+        .collect())
+}
+
+/// For a live reference, how far the re-stream trails the feed: capture time minus air time.
+/// A live hit's reference time is its air time minus the feed's origin, so with the stream's
+/// capture clock `c` (capture time minus stream time, from the deciding keyframe) the delay is
+/// `c - offset - origin`. `None` for file references (and archived feeds, matched as files).
+async fn live_delay_ms(
+    deps: &Deps,
+    k: &KeyframeMessage,
+    reference: &crate::store::references::Reference,
+    evidence: &Evidence,
+) -> Result<Option<i64>, HandleError> {
+    if reference.status != crate::references::ReferenceStatus::Live {
+        return Ok(None);
+    }
+    let Some(feed) = crate::live::store::get(deps.store.pool(), &reference.id).await? else {
+        return Ok(None);
+    };
+    let captured_at = k.captured_at_ms.unwrap_or_else(now_ms);
+    Ok(Some(captured_at - k.ts_ms - evidence.offset_ms - feed.origin_ms))
 }

@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 use fingerprints::{Evidence, Hit, StreamMatcher};
 use tokio_util::sync::CancellationToken;
 
+use crate::media::{STREAM_STILL_LONG_SIDE, Still, still_of_image};
 use crate::queue::{DeliveryStream, KeyframeMessage, KeyframeQueue, Payload, QueueMessage};
-use crate::recognition::{KeyframeHashes, RecognitionConfig, hash_keyframe};
+use crate::recognition::{HitTier, KeyframeHashes, RecognitionConfig, hash_keyframe};
 use crate::store::Store;
 use crate::store::streams::{self, ReferenceHit, StoredHit, StreamStatus};
 
@@ -39,15 +40,15 @@ use crate::store::streams::{self, ReferenceHit, StoredHit, StreamStatus};
 /// keyframe on a long pirate stream; evidence older than this cannot join a new run anyway.
 pub const EVIDENCE_WINDOW_MS: i64 = 10 * 60 * 1000;
 
-/// Looks a keyframe's hashes up in the reference library: `(reference id, hit)` pairs.
+/// Looks a keyframe's hashes up in the reference library: `(reference id, hit, tier)`.
 /// Implemented over `recognition::Library`; tests use a fixed table.
 pub trait Lookup: Send + Sync + 'static {
     /// The hits of one keyframe.
-    fn lookup(&self, hashes: &KeyframeHashes) -> Vec<(String, Hit)>;
+    fn lookup(&self, hashes: &KeyframeHashes) -> Vec<(String, Hit, HitTier)>;
 
     /// The hits of one keyframe captured at `at_ms` (Unix ms): what [`Lookup::lookup`] finds
     /// plus, where live feeds are indexed, what they aired shortly before `at_ms`.
-    fn lookup_at(&self, hashes: &KeyframeHashes, at_ms: i64) -> Vec<(String, Hit)> {
+    fn lookup_at(&self, hashes: &KeyframeHashes, at_ms: i64) -> Vec<(String, Hit, HitTier)> {
         let _ = at_ms;
         self.lookup(hashes)
     }
@@ -202,7 +203,7 @@ async fn stream_status(deps: &Deps, k: &KeyframeMessage) -> Result<StreamStatus,
     {
         return Ok(*s);
     }
-    streams::ensure(deps.store.pool(), &k.stream_id, k.account_id.as_deref()).await?;
+    streams::ensure(deps.store.pool(), &k.stream_id, k.account_id.as_deref(), k.viewers).await?;
     let status = streams::get(deps.store.pool(), &k.stream_id)
         .await?
         .map_or(StreamStatus::Live, |s| s.status);
@@ -225,7 +226,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, HandleError> {
     let k = match message {
         QueueMessage::StreamEnd(e) => {
-            streams::ensure(deps.store.pool(), &e.stream_id, None).await?;
+            streams::ensure(deps.store.pool(), &e.stream_id, None, None).await?;
             streams::transition(
                 deps.store.pool(),
                 &e.stream_id,
@@ -243,6 +244,11 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
         return Ok(Outcome::Dropped);
     }
     let payload = k.payload().map_err(|e| HandleError::Permanent(e.to_string()))?;
+    // Kept for the still, made only if the keyframe hits something (a cheap clone).
+    let image = match &payload {
+        Payload::Image(_, bytes) => Some(bytes.clone()),
+        Payload::Pdq { .. } => None,
+    };
     let lookup = Arc::clone(&deps.lookup);
     // Live references are aligned by wall-clock time: the capture time when the platform sent
     // one, else now (arrival).
@@ -269,22 +275,30 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
 
     let hits: Vec<ReferenceHit> = hits
         .into_iter()
-        .map(|(reference_id, h)| ReferenceHit {
+        .map(|(reference_id, h, tier)| ReferenceHit {
             reference_id,
             hit: StoredHit {
                 stream_ts_ms: k.ts_ms,
                 reference_ts_ms: h.reference_ts_ms,
                 distance: h.distance,
                 weight: streams::stored_weight(h.weight),
+                tier: Some(tier),
             },
         })
         .collect();
-    let version = streams::record_hits(deps.store.pool(), &k.stream_id, &hits).await?;
+    let version = streams::record_hits(deps.store.pool(), &k.stream_id, k.viewers, &hits).await?;
     let evidence = evidence_after(deps, &k.stream_id, version, k.ts_ms, &hits).await?;
+    let cfg = &deps.recognition.matcher;
+    // The still goes in before any decision, so a case never shows a pair without its picture.
+    let may_decide = evidence.iter().any(|(_, e)| e.is_conclusive_after(cfg, 0.0));
+    if let Some(image) = image
+        && (keeps_still(version) || may_decide)
+    {
+        keep_still(deps, k, image).await?;
+    }
 
     // The decision rule, as `StreamRecognizer::decision_with`: the best evidence first, each
     // judged under its reference's policy; one decision per reference.
-    let cfg = &deps.recognition.matcher;
     let mut done: std::collections::HashSet<String> =
         streams::matches(deps.store.pool(), &k.stream_id)
             .await?
@@ -316,6 +330,49 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
         }
     }
     if decisions.is_empty() { Ok(Outcome::Accumulating) } else { Ok(Outcome::Decided(decisions)) }
+}
+
+/// Keyframes with hits whose stills a stream keeps in full; after them, one in
+/// [`STILL_EVERY_AFTER`]. A pirate stream hits on nearly every keyframe (one every 2 s), and a
+/// case's evidence is its first few keyframes with hits: 32 stills cover any decision the
+/// policies allow (`min_match_seconds` up to a minute) while a stream left flagged for an hour
+/// keeps 32 + 30 stills of about 15 KB, under 1 MB. A deciding keyframe's still is always kept.
+pub const STILLS_IN_FULL: i64 = 32;
+/// See [`STILLS_IN_FULL`]: one still in this many keyframes with hits after the first ones
+/// (every two minutes at one keyframe per 2 s).
+pub const STILL_EVERY_AFTER: i64 = 60;
+
+/// Whether the keyframe whose hits bumped the stream's hit version to `version` keeps a still.
+fn keeps_still(version: i64) -> bool {
+    version <= STILLS_IN_FULL || version % STILL_EVERY_AFTER == 0
+}
+
+/// Stores a downscaled copy of the keyframe. A keyframe that was hashed but cannot be made
+/// into a still (it decoded for hashing, so this is rare) keeps its hits without a picture.
+async fn keep_still(
+    deps: &Deps,
+    k: &KeyframeMessage,
+    image: bytes::Bytes,
+) -> Result<(), HandleError> {
+    let made = tokio::task::spawn_blocking(move || still_of_image(&image, STREAM_STILL_LONG_SIDE))
+        .await
+        .map_err(|e| HandleError::Transient(anyhow::anyhow!("still task failed: {e}")))?;
+    let jpeg = match made {
+        Ok(jpeg) => jpeg,
+        Err(e) => {
+            tracing::warn!(stream_id = %k.stream_id, ts_ms = k.ts_ms, error = %e, "no still of a keyframe with hits");
+            return Ok(());
+        }
+    };
+    let mut conn = deps.store.pool().acquire().await?;
+    crate::store::stills::insert_stream_still(
+        &mut conn,
+        &k.stream_id,
+        &Still { ts_ms: k.ts_ms, jpeg },
+    )
+    .await?;
+    metrics::counter!("offside_stream_stills_total").increment(1);
+    Ok(())
 }
 
 /// The stream's evidence after the keyframe at `ts_ms` whose `hits` were committed as
@@ -460,20 +517,22 @@ pub struct LibraryLookup {
 
 impl Lookup for LibraryLookup {
     /// The configured tiers' hits in the reference library.
-    fn lookup(&self, hashes: &KeyframeHashes) -> Vec<(String, Hit)> {
+    fn lookup(&self, hashes: &KeyframeHashes) -> Vec<(String, Hit, HitTier)> {
         let library = self.library.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let tiers = self.config.tiers;
         library
             .lookup_tiers(hashes, self.config.radius, self.config.max_hits_per_keyframe, tiers)
-            .select(tiers)
+            .select_tiered(tiers)
             .into_iter()
-            .filter_map(|h| library.reference_id(h.reference).map(|id| (id.to_owned(), h)))
+            .filter_map(|(h, tier)| {
+                library.reference_id(h.reference).map(|id| (id.to_owned(), h, tier))
+            })
             .collect()
     }
 
     /// The configured tiers' hits in the reference library and in the live feeds' windows;
     /// the live geometric tier verifies with the library's thresholds.
-    fn lookup_at(&self, hashes: &KeyframeHashes, at_ms: i64) -> Vec<(String, Hit)> {
+    fn lookup_at(&self, hashes: &KeyframeHashes, at_ms: i64) -> Vec<(String, Hit, HitTier)> {
         let mut hits = self.lookup(hashes);
         if let Some(live) = &self.live {
             let verify = self

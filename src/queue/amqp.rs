@@ -281,6 +281,9 @@ pub fn encode(message: &QueueMessage) -> (BasicProperties, Bytes) {
             if let Some(c) = k.captured_at_ms {
                 headers.insert("captured_at_ms".into(), AMQPValue::LongLongInt(c));
             }
+            if let Some(v) = k.viewers {
+                headers.insert("viewers".into(), AMQPValue::LongLongInt(v));
+            }
             (k.content_type.clone(), k.body.clone())
         }
         QueueMessage::StreamEnd(_) => (CONTENT_TYPE_STREAM_END.to_owned(), Bytes::new()),
@@ -309,6 +312,7 @@ pub fn decode(
         ts_ms: get("ts_ms"),
         account_id: get("account_id"),
         captured_at_ms: get("captured_at_ms"),
+        viewers: get("viewers"),
         version: get(VERSION_HEADER),
         content_type: properties.content_type().as_ref().map(|c| c.as_str().to_owned()),
     };

@@ -104,6 +104,9 @@ pub struct KeyframeMessage {
     pub account_id: Option<String>,
     /// Wall-clock capture time in Unix milliseconds, if sent.
     pub captured_at_ms: Option<i64>,
+    /// How many people were watching the stream, if the platform sent it (orders the review
+    /// queue by reach).
+    pub viewers: Option<i64>,
     /// Content type as received (normalised to lower case, parameters stripped).
     pub content_type: String,
     /// The body as received.
@@ -147,6 +150,8 @@ pub struct RawFields {
     pub account_id: Option<String>,
     /// `captured_at_ms`
     pub captured_at_ms: Option<String>,
+    /// `viewers`
+    pub viewers: Option<String>,
     /// `x-offside-version`
     pub version: Option<String>,
     /// The content type.
@@ -195,14 +200,25 @@ pub fn parse(
     }
     let account_id = parse_id("account_id", fields.account_id)?;
     let captured_at_ms = parse_int("captured_at_ms", fields.captured_at_ms)?;
+    let viewers = parse_int("viewers", fields.viewers)?;
+    if viewers.is_some_and(|v| v < 0) {
+        return Err(MessageError::Invalid { name: "viewers", reason: "negative".into() });
+    }
     if body.is_empty() {
         return Err(MessageError::EmptyBody);
     }
     if body.len() > limits.max_body_bytes {
         return Err(MessageError::TooLarge { size: body.len(), limit: limits.max_body_bytes });
     }
-    let message =
-        KeyframeMessage { stream_id, ts_ms, account_id, captured_at_ms, content_type, body };
+    let message = KeyframeMessage {
+        stream_id,
+        ts_ms,
+        account_id,
+        captured_at_ms,
+        viewers,
+        content_type,
+        body,
+    };
     // Validate the payload now so a bad hash is refused at the edge, not in the worker.
     message.payload()?;
     Ok(QueueMessage::Keyframe(message))
@@ -307,11 +323,13 @@ mod tests {
         let mut f = fields("image/jpeg; charset=binary");
         f.account_id = Some("acc".into());
         f.captured_at_ms = Some("1700000000000".into());
+        f.viewers = Some("1234".into());
         let m = parse(f, Bytes::from_static(b"\xff\xd8"), &MessageLimits::default()).unwrap();
         let QueueMessage::Keyframe(k) = m else { panic!("expected a keyframe") };
         assert_eq!(k.ts_ms, 2000);
         assert_eq!(k.account_id.as_deref(), Some("acc"));
         assert_eq!(k.captured_at_ms, Some(1_700_000_000_000));
+        assert_eq!(k.viewers, Some(1234));
         assert_eq!(k.content_type, "image/jpeg");
         assert!(matches!(k.payload().unwrap(), Payload::Image(ImageFormat::Jpeg, _)));
     }
@@ -368,6 +386,12 @@ mod tests {
                 &MessageLimits::default()
             ),
             Err(MessageError::InvalidHash(_))
+        ));
+        let mut crowd = fields("image/jpeg");
+        crowd.viewers = Some("-3".into());
+        assert!(matches!(
+            parse(crowd, body(), &l),
+            Err(MessageError::Invalid { name: "viewers", .. })
         ));
         let mut v2 = fields("image/jpeg");
         v2.version = Some("2".into());

@@ -9,7 +9,7 @@ use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
 use fingerprints::{CropVariant, HammingIndex, Hit, broadness_weight};
 
 use super::weights::{AMBIGUITY_BITS, count_u32, detail_weight, feature_hits, merge_tiers};
-use super::{FeatureFrame, KeyframeHashes, ReferenceFrame, Tiers};
+use super::{FeatureFrame, HitTier, KeyframeHashes, ReferenceFrame, Tiers};
 
 /// What the index id of a frame stands for.
 #[derive(Debug, Clone, Copy)]
@@ -47,14 +47,20 @@ impl TierHits {
     /// The hits of `tiers`: both tiers' hits together, closest first; where both tiers hit the
     /// same reference frame time, the closer hit stands for both.
     pub fn select(&self, tiers: Tiers) -> Vec<Hit> {
+        self.select_tiered(tiers).into_iter().map(|(h, _)| h).collect()
+    }
+
+    /// [`TierHits::select`] with the tier that produced each hit.
+    pub fn select_tiered(&self, tiers: Tiers) -> Vec<(Hit, HitTier)> {
+        let tagged = |hits: &[Hit], tier| hits.iter().map(|h| (*h, tier)).collect();
         match tiers {
-            Tiers::Pdq => self.pdq.clone(),
-            Tiers::Features => self.features.clone(),
+            Tiers::Pdq => tagged(&self.pdq, HitTier::Pdq),
+            Tiers::Features => tagged(&self.features, HitTier::Features),
             Tiers::Both => {
                 let keyed = |hits: &[Hit]| hits.iter().map(|h| (h.reference, *h)).collect();
                 merge_tiers(keyed(&self.pdq), keyed(&self.features))
                     .into_iter()
-                    .map(|(_, h)| h)
+                    .map(|(_, h, tier)| (h, tier))
                     .collect()
             }
         }

@@ -28,7 +28,7 @@ pub use reference::{
     decode_feature_frames, encode_feature_frames, hash_reference_file, hash_reference_image,
     reference_frames_of,
 };
-pub use stream::{Match, RecognitionConfig, StreamRecognizer, Tiers};
+pub use stream::{HitTier, Match, RecognitionConfig, StreamRecognizer, Tiers};
 pub use weights::FEATURE_HITS_PER_REFERENCE;
 
 pub use fingerprints::{CropVariant, Evidence, Hit, MatcherConfig};

@@ -9,7 +9,9 @@ use fingerprints::{
     CropVariant, DecodeLimits, Hash256, Luma, centre_crop, decode_luma, inner_pictures, pdq,
 };
 
-use crate::media::{LumaOptions, decode_luma_frames, probe};
+use crate::media::{
+    LumaOptions, REFERENCE_STILL_LONG_SIDE, Still, decode_luma_frames, probe, still_of_image,
+};
 
 /// Version of what [`hash_reference_file`] computes; bumped whenever the same file and options
 /// would give different frames, so stored or cached reference hashes can be recognised as stale.
@@ -44,6 +46,9 @@ pub struct ReferenceHashes {
     pub frames: Vec<ReferenceFrame>,
     /// Feature frames, in time order (empty when the geometric tier is off).
     pub features: Vec<FeatureFrame>,
+    /// Colour stills, one per [`LumaOptions::still_interval_ms`] of the reference, in time
+    /// order (empty when that is `None`): what a reviewer is shown of a matched moment.
+    pub stills: Vec<Still>,
 }
 
 /// How to hash a reference.
@@ -184,7 +189,15 @@ pub fn hash_reference_image(
         .map(|features| FeatureFrame { ts_ms: 0, features })
         .into_iter()
         .collect();
-    Ok(ReferenceHashes { frames, features })
+    let stills = match opts.decode.still_interval_ms {
+        Some(_) => vec![Still {
+            ts_ms: 0,
+            jpeg: still_of_image(bytes, REFERENCE_STILL_LONG_SIDE)
+                .context("cannot make a still of the reference image")?,
+        }],
+        None => Vec::new(),
+    };
+    Ok(ReferenceHashes { frames, features, stills })
 }
 
 /// Decodes a reference video densely and hashes it: for every frame (up to the frame-rate cap)
@@ -206,11 +219,15 @@ pub fn hash_reference_file(
     let mut pruner = FramePruner::new(opts.dedup_distance, opts.max_pruned_gap_ms);
     let mut frames = Vec::new();
     let mut features = Vec::new();
+    let mut stills = Vec::new();
     let mut sampler = opts.feature_interval_ms.map(FeatureSampler::new);
     let mut decoded = 0u64;
     let mut next_report = 0i64;
     decode_luma_frames(input, &opts.decode, |frame| {
         decoded += 1;
+        if let Some(jpeg) = frame.still {
+            stills.push(Still { ts_ms: frame.ts_ms, jpeg });
+        }
         frames.extend(pruner.frames(&frame.luma, frame.ts_ms, &opts.variants, opts.min_quality));
         if sampler.as_mut().is_some_and(|s| s.sample(frame.ts_ms)) {
             let f = LocalFeatures::extract(&frame.luma, &opts.features);
@@ -236,7 +253,7 @@ pub fn hash_reference_file(
         path.display(),
         opts.min_quality
     );
-    Ok(ReferenceHashes { frames, features })
+    Ok(ReferenceHashes { frames, features, stills })
 }
 
 /// Bytes of one stored feature: x and y in quarter pixels (u16 each), pyramid level, corner

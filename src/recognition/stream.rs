@@ -27,6 +27,33 @@ impl Tiers {
     }
 }
 
+/// Which tier produced a hit: shown to reviewers beside each piece of evidence.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum HitTier {
+    /// The PDQ hash of a view of the keyframe was within the radius of a reference frame's.
+    Pdq,
+    /// The keyframe's local features fitted a reference frame's geometrically.
+    Features,
+}
+
+impl HitTier {
+    /// The stored and serialised name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HitTier::Pdq => "pdq",
+            HitTier::Features => "features",
+        }
+    }
+
+    /// Parses [`HitTier::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [HitTier::Pdq, HitTier::Features].into_iter().find(|t| t.as_str() == s)
+    }
+}
+
 /// Every parameter of recognition, in one place so the evaluation and the service apply the
 /// same rule. The defaults are the values measured with `offside eval` (docs/EVALUATION.md).
 #[derive(Debug, Clone, PartialEq)]

@@ -7,6 +7,8 @@ use std::hash::Hash;
 use fingerprints::Hit;
 use fingerprints::features::{Verified, VerifyConfig};
 
+use super::HitTier;
+
 /// Hits within this many bits of a keyframe's closest hit count as equally plausible.
 pub(crate) const AMBIGUITY_BITS: u32 = 4;
 
@@ -60,22 +62,27 @@ pub(crate) fn feature_hits<K: Copy + Ord + Hash>(
     hits
 }
 
-/// Both tiers' hits of one keyframe as one list: where the PDQ tier and the geometric tier hit
-/// the same reference at the same time, the closer hit stands for both; closest first, then by
-/// reference and time.
+/// Both tiers' hits of one keyframe as one list, each with the tier that produced it: where
+/// the PDQ tier and the geometric tier hit the same reference at the same time, the closer hit
+/// stands for both (PDQ on a tie); closest first, then by reference and time.
 pub(crate) fn merge_tiers<K: Clone + Ord + Hash>(
     pdq: Vec<(K, Hit)>,
     features: Vec<(K, Hit)>,
-) -> Vec<(K, Hit)> {
-    let mut best: HashMap<(K, i64), Hit> = HashMap::new();
-    for (reference, h) in pdq.into_iter().chain(features) {
-        let slot = best.entry((reference, h.reference_ts_ms)).or_insert(h);
-        if h.distance < slot.distance {
-            *slot = h;
+) -> Vec<(K, Hit, HitTier)> {
+    let mut best: HashMap<(K, i64), (Hit, HitTier)> = HashMap::new();
+    let tiered = pdq
+        .into_iter()
+        .map(|(k, h)| (k, h, HitTier::Pdq))
+        .chain(features.into_iter().map(|(k, h)| (k, h, HitTier::Features)));
+    for (reference, h, tier) in tiered {
+        let slot = best.entry((reference, h.reference_ts_ms)).or_insert((h, tier));
+        if h.distance < slot.0.distance {
+            *slot = (h, tier);
         }
     }
-    let mut hits: Vec<(K, Hit)> = best.into_iter().map(|((k, _), h)| (k, h)).collect();
-    hits.sort_unstable_by(|(a, x), (b, y)| {
+    let mut hits: Vec<(K, Hit, HitTier)> =
+        best.into_iter().map(|((k, _), (h, tier))| (k, h, tier)).collect();
+    hits.sort_unstable_by(|(a, x, _), (b, y, _)| {
         (x.distance, a, x.reference_ts_ms).cmp(&(y.distance, b, y.reference_ts_ms))
     });
     hits

@@ -56,11 +56,25 @@ pub fn to_frame_record(f: &ReferenceFrame) -> FrameRecord {
 }
 
 /// Hashes reference files with the recognition core.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RecognitionHasher {
     /// Decoding, pruning and crop settings.
     pub options: ReferenceHashOptions,
 }
+
+impl Default for RecognitionHasher {
+    /// The recognition core's defaults, plus a still per second of reference time for
+    /// reviewers (the evaluation hashes without them).
+    fn default() -> Self {
+        let mut options = ReferenceHashOptions::default();
+        options.decode.still_interval_ms = Some(STILL_INTERVAL_MS);
+        Self { options }
+    }
+}
+
+/// One still per this many ms of reference time: any matched moment can be shown within half
+/// a second of it, at about 10 KB a still (36 MB per reference hour at most).
+pub const STILL_INTERVAL_MS: i64 = 1000;
 
 impl ReferenceHasher for RecognitionHasher {
     fn hash_file(
@@ -97,6 +111,7 @@ impl ReferenceHasher for RecognitionHasher {
         Ok(HashedReference {
             frames: hashes.frames.iter().map(to_frame_record).collect(),
             features: hashes.features,
+            stills: hashes.stills,
         })
     }
 }

@@ -23,6 +23,7 @@ use super::{ReferenceSource, ReferenceStatus};
 use crate::recognition::FeatureFrame;
 use crate::store::Store;
 use crate::store::references::{self, FrameRecord};
+use crate::store::stills;
 
 /// What a hasher made of a reference file: PDQ frames and sampled feature frames.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +32,8 @@ pub struct HashedReference {
     pub frames: Vec<FrameRecord>,
     /// Local features of sampled frames (the geometric tier); may be empty.
     pub features: Vec<FeatureFrame>,
+    /// Stills for reviewers; may be empty.
+    pub stills: Vec<crate::media::Still>,
 }
 
 /// How far a running job is.
@@ -205,6 +208,7 @@ impl JobRunner {
         references::clear_frames(&mut tx, id).await?;
         references::append_features(&mut tx, id, &hashed.features).await?;
         references::append_frames(&mut tx, id, &hashed.frames).await?;
+        stills::insert_reference_stills(&mut tx, id, &hashed.stills).await?;
         let still_there = references::mark_ready(&mut *tx, id).await?;
         tx.commit().await.context("committing reference frames")?;
         Ok(still_there)

@@ -3,6 +3,7 @@
 use sqlx::{Any, Executor, Row as _};
 
 use super::now_ms;
+pub use crate::recognition::HitTier;
 
 /// A case's review status.
 #[derive(
@@ -45,8 +46,10 @@ pub struct EvidenceRow {
     pub stream_ts_ms: i64,
     /// Reference time.
     pub reference_ts_ms: i64,
-    /// Hamming distance.
+    /// Hamming distance (for the geometric tier, its verification's equivalent).
     pub distance: u32,
+    /// The tier that produced the hit (`None` for evidence stored before tiers were recorded).
+    pub tier: Option<HitTier>,
 }
 
 /// A case as stored.
@@ -72,6 +75,11 @@ pub struct Case {
     pub decided_at: Option<i64>,
     /// When it was opened.
     pub created_at: i64,
+    /// When the platform reported that the streamer disputes the decision (the case is then
+    /// open again, at the head of the queue).
+    pub disputed_at: Option<i64>,
+    /// The streamer's reason, as relayed.
+    pub dispute_reason: Option<String>,
     /// The evidence, in stream time order.
     pub evidence: Vec<EvidenceRow>,
 }
@@ -122,14 +130,15 @@ pub async fn insert(tx: &mut sqlx::AnyConnection, new: &NewCase<'_>) -> sqlx::Re
     .await?;
     for (seq, e) in new.evidence.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO case_evidence (case_id, seq, stream_ts_ms, reference_ts_ms, distance) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO case_evidence (case_id, seq, stream_ts_ms, reference_ts_ms, distance, \
+             tier) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(new.id)
         .bind(seq as i64)
         .bind(e.stream_ts_ms)
         .bind(e.reference_ts_ms)
         .bind(i64::from(e.distance))
+        .bind(e.tier.map(HitTier::as_str))
         .execute(&mut *tx)
         .await?;
     }
@@ -137,7 +146,7 @@ pub async fn insert(tx: &mut sqlx::AnyConnection, new: &NewCase<'_>) -> sqlx::Re
 }
 
 const CASE_COLUMNS: &str = "id, stream_id, reference_id, rights_holder_id, action, status, note, \
-                            decided_by, decided_at, created_at";
+                            decided_by, decided_at, created_at, disputed_at, dispute_reason";
 
 fn case_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Case> {
     let status: String = row.try_get(5)?;
@@ -153,13 +162,16 @@ fn case_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Case> {
         decided_by: row.try_get(7)?,
         decided_at: row.try_get(8)?,
         created_at: row.try_get(9)?,
+        disputed_at: row.try_get(10)?,
+        dispute_reason: row.try_get(11)?,
         evidence: Vec::new(),
     })
 }
 
 async fn load_evidence(db: &sqlx::AnyPool, case: &mut Case) -> sqlx::Result<()> {
     let rows = sqlx::query(
-        "SELECT stream_ts_ms, reference_ts_ms, distance FROM case_evidence WHERE case_id = $1 ORDER BY seq",
+        "SELECT stream_ts_ms, reference_ts_ms, distance, tier FROM case_evidence \
+         WHERE case_id = $1 ORDER BY seq",
     )
     .bind(&case.id)
     .fetch_all(db)
@@ -168,10 +180,12 @@ async fn load_evidence(db: &sqlx::AnyPool, case: &mut Case) -> sqlx::Result<()> 
         .iter()
         .map(|r| {
             let d: i64 = r.try_get(2)?;
+            let tier: Option<String> = r.try_get(3)?;
             Ok(EvidenceRow {
                 stream_ts_ms: r.try_get(0)?,
                 reference_ts_ms: r.try_get(1)?,
                 distance: u32::try_from(d).unwrap_or(u32::MAX),
+                tier: tier.as_deref().and_then(HitTier::parse),
             })
         })
         .collect::<sqlx::Result<_>>()?;
@@ -235,30 +249,68 @@ pub async fn get(db: &sqlx::AnyPool, id: &str) -> sqlx::Result<Option<Case>> {
     Ok(Some(case))
 }
 
-/// Decides an open case. Returns false when it is not open (already decided).
+/// Decides a case whose status is one of `from` (one or two statuses). Returns false when its
+/// status is none of them (already decided).
 ///
 /// # Errors
 /// Any database error.
 pub async fn decide<'e>(
     db: impl Executor<'e, Database = Any>,
     id: &str,
+    from: &[CaseStatus],
     status: CaseStatus,
     note: Option<&str>,
     decided_by: &str,
 ) -> sqlx::Result<bool> {
     let now = now_ms();
+    let first = from.first().map_or("", |s| s.as_str());
+    let second = from.get(1).map_or(first, |s| s.as_str());
     let done = sqlx::query(
         "UPDATE cases SET status = $1, note = $2, decided_by = $3, decided_at = $4, updated_at = $4 \
-         WHERE id = $5 AND status = 'open'",
+         WHERE id = $5 AND status IN ($6, $7)",
     )
     .bind(status.as_str())
     .bind(note)
     .bind(decided_by)
     .bind(now)
     .bind(id)
+    .bind(first)
+    .bind(second)
     .execute(db)
     .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Opens the stream's latest open or confirmed case again as disputed (at the head of the
+/// review queue); returns its id, or `None` when the stream has no such case.
+///
+/// # Errors
+/// Any database error.
+pub async fn reopen_for_dispute(
+    conn: &mut sqlx::AnyConnection,
+    stream_id: &str,
+    reason: &str,
+) -> sqlx::Result<Option<String>> {
+    let row = sqlx::query(
+        "SELECT id FROM cases WHERE stream_id = $1 AND status IN ('open', 'confirmed') \
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(stream_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let id: String = row.try_get(0)?;
+    let now = now_ms();
+    sqlx::query(
+        "UPDATE cases SET status = 'open', disputed_at = $1, dispute_reason = $2, updated_at = $1 \
+         WHERE id = $3",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(&id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(id))
 }
 
 /// Open cases of a stream other than `except` (a dismissed flag only clears the stream when

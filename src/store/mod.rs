@@ -12,8 +12,11 @@ pub mod audit;
 pub mod cases;
 pub mod keys;
 pub mod outbox;
+pub mod queue;
 pub mod references;
 pub mod rights_holders;
+pub mod sessions;
+pub mod stills;
 pub mod streams;
 pub mod webhooks;
 

@@ -397,7 +397,7 @@ pub async fn finish_archive<'e>(
     Ok(done.rows_affected() > 0)
 }
 
-/// Removes every stored frame of a reference, feature frames included (before a job
+/// Removes every stored frame of a reference, feature frames and stills included (before a job
 /// re-runs), and zeroes its count.
 ///
 /// # Errors
@@ -408,6 +408,10 @@ pub async fn clear_frames(conn: &mut AnyConnection, id: &str) -> sqlx::Result<()
         .execute(&mut *conn)
         .await?;
     sqlx::query("DELETE FROM reference_feature_chunks WHERE reference_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM reference_stills WHERE reference_id = $1")
         .bind(id)
         .execute(&mut *conn)
         .await?;

@@ -3,6 +3,7 @@
 use sqlx::{Any, Executor, Row as _};
 
 use super::now_ms;
+use crate::recognition::HitTier;
 
 /// A stream's lifecycle.
 #[derive(
@@ -63,9 +64,13 @@ pub struct Stream {
     pub created_at: i64,
     /// Last status change.
     pub updated_at: i64,
+    /// The latest viewer count the platform sent with a keyframe that hit a reference (or with
+    /// the stream's first keyframe).
+    pub viewers: Option<i64>,
 }
 
-const STREAM_COLUMNS: &str = "id, account_id, status, status_reason, created_at, updated_at";
+const STREAM_COLUMNS: &str =
+    "id, account_id, status, status_reason, created_at, updated_at, viewers";
 
 fn stream_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Stream> {
     let status: String = row.try_get(2)?;
@@ -76,6 +81,7 @@ fn stream_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Stream> {
         status_reason: row.try_get(3)?,
         created_at: row.try_get(4)?,
         updated_at: row.try_get(5)?,
+        viewers: row.try_get(6)?,
     })
 }
 
@@ -87,15 +93,17 @@ pub async fn ensure<'e>(
     db: impl Executor<'e, Database = Any>,
     id: &str,
     account_id: Option<&str>,
+    viewers: Option<i64>,
 ) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO streams (id, account_id, status, created_at, updated_at) \
-         VALUES ($1, $2, 'live', $3, $3) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO streams (id, account_id, status, created_at, updated_at, viewers) \
+         VALUES ($1, $2, 'live', $3, $3, $4) ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
     .bind(account_id)
     .bind(now)
+    .bind(viewers)
     .execute(db)
     .await?;
     Ok(())
@@ -180,6 +188,8 @@ pub struct StoredHit {
     pub distance: u32,
     /// Weight (frames that match too much weigh less).
     pub weight: f32,
+    /// The tier that produced it (`None` for hits stored before tiers were recorded).
+    pub tier: Option<HitTier>,
 }
 
 /// A decision on a (stream, reference).
@@ -198,6 +208,9 @@ pub struct StreamMatch {
     pub matched_seconds: f64,
     /// Keyframes in the evidence.
     pub matched_keyframes: i64,
+    /// For a live reference: how far the re-stream trails the feed (capture time minus air
+    /// time, ms). `None` for file references.
+    pub delay_ms: Option<i64>,
     /// Stream time of the first matching keyframe.
     pub first_match_ts_ms: i64,
     /// Stream time of the keyframe that decided.
@@ -218,8 +231,8 @@ pub async fn insert_match<'e>(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO stream_matches (id, stream_id, reference_id, action, offset_ms, matched_ms, \
-         matched_keyframes, first_match_ts_ms, decided_at_ts_ms, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         matched_keyframes, first_match_ts_ms, decided_at_ts_ms, created_at, delay_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&m.id)
     .bind(stream_id)
@@ -231,6 +244,7 @@ pub async fn insert_match<'e>(
     .bind(m.first_match_ts_ms)
     .bind(m.decided_at_ts_ms)
     .bind(m.created_at)
+    .bind(m.delay_ms)
     .execute(db)
     .await?;
     Ok(())
@@ -246,7 +260,7 @@ pub async fn matches<'e>(
 ) -> sqlx::Result<Vec<StreamMatch>> {
     let rows = sqlx::query(
         "SELECT id, reference_id, action, offset_ms, matched_ms, matched_keyframes, \
-         first_match_ts_ms, decided_at_ts_ms, created_at FROM stream_matches \
+         first_match_ts_ms, decided_at_ts_ms, created_at, delay_ms FROM stream_matches \
          WHERE stream_id = $1 ORDER BY created_at, id",
     )
     .bind(stream_id)
@@ -265,6 +279,7 @@ pub async fn matches<'e>(
                 first_match_ts_ms: r.try_get(6)?,
                 decided_at_ts_ms: r.try_get(7)?,
                 created_at: r.try_get(8)?,
+                delay_ms: r.try_get(9)?,
             })
         })
         .collect()
@@ -279,7 +294,7 @@ pub struct ReferenceHit {
     pub hit: StoredHit,
 }
 
-/// Rows per multi-row INSERT: 7 parameters each stays far below SQLite's parameter limit.
+/// Rows per multi-row INSERT: 8 parameters each stays far below SQLite's parameter limit.
 const HITS_PER_INSERT: usize = 500;
 
 /// Stores every hit of one keyframe (all references) and bumps the stream's hit version, in
@@ -291,6 +306,7 @@ const HITS_PER_INSERT: usize = 500;
 pub async fn record_hits(
     pool: &sqlx::AnyPool,
     stream_id: &str,
+    viewers: Option<i64>,
     hits: &[ReferenceHit],
 ) -> sqlx::Result<i64> {
     let now = now_ms();
@@ -298,23 +314,15 @@ pub async fn record_hits(
     for chunk in hits.chunks(HITS_PER_INSERT) {
         let mut sql = String::from(
             "INSERT INTO stream_hits (stream_id, reference_id, stream_ts_ms, reference_ts_ms, \
-             distance, weight_micros, created_at) VALUES ",
+             distance, weight_micros, created_at, tier) VALUES ",
         );
         for i in 0..chunk.len() {
-            let b = i * 7;
+            let b = i * 8;
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7
-            ));
+            let params: Vec<String> = (1..=8).map(|k| format!("${}", b + k)).collect();
+            sql.push_str(&format!("({})", params.join(", ")));
         }
         sql.push_str(" ON CONFLICT DO NOTHING");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -326,14 +334,19 @@ pub async fn record_hits(
                 .bind(h.hit.reference_ts_ms)
                 .bind(i64::from(h.hit.distance))
                 .bind(weight_to_micros(h.hit.weight))
-                .bind(now);
+                .bind(now)
+                .bind(h.hit.tier.map(HitTier::as_str));
         }
         q.execute(&mut *tx).await?;
     }
+    // The viewer count rides on this update: keyframes without hits write nothing, and only
+    // streams with hits can reach the review queue that orders by it.
     let row = sqlx::query(
-        "UPDATE streams SET hit_version = hit_version + 1 WHERE id = $1 RETURNING hit_version",
+        "UPDATE streams SET hit_version = hit_version + 1, viewers = COALESCE($2, viewers) \
+         WHERE id = $1 RETURNING hit_version",
     )
     .bind(stream_id)
+    .bind(viewers)
     .fetch_one(&mut *tx)
     .await?;
     let version: i64 = row.try_get(0)?;
@@ -363,7 +376,7 @@ pub async fn stream_hits<'e>(
     to_ts_ms: i64,
 ) -> sqlx::Result<Vec<ReferenceHit>> {
     let rows = sqlx::query(
-        "SELECT reference_id, stream_ts_ms, reference_ts_ms, distance, weight_micros \
+        "SELECT reference_id, stream_ts_ms, reference_ts_ms, distance, weight_micros, tier \
          FROM stream_hits WHERE stream_id = $1 AND stream_ts_ms BETWEEN $2 AND $3 \
          ORDER BY stream_ts_ms, reference_id, reference_ts_ms",
     )
@@ -376,6 +389,7 @@ pub async fn stream_hits<'e>(
         .map(|r| {
             let distance: i64 = r.try_get(3)?;
             let weight: i64 = r.try_get(4)?;
+            let tier: Option<String> = r.try_get(5)?;
             Ok(ReferenceHit {
                 reference_id: r.try_get(0)?,
                 hit: StoredHit {
@@ -383,6 +397,7 @@ pub async fn stream_hits<'e>(
                     reference_ts_ms: r.try_get(2)?,
                     distance: u32::try_from(distance).map_err(|_| decode_err("distance"))?,
                     weight: (weight as f64 / 1e6) as f32,
+                    tier: tier.as_deref().and_then(HitTier::parse),
                 },
             })
         })
