@@ -4,6 +4,7 @@
 //! Logs only with `TEST_LOG=1`.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
+pub mod browser;
 pub mod live;
 
 use std::path::{Path, PathBuf};
