@@ -85,6 +85,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(timed)
         .merge(streaming)
+        // The web console: HTML pages with their own error pages, layers and timeout.
+        .merge(crate::console::router(config.request_timeout()))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(track_metrics))

@@ -46,8 +46,10 @@ pub(super) fn upload_router() -> Router<AppState> {
 #[openapi(paths(create, list, show, remove, set_policy, import_hashes))]
 pub(super) struct Api;
 
-const WRITERS: &[Role] = &[Role::Admin, Role::RightsHolder];
-const READERS: &[Role] = &[Role::Admin, Role::RightsHolder, Role::TrustSafety];
+/// Roles that create and change references (the console's forms use the same).
+pub(crate) const WRITERS: &[Role] = &[Role::Admin, Role::RightsHolder];
+/// Roles that read references.
+pub(crate) const READERS: &[Role] = &[Role::Admin, Role::RightsHolder, Role::TrustSafety];
 
 /// What a client sees of a reference.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -403,8 +405,9 @@ async fn create(
     }
 }
 
-/// Validates metadata; returns the owner and the policy to store.
-async fn check_metadata(
+/// Validates metadata; returns the owner and the policy to store. Shared with the console's
+/// upload form.
+pub(crate) async fn check_metadata(
     principal: &Principal,
     state: &AppState,
     metadata: &ReferenceMetadata,
@@ -454,22 +457,98 @@ fn sniff_image(head: &[u8]) -> bool {
         || (head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP")
 }
 
-async fn upload(
-    principal: &Principal,
+/// An uploaded file written to the uploads directory under its reference's future id; the file
+/// is deleted when this is dropped before [`accept_upload`] takes it.
+pub(crate) struct ReceivedFile {
+    id: String,
+    path: PathBuf,
+    guard: UploadGuard,
+    bytes: u64,
+    source: ReferenceSource,
+}
+
+/// Streams one multipart file part to disk, chunk by chunk, cut off past `max_upload_bytes`,
+/// and tells a still image from a video by its first bytes. Shared by `POST /v1/references`
+/// and the console's upload form.
+pub(crate) async fn receive_file(
     state: &AppState,
-    mut multipart: Multipart,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    field: &mut axum::extract::multipart::Field<'_>,
+) -> Result<ReceivedFile, ApiError> {
     let uploads = state.config.uploads_dir();
     tokio::fs::create_dir_all(&uploads).await.map_err(|err| {
         ApiError::Internal(anyhow::Error::new(err).context("creating the uploads directory"))
     })?;
     let id = new_id();
     let path = uploads.join(format!("{id}.upload"));
-    let mut guard = UploadGuard { path: path.clone(), keep: false };
+    let guard = UploadGuard { path: path.clone(), keep: false };
     let limit = state.config.max_upload_bytes;
+    let mut out = tokio::fs::File::create(&path).await.map_err(|err| {
+        ApiError::Internal(anyhow::Error::new(err).context("creating the upload file"))
+    })?;
+    let mut written: u64 = 0;
+    let mut source = None;
+    while let Some(chunk) = field.chunk().await? {
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the file is larger than the {limit}-byte upload limit"
+            )));
+        }
+        if source.is_none() {
+            source = Some(if sniff_image(&chunk) {
+                ReferenceSource::Image
+            } else {
+                ReferenceSource::Video
+            });
+        }
+        out.write_all(&chunk).await.map_err(|err| {
+            ApiError::Internal(anyhow::Error::new(err).context("writing the upload"))
+        })?;
+    }
+    out.flush()
+        .await
+        .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("writing the upload")))?;
+    let source = source.ok_or_else(|| ApiError::BadRequest("the file is empty".to_owned()))?;
+    Ok(ReceivedFile { id, path, guard, bytes: written, source })
+}
 
+/// Registers a received file as a `processing` reference (metadata already checked by
+/// [`check_metadata`]) and queues its job.
+pub(crate) async fn accept_upload(
+    state: &AppState,
+    file: ReceivedFile,
+    title: &str,
+    owner: Option<&str>,
+    policy: &Policy,
+) -> Result<Accepted, ApiError> {
+    let ReceivedFile { id, path, mut guard, bytes, source } = file;
+    let path_text = path.to_string_lossy().into_owned();
+    references::insert(
+        state.store.pool(),
+        &NewReference {
+            id: &id,
+            rights_holder_id: owner,
+            title: title.trim(),
+            source,
+            status: ReferenceStatus::Processing,
+            policy,
+            upload_path: Some(&path_text),
+        },
+    )
+    .await?;
+    guard.keep = true;
+    state.jobs.enqueue(&id);
+    tracing::info!(reference_id = %id, bytes, source = %source, "reference upload accepted");
+    Ok(Accepted { id, status: ReferenceStatus::Processing })
+}
+
+async fn upload(
+    principal: &Principal,
+    state: &AppState,
+    mut multipart: Multipart,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let mut checked: Option<(ReferenceMetadata, Option<String>, Policy)> = None;
-    let mut file: Option<(u64, ReferenceSource)> = None;
+    let mut file: Option<ReceivedFile> = None;
     while let Some(mut field) = multipart.next_field().await? {
         match field.name() {
             Some("metadata") => {
@@ -493,35 +572,7 @@ async fn upload(
                 if file.is_some() {
                     return Err(ApiError::BadRequest("send exactly one file part".to_owned()));
                 }
-                let mut out = tokio::fs::File::create(&path).await.map_err(|err| {
-                    ApiError::Internal(anyhow::Error::new(err).context("creating the upload file"))
-                })?;
-                let mut written: u64 = 0;
-                let mut source = None;
-                while let Some(chunk) = field.chunk().await? {
-                    written += chunk.len() as u64;
-                    if written > limit {
-                        return Err(ApiError::PayloadTooLarge(format!(
-                            "the file is larger than the {limit}-byte upload limit"
-                        )));
-                    }
-                    if source.is_none() {
-                        source = Some(if sniff_image(&chunk) {
-                            ReferenceSource::Image
-                        } else {
-                            ReferenceSource::Video
-                        });
-                    }
-                    out.write_all(&chunk).await.map_err(|err| {
-                        ApiError::Internal(anyhow::Error::new(err).context("writing the upload"))
-                    })?;
-                }
-                out.flush().await.map_err(|err| {
-                    ApiError::Internal(anyhow::Error::new(err).context("writing the upload"))
-                })?;
-                let source =
-                    source.ok_or_else(|| ApiError::BadRequest("the file is empty".to_owned()))?;
-                file = Some((written, source));
+                file = Some(receive_file(state, &mut field).await?);
             }
             // Unknown parts are drained and ignored so clients may add fields.
             _ => while field.chunk().await?.is_some() {},
@@ -529,31 +580,17 @@ async fn upload(
     }
     let (metadata, owner, policy) =
         checked.ok_or_else(|| ApiError::BadRequest("missing the metadata part".to_owned()))?;
-    let (bytes, source) =
-        file.ok_or_else(|| ApiError::BadRequest("missing the file part".to_owned()))?;
-
-    let path_text = path.to_string_lossy().into_owned();
-    references::insert(
-        state.store.pool(),
-        &NewReference {
-            id: &id,
-            rights_holder_id: owner.as_deref(),
-            title: metadata.title.trim(),
-            source,
-            status: ReferenceStatus::Processing,
-            policy: &policy,
-            upload_path: Some(&path_text),
-        },
-    )
-    .await?;
-    guard.keep = true;
-    state.jobs.enqueue(&id);
-    tracing::info!(reference_id = %id, bytes, source = %source, "reference upload accepted");
-    Ok((StatusCode::ACCEPTED, Json(Accepted { id, status: ReferenceStatus::Processing })))
+    let file = file.ok_or_else(|| ApiError::BadRequest("missing the file part".to_owned()))?;
+    let accepted = accept_upload(state, file, &metadata.title, owner.as_deref(), &policy).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
 /// Loads a reference the caller may see; anything else is 404.
-async fn visible(principal: &Principal, state: &AppState, id: &str) -> Result<Reference, ApiError> {
+pub(crate) async fn visible(
+    principal: &Principal,
+    state: &AppState,
+    id: &str,
+) -> Result<Reference, ApiError> {
     match references::get(state.store.pool(), id).await? {
         Some(reference) if principal.can_see(reference.rights_holder_id.as_deref()) => {
             Ok(reference)
@@ -641,13 +678,24 @@ async fn set_policy(
     Path(id): Path<String>,
     Json(policy): Json<Policy>,
 ) -> Result<Json<ReferenceView>, ApiError> {
+    Ok(Json(replace_policy(&principal, &state, &id, &policy).await?.into()))
+}
+
+/// Replaces a reference's policy after the writer and tenancy checks and the policy's own
+/// validation; returns the reference as it now stands. Shared with the console's policy form.
+pub(crate) async fn replace_policy(
+    principal: &Principal,
+    state: &AppState,
+    id: &str,
+    policy: &Policy,
+) -> Result<Reference, ApiError> {
     principal.require(WRITERS)?;
-    visible(&principal, &state, &id).await?;
+    visible(principal, state, id).await?;
     policy.validate().map_err(|err| ApiError::Unprocessable(format!("policy: {err}")))?;
-    if !references::update_policy(state.store.pool(), &id, &policy).await? {
+    if !references::update_policy(state.store.pool(), id, policy).await? {
         return Err(ApiError::NotFound("reference"));
     }
-    Ok(Json(visible(&principal, &state, &id).await?.into()))
+    visible(principal, state, id).await
 }
 
 /// Parses one hash line `TS_MS,HEX64[,QUALITY]`.

@@ -221,3 +221,76 @@ pub async fn deliveries<'e>(
         })
         .collect()
 }
+
+/// A delivery as the console's webhook page shows it: where it goes, how far it got, what went
+/// wrong last and when it is tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryLog {
+    /// Delivery id.
+    pub id: String,
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// The webhook's URL.
+    pub url: String,
+    /// pending or delivered.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When the next attempt is due (pending deliveries).
+    pub next_attempt_at: i64,
+    /// When it was delivered.
+    pub delivered_at: Option<i64>,
+    /// The last attempt's HTTP status, if a response came.
+    pub last_status_code: Option<i64>,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// When the delivery was created.
+    pub created_at: i64,
+}
+
+/// The latest deliveries of every webhook (newest first), pending ones only with
+/// `pending_only`.
+///
+/// # Errors
+/// Any database error.
+pub async fn delivery_log<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    pending_only: bool,
+    limit: i64,
+) -> sqlx::Result<Vec<DeliveryLog>> {
+    let rows = sqlx::query(
+        "SELECT d.id, d.event_id, e.event_type, w.url, d.status, d.attempts, d.next_attempt_at, \
+         d.delivered_at, \
+         (SELECT a.status_code FROM webhook_attempts a WHERE a.delivery_id = d.id \
+          ORDER BY a.attempt DESC LIMIT 1), \
+         (SELECT a.error FROM webhook_attempts a WHERE a.delivery_id = d.id \
+          ORDER BY a.attempt DESC LIMIT 1), \
+         d.created_at \
+         FROM webhook_deliveries d JOIN outbox_events e ON e.id = d.event_id \
+         JOIN webhooks w ON w.id = d.webhook_id \
+         WHERE ($1 = 0 OR d.status = 'pending') ORDER BY d.id DESC LIMIT $2",
+    )
+    .bind(i64::from(pending_only))
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeliveryLog {
+                id: r.try_get(0)?,
+                event_id: r.try_get(1)?,
+                event_type: r.try_get(2)?,
+                url: r.try_get(3)?,
+                status: r.try_get(4)?,
+                attempts: r.try_get(5)?,
+                next_attempt_at: r.try_get(6)?,
+                delivered_at: r.try_get(7)?,
+                last_status_code: r.try_get(8)?,
+                last_error: r.try_get(9)?,
+                created_at: r.try_get(10)?,
+            })
+        })
+        .collect()
+}
