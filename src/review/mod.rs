@@ -214,11 +214,12 @@ pub async fn dispute(
     let reason = clean_note(Some(reason))?
         .ok_or_else(|| ApiError::Unprocessable("a dispute needs a reason".into()))?;
     let mut tx = state.store.pool().begin().await?;
-    if streams::get(&mut *tx, stream_id).await?.is_none() {
-        return Err(ApiError::NotFound("stream"));
-    }
-    let Some(case_id) = cases::reopen_for_dispute(&mut *tx, stream_id, &reason).await? else {
-        return Err(ApiError::Conflict("the stream has no decision to dispute".into()));
+    let Some(case_id) = cases::reopen_for_dispute(&mut tx, stream_id, &reason).await? else {
+        drop(tx);
+        return Err(match streams::get(state.store.pool(), stream_id).await? {
+            None => ApiError::NotFound("stream"),
+            Some(_) => ApiError::Conflict("the stream has no decision to dispute".into()),
+        });
     };
     let detail = json!({ "reason": reason, "stream_id": stream_id });
     audit::record(&mut *tx, &principal.key_id, "case.dispute", "case", &case_id, Some(&detail))
@@ -252,15 +253,17 @@ pub async fn set_stream_status(
             "stream.restore",
         ),
     };
+    // Writing first: on SQLite a transaction that reads first cannot always become a writer.
     let mut tx = state.store.pool().begin().await?;
-    if streams::get(&mut *tx, stream_id).await?.is_none() {
-        return Err(ApiError::NotFound("stream"));
-    }
     if !streams::transition(&mut *tx, stream_id, from, to, &reason).await? {
-        return Err(ApiError::Conflict(format!(
-            "the stream cannot be {} from its current status",
-            to.as_str()
-        )));
+        drop(tx);
+        return Err(match streams::get(state.store.pool(), stream_id).await? {
+            None => ApiError::NotFound("stream"),
+            Some(_) => ApiError::Conflict(format!(
+                "the stream cannot be {} from its current status",
+                to.as_str()
+            )),
+        });
     }
     let detail = json!({ "reason": reason });
     audit::record(&mut *tx, &principal.key_id, action, "stream", stream_id, Some(&detail)).await?;

@@ -291,26 +291,19 @@ pub async fn reopen_for_dispute(
     stream_id: &str,
     reason: &str,
 ) -> sqlx::Result<Option<String>> {
+    // One statement, so that on SQLite the transaction starts by writing (a deferred
+    // transaction that reads first cannot always upgrade to a writer).
     let row = sqlx::query(
-        "SELECT id FROM cases WHERE stream_id = $1 AND status IN ('open', 'confirmed') \
-         ORDER BY created_at DESC, id DESC LIMIT 1",
+        "UPDATE cases SET status = 'open', disputed_at = $1, dispute_reason = $2, updated_at = $1 \
+         WHERE id = (SELECT id FROM cases WHERE stream_id = $3 AND status IN ('open', 'confirmed') \
+                     ORDER BY created_at DESC, id DESC LIMIT 1) RETURNING id",
     )
+    .bind(now_ms())
+    .bind(reason)
     .bind(stream_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let id: String = row.try_get(0)?;
-    let now = now_ms();
-    sqlx::query(
-        "UPDATE cases SET status = 'open', disputed_at = $1, dispute_reason = $2, updated_at = $1 \
-         WHERE id = $3",
-    )
-    .bind(now)
-    .bind(reason)
-    .bind(&id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(Some(id))
+    row.map(|r| r.try_get(0)).transpose()
 }
 
 /// Open cases of a stream other than `except` (a dismissed flag only clears the stream when
