@@ -250,8 +250,13 @@ impl Browser {
 
     /// Whether the image matching `css` has loaded a picture: waits until it exists and the
     /// browser is done with it (loaded or failed), then answers `naturalWidth > 0`.
+    /// The image is scrolled into view first, as a reviewer would: a `loading="lazy"` image
+    /// off screen is never fetched.
     pub async fn image_loaded(&self, css: &str) -> bool {
-        self.wait_for(css).await;
+        let image = self.wait_for(css).await;
+        let scroll = "arguments[0].scrollIntoView({block: 'center'});";
+        let image = serde_json::to_value(image).expect("element reference");
+        self.client.execute(scroll, vec![image]).await.expect("scroll to the image");
         let selector = serde_json::to_string(css).expect("JSON string");
         self.wait_until(
             &format!("the image `{css}` to finish loading"),
@@ -305,6 +310,30 @@ impl Browser {
             std::fs::write(&path, &png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         }
         dirs[0].join(format!("{name}.png"))
+    }
+
+    /// [`Self::screenshot`] of the whole page: the window grows to the page's height (at most
+    /// 4000 px) for the picture, then returns to its size.
+    pub async fn screenshot_page(&self, name: &str) -> PathBuf {
+        let (width, height) = self.client.get_window_size().await.expect("window size");
+        let sizes = self
+            .client
+            .execute("return [document.documentElement.scrollHeight, window.innerHeight];", vec![])
+            .await
+            .expect("page height");
+        let page = sizes[0].as_u64().expect("scrollHeight");
+        let viewport = sizes[1].as_u64().expect("innerHeight");
+        // The window is taller than its viewport by the (headless) browser's own bars.
+        let tall = (page + height.saturating_sub(viewport)).min(4000);
+        let to_u32 = |v: u64| u32::try_from(v).expect("a window size");
+        self.client.set_window_size(to_u32(width), to_u32(tall)).await.expect("resize");
+        // Two animation frames: the resized page has been laid out and painted.
+        let painted =
+            "return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));";
+        self.client.execute(painted, vec![]).await.expect("paint");
+        let path = self.screenshot(name).await;
+        self.client.set_window_size(to_u32(width), to_u32(height)).await.expect("resize back");
+        path
     }
 
     /// Whether a JavaScript dialog (`alert`, `confirm`) is open.
@@ -362,12 +391,12 @@ fn delete_session(port: u16, id: &str) {
     }
 }
 
-/// The console's selectors the tests rely on, in one place.
+/// The sign-in page's selectors (`templates/console/login.html`, `base.html`).
 pub mod selectors {
     /// The login form's API key field.
-    pub const LOGIN_KEY: &str = "input[name=key]";
+    pub const LOGIN_KEY: &str = "#login-key";
     /// The login form's submit button.
-    pub const LOGIN_SUBMIT: &str = "form button[type=submit]";
+    pub const LOGIN_SUBMIT: &str = "#login-submit";
     /// Present on every page of a signed-in session (the sign-out form).
-    pub const SIGNED_IN: &str = "form[action='/console/logout']";
+    pub const SIGNED_IN: &str = "#logout-form";
 }
