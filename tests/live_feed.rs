@@ -121,6 +121,19 @@ async fn a_restream_trailing_a_live_feed_by_ten_seconds_is_flagged_with_the_dela
     let offset = matched["offset_ms"].as_i64().unwrap();
     // The reference runs ahead of the re-stream: its offset is minus the delay.
     assert!((offset + DELAY_MS).abs() <= 1_000, "offset {offset} ms for a {DELAY_MS} ms delay");
+    // A reviewer reads how far the re-stream trails the feed, and sees the feed's pictures.
+    let delay = matched["delay_ms"].as_i64().expect("a live match reports its delay");
+    assert!((delay - DELAY_MS).abs() <= 1_000, "delay {delay} ms for a {DELAY_MS} ms delay");
+    let cases =
+        json_of(app.get(Some(&app.admin_key), &format!("/v1/cases?stream_id={stream}")).await)
+            .await;
+    let pairs = cases[0]["evidence"].as_array().expect("the flag's case");
+    assert!(
+        pairs
+            .iter()
+            .all(|p| p["reference_still_url"].is_string() && p["stream_still_url"].is_string()),
+        "every evidence pair shows the feed's still and the keyframe's: {pairs:?}"
+    );
     eprintln!(
         "live e2e: offset {offset} ms (delay {DELAY_MS} ms); flagged {:?} after the pirate's first keyframe; match {matched}",
         flagged_after
