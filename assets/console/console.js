@@ -4,7 +4,8 @@
 // - case page: c/d/r press the decision buttons; the evidence pairs become a flip-book with a
 //   scrubber and a play button (arrow keys step);
 // - any element with data-poll="URL" is replaced by the element with the same id in URL's
-//   answer every data-poll-ms (streams table, references while hashing);
+//   answer every data-poll-ms (streams table, references while hashing; with data-poll-reload
+//   the page reloads once the fresh copy stops polling);
 // - the upload form shows its progress.
 (function () {
   "use strict";
@@ -225,6 +226,12 @@
           var fresh = doc.getElementById(id);
           var old = document.getElementById(id);
           if (fresh && old) {
+            // data-poll-reload: once the fresh copy stops polling (the job is done), the whole
+            // page is stale (status, stills): load it again.
+            if (old.hasAttribute("data-poll-reload") && !fresh.hasAttribute("data-poll")) {
+              window.location.reload();
+              return;
+            }
             old.replaceWith(document.importNode(fresh, true));
           }
           poll(id);
@@ -249,7 +256,8 @@
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var xhr = new XMLHttpRequest();
-      xhr.open("POST", form.action);
+      // getAttribute: the form's own `action` field (the policy action) shadows form.action.
+      xhr.open("POST", form.getAttribute("action"));
       if (bar) {
         bar.hidden = false;
         bar.value = 0;

@@ -17,6 +17,7 @@ use super::{ConsoleError, Path, render, see_other};
 use crate::http::stills::jpeg_response;
 use crate::http::{ApiError, AppState};
 use crate::review;
+use crate::store::cases::{self, CaseFilter};
 use crate::store::keys::Role;
 use crate::store::streams::{self, Stream, StreamMatch, StreamStatus};
 use crate::store::{now_ms, references, stills};
@@ -167,6 +168,14 @@ struct Still {
     time: String,
 }
 
+/// A case of this stream, linked.
+struct CaseLink {
+    href: String,
+    id: String,
+    status: &'static str,
+    disputed: bool,
+}
+
 #[derive(askama::Template)]
 #[template(path = "console/stream.html")]
 struct StreamPage {
@@ -182,6 +191,7 @@ struct StreamPage {
     updated: String,
     matches: Vec<MatchRow>,
     stills: Vec<Still>,
+    cases: Vec<CaseLink>,
     can_kill: bool,
     can_restore: bool,
 }
@@ -197,6 +207,17 @@ async fn show(
     let now = now_ms();
     let matches = streams::matches(pool, &s.id).await?;
     let matches = match_rows(&state, matches, &mut HashMap::new()).await?;
+    let filter = CaseFilter { stream_id: Some(&s.id), ..CaseFilter::default() };
+    let case_links = cases::list(pool, &filter, 50)
+        .await?
+        .into_iter()
+        .map(|c| CaseLink {
+            href: format!("/console/cases/{}", c.id),
+            status: c.status.as_str(),
+            disputed: c.disputed_at.is_some(),
+            id: c.id,
+        })
+        .collect();
     let times = stills::stream_still_times(pool, &s.id).await?;
     let skip = times.len().saturating_sub(STRIP_LENGTH);
     let base = format!("/console/streams/{}", view::url_encode(&s.id));
@@ -216,6 +237,7 @@ async fn show(
         updated: view::time(s.updated_at),
         matches,
         stills: strip,
+        cases: case_links,
         can_kill: matches!(s.status, StreamStatus::Live | StreamStatus::Flagged),
         can_restore: matches!(s.status, StreamStatus::Killed | StreamStatus::Flagged),
         action_base: base,
