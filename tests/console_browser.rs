@@ -112,27 +112,30 @@ async fn the_browser_reads_what_the_app_serves() {
 }
 
 #[tokio::test]
-async fn a_reviewer_confirms_the_first_case_with_the_keyboard_and_the_stream_is_killed_and_the_platform_told()
- {
+async fn the_first_case_confirmed_with_the_keyboard_kills_the_stream_and_tells_the_platform() {
     let app = spawn_app().await;
     let receiver = WebhookReceiver::start().await;
     let secret = "whsec-console-0123456789abcdef";
     let r = app.create_webhook(&app.admin_key, &receiver.url, &["stream.killed"], secret).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let (_holder, holder_key) = app.rights_holder("Earth Films").await;
-    reference(&app, &holder_key, "ref_earth.mp4", "Earth from above, first half").await;
+    let (_earth, earth_key) = app.rights_holder("Earth Films").await;
+    let (_cast, cast_key) = app.rights_holder("Screencasts Inc").await;
+    reference(&app, &earth_key, "ref_earth.mp4", "Earth from above, first half").await;
+    reference(&app, &cast_key, "ref_screencast.mp4", "Screencast of the week").await;
     let ingest = app.key_for(Role::Ingest, None).await;
-    // Two pirates of the same broadcast: the queue (oldest first) has the first on top.
+    // Two pirates of one broadcast and one of another: the queue (oldest first) has the first
+    // on top.
     let first = flagged(&app, &ingest, "pirate-earth-1", "earth__color__1", 1840).await;
     let second = flagged(&app, &ingest, "pirate-earth-2", "earth__fps_speed__1", 312).await;
+    let third = flagged(&app, &ingest, "screen-mirror-7", "screencast__mirror__1", 57).await;
 
     let browser = Browser::sign_in(&app, &reviewer_key(&app).await).await;
     assert_eq!(browser.path().await, "/console");
-    browser.wait_for(&format!("#case-{}", second.case_id)).await;
+    browser.wait_for(&format!("#case-{}", third.case_id)).await;
     let rows = browser.all("#queue tr.queue-row").await;
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
     assert_eq!(rows[0].attr("data-case-id").await.unwrap().as_deref(), Some(&*first.case_id));
-    browser.screenshot("queue").await;
+    browser.screenshot_page("queue").await;
 
     // The keyboard: the first row starts selected (once the script runs), Enter opens it.
     let selected = browser.wait_for("#queue tr.queue-row.selected").await;
@@ -164,7 +167,9 @@ async fn a_reviewer_confirms_the_first_case_with_the_keyboard_and_the_stream_is_
         .await
         .unwrap();
     assert_eq!(case["status"], "confirmed", "{case}");
-    assert_eq!(app.stream(&second.stream_id).await.unwrap()["status"], "flagged");
+    for other in [&second, &third] {
+        assert_eq!(app.stream(&other.stream_id).await.unwrap()["status"], "flagged");
+    }
 
     let delivered =
         eventually(Duration::from_secs(20), "the signed stream.killed webhook", || async {

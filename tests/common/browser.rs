@@ -298,8 +298,7 @@ impl Browser {
     /// too. Returns the first path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("screenshot");
-        let mut dirs =
-            vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots")];
+        let mut dirs = vec![screenshots_dir()];
         if let Some(dir) = std::env::var_os("OFFSIDE_SCREENSHOTS_DIR").filter(|d| !d.is_empty()) {
             dirs.push(PathBuf::from(dir));
         }
@@ -312,16 +311,16 @@ impl Browser {
         dirs[0].join(format!("{name}.png"))
     }
 
-    /// [`Self::screenshot`] of the whole page: the window grows to the page's height (at most
-    /// 4000 px) for the picture, then returns to its size.
+    /// [`Self::screenshot`] of the whole page and no more: the window takes the height of the
+    /// page's content (at most 4000 px) for the picture, then returns to its size.
     pub async fn screenshot_page(&self, name: &str) -> PathBuf {
         let (width, height) = self.client.get_window_size().await.expect("window size");
         let sizes = self
             .client
-            .execute("return [document.documentElement.scrollHeight, window.innerHeight];", vec![])
+            .execute("return [document.body.scrollHeight, window.innerHeight];", vec![])
             .await
             .expect("page height");
-        let page = sizes[0].as_u64().expect("scrollHeight");
+        let page = sizes[0].as_u64().expect("scrollHeight").max(200);
         let viewport = sizes[1].as_u64().expect("innerHeight");
         // The window is taller than its viewport by the (headless) browser's own bars.
         let tall = (page + height.saturating_sub(viewport)).min(4000);
@@ -357,10 +356,21 @@ impl Browser {
             Err(e) => format!("(unreadable: {e})"),
         };
         let snippet: String = text.chars().take(1500).collect();
-        let shot = self.screenshot("failed-wait").await;
+        // Best effort, and never into OFFSIDE_SCREENSHOTS_DIR (the README's pictures).
+        let shot = match self.client.screenshot().await {
+            Ok(png) => {
+                let path = screenshots_dir().join("failed-wait.png");
+                match std::fs::create_dir_all(screenshots_dir())
+                    .and_then(|()| std::fs::write(&path, png))
+                {
+                    Ok(()) => path.display().to_string(),
+                    Err(e) => format!("(not saved: {e})"),
+                }
+            }
+            Err(e) => format!("(not taken: {e})"),
+        };
         panic!(
-            "timed out after {WAIT:?} waiting for {what}\n  page: {url}\n  screenshot: {}\n  text:\n{snippet}",
-            shot.display()
+            "timed out after {WAIT:?} waiting for {what}\n  page: {url}\n  screenshot: {shot}\n  text:\n{snippet}"
         );
     }
 }
@@ -374,6 +384,11 @@ impl Drop for Browser {
             delete_session(self.driver.port, &id);
         }
     }
+}
+
+/// Where every screenshot goes: `target/console-screenshots/`.
+fn screenshots_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots")
 }
 
 /// `DELETE /session/{id}` to the chromedriver on `port`: it quits Chromium, then answers.
