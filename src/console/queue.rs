@@ -268,7 +268,7 @@ async fn page(
         can_decide: principal.require(DECIDERS).is_ok(),
         rows,
         total,
-        return_to: view::safe_next(return_to).unwrap_or("/console").to_owned(),
+        return_to: strip_notice(view::safe_next(return_to).unwrap_or("/console")),
         next_page,
         first_page,
         orders: choices(
