@@ -457,6 +457,11 @@ async fn every_console_response_carries_the_security_headers_and_no_inline_code(
         assert!(!html.contains("<style"), "{path} has an inline stylesheet");
     }
     assert_eq!(console.get("/console/no-such-page").await.status(), StatusCode::NOT_FOUND);
+    // A form's target asked for as a page answers an HTML page too.
+    let r = console.get("/console/logout").await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    assert_eq!(r.headers()["content-security-policy"], CSP);
     // The assets are versioned and cached for long.
     let html = console.page("/console").await;
     let start = html.find("/console/assets/console.js?v=").expect("script tag");

@@ -81,6 +81,7 @@ pub fn router(request_timeout: std::time::Duration) -> Router<AppState> {
         .route("/console/assets/console.js", get(js))
         // Any other /console path answers an HTML 404, not the API's JSON one.
         .route("/console/{*rest}", any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout));
     // The upload takes as long as the browser needs to send the file.
     let streaming = references::upload_router();
@@ -102,6 +103,10 @@ async fn js() -> Response {
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     ([(CONTENT_TYPE, content_type), (CACHE_CONTROL, "public, max-age=31536000, immutable")], body)
         .into_response()
+}
+
+async fn method_not_allowed() -> ConsoleError {
+    ConsoleError::MethodNotAllowed
 }
 
 async fn not_found() -> ConsoleError {
@@ -159,6 +164,8 @@ pub enum ConsoleError {
     Csrf,
     /// A state-changing request from another origin.
     CrossOrigin,
+    /// A page asked for with a method it does not answer (`GET` of a form's target).
+    MethodNotAllowed,
     /// What the shared code refused, with its status.
     Api(ApiError),
 }
@@ -203,6 +210,11 @@ impl IntoResponse for ConsoleError {
                 "This form was not sent from this console session (its security token is \
                  missing or stale). Go back, reload the page and try again."
                     .to_owned(),
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Not a page",
+                "This address only takes a form's submission.".to_owned(),
             ),
             Self::CrossOrigin => (
                 StatusCode::FORBIDDEN,
