@@ -87,8 +87,24 @@ fn clock(ms: i64) -> String {
 struct Scale {
     lo: f64,
     hi: f64,
+    step: f64,
     from: f64,
     to: f64,
+}
+
+/// The smallest round step (1, 2 or 5 times a power of ten, at least half a second) of at
+/// least `raw` ms: ticks a reader can add up (0, 5, 10 s rather than -1.0, 0.5, 2.0 s).
+fn nice_step(raw: i64) -> i64 {
+    let mut unit = 100;
+    loop {
+        for m in [1, 2, 5] {
+            let step = m * unit;
+            if step >= raw.max(500) {
+                return step;
+            }
+        }
+        unit *= 10;
+    }
 }
 
 impl Scale {
@@ -101,10 +117,12 @@ impl Scale {
         if lo > hi {
             (lo, hi) = (0, 1000);
         }
-        // A little air around the extremes, and at least two seconds of range.
-        let pad = ((hi - lo) / 20).max(1000);
+        // About four round steps over the data, the axis starting and ending on a tick.
+        let step = nice_step((hi - lo).max(2000) / 4);
+        let first = lo.div_euclid(step) * step;
+        let last = (hi.div_euclid(step) + 1) * step;
         #[allow(clippy::cast_precision_loss)] // millisecond times fit an f64 exactly
-        Self { lo: (lo - pad) as f64, hi: (hi + pad) as f64, from, to }
+        Self { lo: first as f64, hi: last as f64, step: step as f64, from, to }
     }
 
     fn at(&self, v: f64) -> f64 {
@@ -115,15 +133,16 @@ impl Scale {
         (self.lo..=self.hi).contains(&v)
     }
 
-    /// Five evenly spaced ticks.
+    /// A tick at every step of the axis, ends included.
     fn ticks(&self) -> Vec<Tick> {
-        (0..5)
-            .map(|i| {
-                let v = self.lo + (self.hi - self.lo) * f64::from(i) / 4.0;
-                #[allow(clippy::cast_possible_truncation)] // display only
-                Tick { at: num(self.at(v)), label: clock(v.round() as i64) }
-            })
-            .collect()
+        let mut ticks = Vec::new();
+        let mut v = self.lo;
+        while v <= self.hi + self.step / 2.0 {
+            #[allow(clippy::cast_possible_truncation)] // display only
+            ticks.push(Tick { at: num(self.at(v)), label: clock(v.round() as i64) });
+            v += self.step;
+        }
+        ticks
     }
 }
 
@@ -233,7 +252,19 @@ mod tests {
         let chart = Chart::new(&[], None, None);
         assert!(chart.marks.is_empty());
         assert!(chart.line.is_none());
-        assert_eq!(chart.x_ticks.len(), 5);
+        assert!(chart.x_ticks.len() >= 3);
+    }
+
+    #[test]
+    fn axes_tick_at_round_seconds_from_zero() {
+        let rows: Vec<EvidenceRow> =
+            (0..5).map(|i| row(i * 2000, 10_000 + i * 2000, Some(HitTier::Pdq))).collect();
+        let chart = Chart::new(&rows, Some(10_000), Some(8000));
+        let labels: Vec<&str> = chart.x_ticks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["0.0s", "2.0s", "4.0s", "6.0s", "8.0s", "10.0s"]);
+        assert_eq!(nice_step(2_400), 5000);
+        assert_eq!(nice_step(100), 500);
+        assert_eq!(nice_step(60_000), 100_000);
     }
 
     #[test]
