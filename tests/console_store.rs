@@ -2,30 +2,12 @@
 
 mod common;
 
-use common::{Db, TestEnv};
+use common::{Db, fresh};
 use offside::references::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::keys::{self, Role};
 use offside::store::queue::{self, QueueFilter, QueueOrder};
 use offside::store::references::{self, NewReference};
 use offside::store::{Store, new_id, now_ms, rights_holders, sessions};
-
-async fn fresh(db: Db) -> (TestEnv, Store) {
-    let env = TestEnv::new(db).await;
-    let store = Store::connect(&env.database_url).await.expect("connect");
-    store.migrate().await.expect("migrate");
-    (env, store)
-}
-
-macro_rules! on_both_databases {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Db::Sqlite).await })+
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Db::Postgres).await })+
-        }
-    };
-}
 
 on_both_databases!(
     sessions_are_found_until_they_expire_or_their_key_is_revoked,

@@ -3,19 +3,12 @@
 
 mod common;
 
-use common::{Db, TestEnv};
+use common::{Db, fresh};
 use fingerprints::Hash256;
 use offside::references::{Policy, PolicyAction, ReferenceSource, ReferenceStatus};
 use offside::store::keys::{self, Role};
 use offside::store::references::{self, FrameRecord, NewReference};
 use offside::store::{Store, is_unique_violation, new_id, rights_holders};
-
-async fn fresh(db: Db) -> (TestEnv, Store) {
-    let env = TestEnv::new(db).await;
-    let store = Store::connect(&env.database_url).await.expect("connect");
-    store.migrate().await.expect("migrate");
-    (env, store)
-}
 
 fn frame(i: u32) -> FrameRecord {
     let mut hash = Hash256::default();
@@ -44,17 +37,6 @@ async fn new_reference(store: &Store, owner: Option<&str>, status: ReferenceStat
     .await
     .expect("insert reference");
     id
-}
-
-macro_rules! on_both_databases {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Db::Sqlite).await })+
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Db::Postgres).await })+
-        }
-    };
 }
 
 on_both_databases!(

@@ -117,6 +117,29 @@ impl TestEnv {
     }
 }
 
+/// A migrated store on a fresh database of `db`'s kind, for the storage tests; keep the
+/// [`TestEnv`] alive as long as the store.
+pub async fn fresh(db: Db) -> (TestEnv, Store) {
+    let env = TestEnv::new(db).await;
+    let store = Store::connect(&env.database_url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    (env, store)
+}
+
+/// Runs each named `async fn(Db)` of the calling file as a test on SQLite and on PostgreSQL
+/// (`sqlite::NAME`, `postgres::NAME`).
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Db::Sqlite).await })+
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Db::Postgres).await })+
+        }
+    };
+}
+
 /// A running app plus a client.
 pub struct TestApp {
     pub address: String,
