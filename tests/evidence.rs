@@ -282,3 +282,65 @@ async fn stills_go_with_the_retention_and_with_their_reference() {
     );
     assert_eq!(offside::store::stills::reference_still_bytes(pool, &reference).await.unwrap().0, 0);
 }
+
+/// A live feed's reference, registered straight in the store, with a still for each of its
+/// first `seconds` of event time.
+async fn feed_with_stills(app: &TestApp, archive: bool, origin_ms: i64, seconds: i64) -> String {
+    use offside::live::store::{NewFeed, insert};
+    use offside::references::{Policy, ReferenceSource, ReferenceStatus};
+    use offside::store::references::{self, NewReference};
+    let pool = app.store.pool();
+    let id = offside::store::new_id();
+    let policy: Policy = serde_json::from_value(json!({"action": "flag"})).unwrap();
+    references::insert(
+        pool,
+        &NewReference {
+            id: &id,
+            rights_holder_id: None,
+            title: "Cup final, live",
+            source: ReferenceSource::Hashes,
+            status: ReferenceStatus::Live,
+            policy: &policy,
+            upload_path: None,
+        },
+    )
+    .await
+    .unwrap();
+    let feed = NewFeed {
+        reference_id: &id,
+        url: "udp://127.0.0.1:1",
+        origin_ms,
+        starts_at: None,
+        ends_at: None,
+        retention_ms: 3_600_000,
+        archive,
+    };
+    insert(pool, &feed).await.unwrap();
+    let jpeg = query_keyframes("earth__color__1").remove(0).1;
+    let stills: Vec<offside::media::Still> = (0..seconds)
+        .map(|s| offside::media::Still { ts_ms: s * 1000, jpeg: jpeg.clone() })
+        .collect();
+    let mut conn = pool.acquire().await.unwrap();
+    offside::store::stills::insert_reference_stills(&mut conn, &id, &stills).await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn a_live_feed_keeps_its_stills_for_its_retention_unless_it_is_archived() {
+    let app = spawn_app_on(Db::Sqlite, |_| {}).await;
+    let now = offside::store::now_ms();
+    // Both feeds aired for two hours, ending now; their retention is one hour.
+    let origin = now - 7_200_000;
+    let plain = feed_with_stills(&app, false, origin, 7200).await;
+    let archived = feed_with_stills(&app, true, origin, 7200).await;
+    // (The app's own retention pass may run meanwhile: count what is left, not what this pass
+    // removed.)
+    offside::review::retention::prune(&app.store, now, 30 * 86_400_000).await.unwrap();
+    let times =
+        offside::store::stills::reference_still_times(app.store.pool(), &plain).await.unwrap();
+    assert_eq!(times.first(), Some(&3_600_000), "what aired within the last hour stays");
+    assert_eq!(times.len(), 3600, "and nothing older");
+    let kept =
+        offside::store::stills::reference_still_times(app.store.pool(), &archived).await.unwrap();
+    assert_eq!(kept.len(), 7200, "an archived feed keeps every still");
+}
