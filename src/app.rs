@@ -55,6 +55,7 @@ pub struct App {
     runner: Arc<JobRunner>,
     live: crate::live::SharedLiveLibrary,
     instance: String,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -97,6 +98,14 @@ impl App {
             ),
             Mode::Worker => None,
         };
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listening for metrics on {address}"))?,
+            ),
+            None => None,
+        };
         let queue = crate::queue::from_config(&config);
         let state = AppState {
             config: Arc::new(config),
@@ -112,7 +121,12 @@ impl App {
         // Names this process in live feed leases (`ingested_by`) and in the live fanout.
         let instance = format!("offside-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         let live = crate::live::SharedLiveLibrary::default();
-        Ok(Self { mode, state, listener, runner, live, instance })
+        Ok(Self { mode, state, listener, runner, live, instance, metrics_listener })
+    }
+
+    /// The address `/metrics` is also served on (`--metrics-listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address the HTTP API listens on (`None` for workers).
@@ -140,8 +154,11 @@ impl App {
     /// # Errors
     /// When the HTTP server fails.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let Self { mode, state, listener, runner, live, instance } = self;
+        let Self { mode, state, listener, runner, live, instance, metrics_listener } = self;
         let mut tasks: JoinSet<()> = JoinSet::new();
+        if let Some(listener) = metrics_listener {
+            tasks.spawn(crate::telemetry::serve_metrics(listener, cancel.clone()));
+        }
 
         // Background tasks, each stopped by the same token.
         let sync_interval = Duration::from_millis(state.config.index_sync_ms.max(50));
@@ -188,6 +205,13 @@ impl App {
             },
         ));
         tasks.spawn(live_service.run(cancel.clone()));
+        // Deployment-wide gauges (queue depth and age, pending webhooks, live feeds).
+        let probe = state.config.amqp_url.as_ref().map(|url| {
+            let mut cfg = crate::queue::amqp::AmqpConfig::new(url.expose());
+            cfg.prefix.clone_from(&state.config.amqp_prefix);
+            crate::telemetry::QueueProbe::new(cfg)
+        });
+        tasks.spawn(crate::telemetry::run_sampler(state.store.clone(), probe, cancel.clone()));
         let workers = state.config.keyframe_workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         });

@@ -63,6 +63,10 @@ pub enum KeysCommand {
         /// The rights holder a rights_holder key is scoped to.
         #[arg(long = "rights-holder")]
         rights_holder: Option<String>,
+        /// Create the SQLite database if its file does not exist (by default a missing file is
+        /// refused: it usually means another directory than the one `offside serve` runs in).
+        #[arg(long)]
+        create_database: bool,
     },
     /// Revoke a key by id: requests with it get 401 from then on.
     Revoke {
@@ -125,10 +129,43 @@ async fn connect(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// The file of a `sqlite://` URL (`None` for other databases and in-memory SQLite).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Connects an admin command to its database and says on stderr which one it is. A `sqlite://`
+/// file that does not exist is refused unless `create`: with the default relative path, a
+/// command run from another directory than `offside serve` would otherwise make a second,
+/// empty database whose keys the server never sees.
+async fn connect_existing(config: &Config, create: bool) -> anyhow::Result<Store> {
+    let url = config.database_url.expose();
+    match sqlite_file(url) {
+        Some(file) => {
+            let shown = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
+            if !file.exists() && !create {
+                anyhow::bail!(
+                    "no database at {} (from --database-url {url}). Run this command in the \
+                     directory where `offside serve` runs, point --database-url \
+                     (OFFSIDE_DATABASE_URL) at its database, or add --create-database to start a \
+                     new one",
+                    shown.display()
+                );
+            }
+            eprintln!("database: {}", shown.display());
+        }
+        None => eprintln!("database: {}", config.database_url.redacted()),
+    }
+    connect(config).await
+}
+
 async fn keys_cli(config: Config, command: KeysCommand) -> anyhow::Result<()> {
-    let store = connect(&config).await?;
+    let create = matches!(command, KeysCommand::Create { create_database: true, .. });
+    let store = connect_existing(&config, create).await?;
     let result = match command {
-        KeysCommand::Create { role, name, rights_holder } => {
+        KeysCommand::Create { role, name, rights_holder, create_database: _ } => {
             let request =
                 crate::http::keys::CreateKey { role, name, rights_holder_id: rights_holder };
             let created = crate::http::keys::create_key(&store, &request)
@@ -163,4 +200,21 @@ async fn keys_cli(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     };
     store.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_file;
+
+    #[test]
+    fn the_sqlite_file_of_a_url_is_its_path_without_options() {
+        let file = |u: &str| sqlite_file(u).map(|p| p.display().to_string());
+        assert_eq!(
+            file("sqlite://./offside-data/offside.db").as_deref(),
+            Some("./offside-data/offside.db")
+        );
+        assert_eq!(file("sqlite:///var/lib/o.db?mode=rwc").as_deref(), Some("/var/lib/o.db"));
+        assert_eq!(file("sqlite::memory:"), None);
+        assert_eq!(file("postgres://u:p@h/db"), None);
+    }
 }

@@ -95,6 +95,11 @@ pub struct Config {
     /// as their reference (a live feed's, as long as its retention unless archived).
     #[arg(long, env = "OFFSIDE_STILLS_RETENTION_DAYS", default_value_t = 30, global = true)]
     pub stills_retention_days: u32,
+
+    /// Also serve `/metrics` and `/healthz` (no API, no key) on this address: how Prometheus
+    /// scrapes an `offside worker`, which has no HTTP API, or any process on a separate port.
+    #[arg(long, env = "OFFSIDE_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -118,6 +123,7 @@ impl Default for Config {
             keyframe_workers: None,
             live_lease_ttl_ms: 10_000,
             stills_retention_days: 30,
+            metrics_listen: None,
         }
     }
 }

@@ -31,7 +31,7 @@ async fn upload_video_becomes_ready_with_frames(db: Db) {
     assert!(reference["frames"].as_i64().unwrap() > 0, "{reference}");
     assert_eq!(reference["policy"]["action"], "kill");
     assert_eq!(reference["source"], "video");
-    assert!(reference.get("progress").is_none());
+    assert_eq!(reference["progress"], 1.0, "a ready reference's progress is complete");
     // Matchable: the library of this process holds it.
     assert!(app_library_contains(&app, id));
     // The upload is gone once hashed.

@@ -246,7 +246,12 @@ async fn stills_go_with_the_retention_and_with_their_reference() {
     let (reference, holder_key, ingest, _) = flagged_case(&app, "pirate-retention").await;
     // Every keyframe handled: the stream ends behind them.
     assert_eq!(app.end_stream(&ingest, "pirate-retention").await.status(), StatusCode::ACCEPTED);
-    app.wait_for_stream_status("pirate-retention", "ended").await;
+    // A flagged stream stays flagged when it ends (its case is open): wait for its end time.
+    let ended = eventually(std::time::Duration::from_secs(30), "the stream's end", || async {
+        app.stream("pirate-retention").await.filter(|s| s["ended_at"].is_i64())
+    })
+    .await;
+    assert_eq!(ended["status"], "flagged", "{ended}");
     let pool = app.store.pool();
     let (kept, bytes) =
         offside::store::stills::stream_still_bytes(pool, "pirate-retention").await.unwrap();

@@ -12,11 +12,14 @@
 //!   delivery's signature.
 //!
 //! What it reports:
-//! - keyframes/s published (broker-confirmed or API-accepted) and processed (the server's
-//!   `offside_keyframes_total`), and the backlog left when the load stopped;
-//! - keyframe-to-decision latency: the pipeline's `offside_keyframe_latency_seconds` (from the
-//!   `captured_at_ms` the tool stamps at publication to the worker's outcome, queue wait
-//!   included), p50/p99 over the exporter's rolling window (the last 60 s of load);
+//! - keyframes/s published (broker-confirmed or API-accepted) and processed
+//!   (`offside_keyframes_total`, summed over every `--metrics-url`: the `serve` and `worker`
+//!   processes of a scale-out deployment), and the backlog left when the load stopped;
+//! - keyframe-to-decision latency: the pipeline's `offside_keyframe_latency_seconds` histogram
+//!   (from the `captured_at_ms` the tool stamps at publication to the worker's outcome, queue
+//!   wait included), p50/p99 computed from its buckets as Prometheus's `histogram_quantile`
+//!   does, over the load only (the buckets' growth from the start of the load to its end,
+//!   summed over every process);
 //! - for deciding keyframes: publication to the decision (the event's `created_at`) and to the
 //!   webhook's arrival, p50/p99 from the tool's own clock (same machine, same clock);
 //! - resident memory of the given server and worker pids over time, and whether it stayed flat.
@@ -58,6 +61,11 @@ pub struct LoadArgs {
     /// Base URL of the running `offside serve` (uploads, webhooks, `/metrics`).
     #[arg(long, env = "OFFSIDE_API_URL")]
     pub api_url: String,
+    /// The `/metrics` URL of every process that handles keyframes (repeatable): each `serve`
+    /// and `worker` of a scale-out deployment. Counters and histogram buckets are summed over
+    /// them. Default: `{api-url}/metrics` alone.
+    #[arg(long = "metrics-url")]
+    pub metrics_urls: Vec<String>,
     /// An admin API key.
     #[arg(long, env = "OFFSIDE_API_KEY", hide_env_values = true)]
     pub api_key: String,
@@ -175,7 +183,7 @@ pub async fn run(
         bail!("--rate must be positive");
     }
     let streams = args.streams.unwrap_or((args.rate * 2.0).ceil() as usize).max(1);
-    let api = Api::new(&args.api_url, &args.api_key)?;
+    let api = Api::new(&args.api_url, &args.api_key, &args.metrics_urls)?;
     api.get_json("/healthz").await.context("the server at --api-url is not answering")?;
 
     let size = args.size.as_deref().map(parse_size).transpose()?;
@@ -234,7 +242,8 @@ pub async fn run(
     let negatives = Arc::new(negatives);
     let pirate_frames = Arc::new(pirate_frames);
 
-    let processed_at_start = api.processed().await.unwrap_or(0.0);
+    let scrape_at_start = api.scrape().await.unwrap_or_default();
+    let processed_at_start = processed(&scrape_at_start);
     let started = Instant::now();
     let load_for = Duration::from_secs(args.duration_secs);
     let permits = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
@@ -320,15 +329,23 @@ pub async fn run(
     // Let publications in flight finish.
     let _ = permits.acquire_many(args.max_in_flight.max(1) as u32).await;
     let published = lock(&shared).published;
-    let processed_at_stop = api.processed().await.unwrap_or(processed_at_start);
-    let latency = api.quantiles("offside_keyframe_latency_seconds").await;
-    let handle = api.quantiles("offside_keyframe_handle_seconds").await;
+    let scrape_at_stop = api.scrape().await.unwrap_or_default();
+    let processed_at_stop = processed(&scrape_at_stop).max(processed_at_start);
+    let during_load = |name: &str| {
+        let buckets = bucket_growth(
+            &histogram_buckets(&scrape_at_stop, name),
+            &histogram_buckets(&scrape_at_start, name),
+        );
+        Some((histogram_quantile(0.5, &buckets)?, histogram_quantile(0.99, &buckets)?))
+    };
+    let latency = during_load("offside_keyframe_latency_seconds");
+    let handle = during_load("offside_keyframe_handle_seconds");
 
     // Drain: wait until the server has processed everything that was published.
     let drain_started = Instant::now();
     let mut processed_total = processed_at_stop;
     while drain_started.elapsed() < Duration::from_secs(60) && !cancel.is_cancelled() {
-        processed_total = api.processed().await.unwrap_or(processed_total);
+        processed_total = api.scrape().await.map_or(processed_total, |t| processed(&t));
         if processed_total - processed_at_start >= published as f64 {
             break;
         }
@@ -477,20 +494,27 @@ fn reference_keyframes(path: &str) -> anyhow::Result<Vec<Bytes>> {
     Ok(frames)
 }
 
-/// A minimal client of the API.
+/// A minimal client of the API and of the processes' `/metrics`.
 struct Api {
     client: reqwest::Client,
     base: String,
     key: String,
+    metrics_urls: Vec<String>,
 }
 
 impl Api {
-    fn new(base: &str, key: &str) -> anyhow::Result<Self> {
+    fn new(base: &str, key: &str, metrics_urls: &[String]) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .context("building the HTTP client")?;
-        Ok(Api { client, base: base.trim_end_matches('/').to_owned(), key: key.to_owned() })
+        let base = base.trim_end_matches('/').to_owned();
+        let metrics_urls = if metrics_urls.is_empty() {
+            vec![format!("{base}/metrics")]
+        } else {
+            metrics_urls.to_vec()
+        };
+        Ok(Api { client, base, key: key.to_owned(), metrics_urls })
     }
 
     async fn check(response: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
@@ -571,32 +595,90 @@ impl Api {
         }
     }
 
-    async fn metrics(&self) -> anyhow::Result<String> {
-        let response = self.client.get(format!("{}/metrics", self.base)).send().await?;
-        Ok(Self::check(response, "GET /metrics").await?.text().await?)
+    /// Every `--metrics-url`'s exposition, one after the other (so sums run over every
+    /// process). Fails when one of them does not answer: a sum that silently misses a process
+    /// would under-count.
+    async fn scrape(&self) -> anyhow::Result<String> {
+        let mut all = String::new();
+        for url in &self.metrics_urls {
+            let response =
+                self.client.get(url).send().await.with_context(|| format!("GET {url}"))?;
+            all.push_str(&Self::check(response, &format!("GET {url}")).await?.text().await?);
+            all.push('\n');
+        }
+        Ok(all)
     }
+}
 
-    /// Keyframes the server's workers have finished (`offside_keyframes_total`, all outcomes).
-    async fn processed(&self) -> anyhow::Result<f64> {
-        let text = self.metrics().await?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("offside_keyframes_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
-    }
+/// Keyframes the workers have finished (`offside_keyframes_total`, all outcomes, every process).
+fn processed(exposition: &str) -> f64 {
+    samples(exposition, "offside_keyframes_total").map(|(_, v)| v).sum()
+}
 
-    /// (p50, p99) of a summary the exporter renders.
-    async fn quantiles(&self, name: &str) -> Option<(f64, f64)> {
-        let text = self.metrics().await.ok()?;
-        let q = |which: &str| {
-            let prefix = format!("{name}{{quantile=\"{which}\"}}");
-            text.lines()
-                .find(|l| l.starts_with(&prefix))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+/// The samples of one metric in a Prometheus text exposition: (labels, value).
+fn samples<'a>(exposition: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    exposition.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
         };
-        Some((q("0.5")?, q("0.99")?))
+        Some((labels, value.split_whitespace().next()?.parse::<f64>().ok()?))
+    })
+}
+
+/// A histogram's cumulative buckets `(le, count)`, summed by `le` over every series and process
+/// (as `sum by (le)`), in increasing `le` (`+Inf` last).
+fn histogram_buckets(exposition: &str, name: &str) -> Vec<(f64, f64)> {
+    let mut by_le: Vec<(f64, f64)> = Vec::new();
+    for (labels, value) in samples(exposition, &format!("{name}_bucket")) {
+        let Some(le) = labels.split(',').find_map(|l| l.trim().strip_prefix("le=\"")) else {
+            continue;
+        };
+        let Ok(le) = le.trim_end_matches('"').parse::<f64>() else { continue };
+        match by_le.iter_mut().find(|(b, _)| *b == le) {
+            Some(slot) => slot.1 += value,
+            None => by_le.push((le, value)),
+        }
     }
+    by_le.sort_by(|a, b| a.0.total_cmp(&b.0));
+    by_le
+}
+
+/// Bucket counts gained between two scrapes (`before` may lack buckets: a process that had
+/// recorded nothing yet).
+fn bucket_growth(after: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    after
+        .iter()
+        .map(|&(le, n)| {
+            let earlier = before.iter().find(|(b, _)| *b == le).map_or(0.0, |(_, m)| *m);
+            (le, (n - earlier).max(0.0))
+        })
+        .collect()
+}
+
+/// The `q` quantile of cumulative buckets, as Prometheus's `histogram_quantile`: linear
+/// interpolation inside the bucket that holds the rank; the highest finite bound when the
+/// rank falls in `+Inf`. `None` without observations.
+fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let in_bucket = count - lower.1;
+            let fraction = if in_bucket > 0.0 { (rank - lower.1) / in_bucket } else { 1.0 };
+            return Some(lower.0 + (le - lower.0) * fraction);
+        }
+        lower = (le, count);
+    }
+    Some(lower.0)
 }
 
 /// Resident memory of a process in bytes (`VmRSS` of `/proc/PID/status`).
@@ -610,7 +692,7 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 async fn sample(api: &Api, pids: &[u32], shared: &Mutex<Shared>, at: Duration) -> Value {
     let rss: HashMap<String, Option<u64>> =
         pids.iter().map(|&p| (p.to_string(), rss_bytes(p))).collect();
-    let processed = api.processed().await.ok();
+    let processed = api.scrape().await.ok().map(|t| processed(&t));
     let (published, decisions) = {
         let s = lock(shared);
         (s.published, s.decision_ms.len())
@@ -787,11 +869,11 @@ fn render(r: &Value) -> String {
         r["end_to_end_per_s"].as_f64().unwrap_or(0.0),
     ));
     out.push_str(&format!(
-        "keyframe -> outcome (pipeline, last 60 s)  {}\n",
+        "keyframe -> outcome (pipeline histogram, during load)  {}\n",
         ms(&r["keyframe_latency_ms"])
     ));
     out.push_str(&format!(
-        "worker handling time (pipeline, last 60 s) {}\n",
+        "worker handling time (pipeline histogram, during load) {}\n",
         ms(&r["keyframe_handle_ms"])
     ));
     out.push_str(&format!(
@@ -808,4 +890,51 @@ fn render(r: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = "# HELP offside_keyframes_total x\n# TYPE offside_keyframes_total counter\n\
+offside_keyframes_total{outcome=\"no_match\"} 90\n\
+offside_keyframes_total{outcome=\"decided\"} 10\n\
+offside_keyframe_latency_seconds_bucket{le=\"0.01\"} 50\n\
+offside_keyframe_latency_seconds_bucket{le=\"0.02\"} 90\n\
+offside_keyframe_latency_seconds_bucket{le=\"+Inf\"} 100\n\
+offside_keyframe_latency_seconds_sum 1.5\n\
+offside_keyframe_latency_seconds_count 100\n";
+
+    #[test]
+    fn counters_and_buckets_add_up_over_every_process() {
+        let two = format!("{ONE}\n{}", ONE.replace(" 90\n", " 10\n"));
+        assert_eq!(processed(ONE), 100.0);
+        // The second process: 10 no_match, and 10 keyframes in its 0.02 bucket.
+        assert_eq!(processed(&two), 120.0);
+        let buckets = histogram_buckets(&two, "offside_keyframe_latency_seconds");
+        assert_eq!(buckets, vec![(0.01, 100.0), (0.02, 100.0), (f64::INFINITY, 200.0)]);
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_the_bucket_like_prometheus() {
+        let buckets = histogram_buckets(ONE, "offside_keyframe_latency_seconds");
+        // Rank 50 of 100 is the top of the first bucket; rank 70 is half way into the second.
+        assert!((histogram_quantile(0.5, &buckets).unwrap() - 0.01).abs() < 1e-12);
+        assert!((histogram_quantile(0.7, &buckets).unwrap() - 0.015).abs() < 1e-12);
+        // Past the last finite bound: that bound.
+        assert_eq!(histogram_quantile(0.99, &buckets), Some(0.02));
+        assert_eq!(histogram_quantile(0.5, &[]), None);
+        assert_eq!(histogram_quantile(0.5, &[(f64::INFINITY, 0.0)]), None);
+    }
+
+    #[test]
+    fn only_what_the_load_added_counts() {
+        let before = vec![(0.01, 40.0), (0.02, 40.0), (f64::INFINITY, 40.0)];
+        let after = vec![(0.01, 40.0), (0.02, 60.0), (f64::INFINITY, 60.0)];
+        let grown = bucket_growth(&after, &before);
+        assert_eq!(grown, vec![(0.01, 0.0), (0.02, 20.0), (f64::INFINITY, 20.0)]);
+        assert!((histogram_quantile(0.5, &grown).unwrap() - 0.015).abs() < 1e-12);
+        // A process that had recorded nothing before the load: all of it counts.
+        assert_eq!(bucket_growth(&after, &[]), after);
+    }
 }

@@ -85,6 +85,7 @@ pub async fn run_once(
             };
             metrics::counter!("offside_webhook_attempts_total", "delivered" => if outcome.is_delivered() { "true" } else { "false" })
                 .increment(1);
+            record_outcome(outcome.is_delivered(), &d.body);
             if let Some(e) = &error {
                 tracing::warn!(delivery_id = %d.id, event_id = %d.event_id, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed");
             }
@@ -99,6 +100,38 @@ pub async fn run_once(
         let _ = s.await;
     }
     Ok(n)
+}
+
+/// Counts an attempt in `offside_webhook_deliveries_total{outcome}` and, once delivered, the
+/// time from the event's decision to its delivery. There is no `given_up` outcome: the contract
+/// retries until a 2xx, so a receiver that stays down shows as failed attempts and a growing
+/// `offside_webhook_oldest_pending_age_seconds`.
+fn record_outcome(delivered: bool, body: &str) {
+    let outcome = if delivered { "delivered" } else { "failed_attempt" };
+    metrics::counter!("offside_webhook_deliveries_total", "outcome" => outcome).increment(1);
+    if delivered && let Some(created_ms) = event_created_ms(body) {
+        let age_ms = now_ms().saturating_sub(created_ms).max(0);
+        metrics::histogram!("offside_webhook_delivery_seconds").record(age_ms as f64 / 1000.0);
+    }
+}
+
+/// When the event in a webhook body was created (Unix ms): its `created_at_ms`, else its RFC
+/// 3339 `created_at` (events written before `created_at_ms` existed).
+fn event_created_ms(body: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Times {
+        created_at_ms: Option<i64>,
+        created_at: Option<String>,
+    }
+    let t: Times = serde_json::from_str(body).ok()?;
+    t.created_at_ms.or_else(|| {
+        let at = time::OffsetDateTime::parse(
+            t.created_at.as_deref()?,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()?;
+        i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+    })
 }
 
 /// Delivers until `cancel` fires; `wake` makes it look at once (a decision in this process).
@@ -121,5 +154,23 @@ pub async fn run(
             () = wake.notified() => {}
             () = tokio::time::sleep(cfg.poll_interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_body_gives_its_creation_time_in_either_form() {
+        assert_eq!(
+            event_created_ms(r#"{"created_at_ms": 1700000000123}"#),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            event_created_ms(r#"{"created_at": "2023-11-14T22:13:20.123Z"}"#),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(event_created_ms("not json"), None);
     }
 }

@@ -64,7 +64,7 @@ impl EventType {
     }
 }
 
-/// One event, serialised as the webhook body `{id, type, created_at, data}`.
+/// One event, serialised as the webhook body `{id, type, created_at, created_at_ms, data}`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Event {
     /// Unique id; receivers deduplicate on it (delivery is at-least-once).
@@ -72,8 +72,11 @@ pub struct Event {
     /// The event type.
     #[serde(rename = "type")]
     pub kind: EventType,
-    /// RFC 3339 UTC time the event was decided.
+    /// RFC 3339 UTC time the event was decided (kept for receivers written against it).
     pub created_at: String,
+    /// The same time in milliseconds since the Unix epoch, the API's canonical time form.
+    #[serde(default)]
+    pub created_at_ms: i64,
     /// Event-specific data (stream, reference, case, evidence summary).
     pub data: serde_json::Value,
 }
@@ -81,10 +84,11 @@ pub struct Event {
 impl Event {
     /// A new event with a fresh id (UUID v7: time-ordered) created now.
     pub fn new(kind: EventType, data: serde_json::Value) -> Self {
-        let created_at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        Event { id: uuid::Uuid::now_v7().to_string(), kind, created_at, data }
+        let now = time::OffsetDateTime::now_utc();
+        let created_at =
+            now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let created_at_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        Event { id: uuid::Uuid::now_v7().to_string(), kind, created_at, created_at_ms, data }
     }
 }
 
@@ -414,8 +418,18 @@ mod tests {
             )
             .is_ok()
         );
+        // Both forms of the time, and they agree to the millisecond.
+        let rfc3339 = time::OffsetDateTime::parse(
+            v["created_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(
+            i64::try_from(rfc3339.unix_timestamp_nanos() / 1_000_000).unwrap(),
+            v["created_at_ms"].as_i64().unwrap()
+        );
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys.len(), 4);
+        assert_eq!(keys.len(), 5);
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub struct ReferenceView {
     /// Why its job failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Job progress, 0.0–1.0, while processing.
+    /// Hashing progress: 0.0 when the upload is accepted, growing to 1.0 when ready (also 1.0
+    /// for hash lists). Absent for live feeds and failed references.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
     /// What happens on a match.
@@ -255,8 +256,14 @@ async fn create_live(
 
 impl From<Reference> for ReferenceView {
     fn from(r: Reference) -> Self {
+        // 0.0 from the upload until the job's first report, 1.0 once ready, so a client's
+        // progress bar always has a number; none for live feeds and failed jobs.
         #[allow(clippy::cast_precision_loss)] // permille fits exactly
-        let progress = r.progress_permille.map(|p| p as f64 / 1000.0);
+        let progress = match r.status {
+            ReferenceStatus::Processing => Some(r.progress_permille.unwrap_or(0) as f64 / 1000.0),
+            ReferenceStatus::Ready => Some(1.0),
+            ReferenceStatus::Live | ReferenceStatus::Failed => None,
+        };
         Self {
             id: r.id,
             title: r.title,

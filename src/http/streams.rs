@@ -133,6 +133,9 @@ pub struct StreamView {
     pub viewers: Option<i64>,
     /// When the first keyframe was seen (Unix ms).
     pub created_at: i64,
+    /// When the platform ended the stream (Unix ms). A flagged or killed stream keeps its
+    /// status when it ends, so its decision stays visible; only an undecided one becomes ended.
+    pub ended_at: Option<i64>,
     /// Decisions per reference.
     pub matches: Vec<StreamMatch>,
 }
@@ -146,6 +149,7 @@ async fn view(state: &AppState, s: streams::Stream) -> Result<StreamView, ApiErr
         status_reason: s.status_reason,
         viewers: s.viewers,
         created_at: s.created_at,
+        ended_at: s.ended_at,
         matches,
     })
 }
@@ -173,7 +177,7 @@ struct ListQuery {
 
 /// `GET /v1/streams?status=`.
 #[utoipa::path(get, path = "/v1/streams", tag = "streams", security(("bearer" = [])),
-    params(("status" = Option<String>, Query, description = "live, flagged, killed or ended"),
+    params(("status" = Option<String>, Query, description = "live, flagged, killed or ended (flagged and killed streams keep their status when they end: see ended_at)"),
         ("limit" = Option<i64>, Query, description = "At most this many (default 100)")),
     responses((status = 200, body = Vec<StreamView>), (status = 401), (status = 403), (status = 422)))]
 async fn list(

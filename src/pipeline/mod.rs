@@ -206,7 +206,10 @@ async fn stream_status(deps: &Deps, k: &KeyframeMessage) -> Result<StreamStatus,
     streams::ensure(deps.store.pool(), &k.stream_id, k.account_id.as_deref(), k.viewers).await?;
     let status = streams::get(deps.store.pool(), &k.stream_id)
         .await?
-        .map_or(StreamStatus::Live, |s| s.status);
+        // An ended stream keeps a flagged status, but its late keyframes are dropped.
+        .map_or(StreamStatus::Live, |s| {
+            if s.ended_at.is_some() { StreamStatus::Ended } else { s.status }
+        });
     let mut cache = lock(&deps.status_cache);
     if cache.len() >= STATUS_CACHE_MAX {
         cache.clear();
@@ -227,14 +230,9 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
     let k = match message {
         QueueMessage::StreamEnd(e) => {
             streams::ensure(deps.store.pool(), &e.stream_id, None, None).await?;
-            streams::transition(
-                deps.store.pool(),
-                &e.stream_id,
-                &[StreamStatus::Live, StreamStatus::Flagged],
-                StreamStatus::Ended,
-                "ended by the platform",
-            )
-            .await?;
+            // A flagged or killed stream keeps its status (its decision stays visible) and
+            // gets an `ended_at`; a live one becomes `ended`.
+            streams::end(deps.store.pool(), &e.stream_id, "ended by the platform").await?;
             lock(&deps.status_cache).remove(&e.stream_id);
             return Ok(Outcome::Ended);
         }

@@ -13,11 +13,11 @@ use crate::recognition::HitTier;
 pub enum StreamStatus {
     /// Receiving keyframes, nothing decided.
     Live,
-    /// Flagged for review.
+    /// Flagged for review (stays flagged when the stream ends: the decision is still open).
     Flagged,
     /// Killed: its keyframes are dropped.
     Killed,
-    /// Ended by the platform: its keyframes are dropped.
+    /// Ended by the platform with nothing decided: its keyframes are dropped.
     Ended,
 }
 
@@ -67,10 +67,13 @@ pub struct Stream {
     /// The latest viewer count the platform sent with a keyframe that hit a reference (or with
     /// the stream's first keyframe).
     pub viewers: Option<i64>,
+    /// When the platform ended it (ms since epoch). A flagged or killed stream keeps its
+    /// status when it ends, so the decision stays visible; this says it is off the air.
+    pub ended_at: Option<i64>,
 }
 
 const STREAM_COLUMNS: &str =
-    "id, account_id, status, status_reason, created_at, updated_at, viewers";
+    "id, account_id, status, status_reason, created_at, updated_at, viewers, ended_at";
 
 fn stream_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Stream> {
     let status: String = row.try_get(2)?;
@@ -82,6 +85,7 @@ fn stream_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Stream> {
         created_at: row.try_get(4)?,
         updated_at: row.try_get(5)?,
         viewers: row.try_get(6)?,
+        ended_at: row.try_get(7)?,
     })
 }
 
@@ -146,7 +150,34 @@ pub async fn list<'e>(
     rows.iter().map(stream_from_row).collect()
 }
 
-/// Moves a stream to `to` if its status is one of `from`. Returns whether it changed.
+/// Records that the platform ended a stream: `ended_at` is set (once), and a stream with nothing
+/// decided (`live`) becomes `ended`. A flagged or killed stream keeps its status, so
+/// `?status=flagged` still lists it while its case is open. Returns whether anything changed.
+///
+/// # Errors
+/// Any database error.
+pub async fn end<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+    reason: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE streams SET ended_at = $1, \
+         status = CASE WHEN status = 'live' THEN 'ended' ELSE status END, \
+         status_reason = CASE WHEN status = 'live' THEN $2 ELSE status_reason END, \
+         updated_at = $1 WHERE id = $3 AND ended_at IS NULL AND status <> 'ended'",
+    )
+    .bind(now_ms())
+    .bind(reason)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Moves a stream to `to` if its status is one of `from`. Returns whether it changed. A stream
+/// that has ended and is moved to `live` (a restore, a dismissed case) becomes `ended`: it is
+/// not on the air any more.
 ///
 /// # Errors
 /// Any database error.
@@ -161,7 +192,8 @@ pub async fn transition<'e>(
     let mut allowed = from.iter().map(|s| s.as_str()).collect::<Vec<_>>();
     allowed.resize(4, "");
     let done = sqlx::query(
-        "UPDATE streams SET status = $1, status_reason = $2, updated_at = $3 \
+        "UPDATE streams SET status = CASE WHEN $1 = 'live' AND ended_at IS NOT NULL \
+         THEN 'ended' ELSE $1 END, status_reason = $2, updated_at = $3 \
          WHERE id = $4 AND status IN ($5, $6, $7, $8)",
     )
     .bind(to.as_str())
