@@ -612,7 +612,8 @@ impl Api {
 
 /// Keyframes the workers have finished (`offside_keyframes_total`, all outcomes, every process).
 fn processed(exposition: &str) -> f64 {
-    samples(exposition, "offside_keyframes_total").map(|(_, v)| v).sum()
+    // `+ 0.0`: a sum of nothing is -0.0 for floats, which would print as "-0".
+    samples(exposition, "offside_keyframes_total").map(|(_, v)| v).sum::<f64>() + 0.0
 }
 
 /// The samples of one metric in a Prometheus text exposition: (labels, value).
