@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{App, Mode};
 use crate::config::Config;
 use crate::store::Store;
+use crate::store::audit;
 use crate::store::keys::{self, Role};
 
 /// Offside: recognises pirated re-streams of broadcasts and acts on them.
@@ -68,7 +69,8 @@ pub enum KeysCommand {
         #[arg(long)]
         create_database: bool,
     },
-    /// Revoke a key by id: requests with it get 401 from then on.
+    /// Revoke a key by id: requests with it get 401 from then on. The last active admin key
+    /// cannot be revoked (create another admin key first).
     Revoke {
         /// The key's id (see `offside keys list`).
         id: String,
@@ -168,7 +170,7 @@ async fn keys_cli(config: Config, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create { role, name, rights_holder, create_database: _ } => {
             let request =
                 crate::http::keys::CreateKey { role, name, rights_holder_id: rights_holder };
-            let created = crate::http::keys::create_key(&store, &request)
+            let created = crate::http::keys::create_key(&store, &request, audit::COMMAND_LINE)
                 .await
                 .map_err(|err| anyhow::anyhow!("{err}"))?;
             eprintln!(
@@ -179,11 +181,20 @@ async fn keys_cli(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::Revoke { id } => {
-            if keys::revoke(store.pool(), &id).await? {
-                eprintln!("revoked key {id}");
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!("no key with id {id}"))
+            match crate::http::keys::revoke_key(&store, &id, audit::COMMAND_LINE).await {
+                Ok(keys::Revocation::AlreadyRevoked(_)) => {
+                    eprintln!("key {id} was already revoked");
+                    Ok(())
+                }
+                Ok(_) => {
+                    eprintln!("revoked key {id}");
+                    Ok(())
+                }
+                Err(crate::http::ApiError::NotFound(_)) => {
+                    Err(anyhow::anyhow!("no key with id {id}"))
+                }
+                Err(crate::http::ApiError::Internal(err)) => Err(err),
+                Err(err) => Err(anyhow::anyhow!("{err}")),
             }
         }
         KeysCommand::List => {

@@ -1,5 +1,6 @@
 //! Authentication and tenancy over HTTP: 401 without a valid key, 403 for the wrong role on
-//! every route family, and rights holders fenced off from each other's references (404).
+//! every route family, rights holders fenced off from each other's references (404), and the
+//! last admin key that cannot be revoked. The full role matrix is tests/permissions.rs.
 
 mod common;
 
@@ -197,4 +198,109 @@ async fn every_response_carries_a_request_id() {
         .await
         .unwrap();
     assert_eq!(echoed.headers()["x-request-id"], "trace-me");
+}
+
+/// The last active admin key cannot be revoked, by the API or the command line: it would lock
+/// every admin out. With two admins, one may go; then the other is the last.
+async fn the_last_admin_key_cannot_be_revoked(db: Db) {
+    let app = spawn_app_on(db, |_| {}).await;
+    let keys: Vec<Value> = app.list_keys(&app.admin_key).await.json().await.unwrap();
+    let only_admin = keys[0]["id"].as_str().unwrap().to_owned();
+    let refused = app.revoke_key(&app.admin_key, &only_admin).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "conflict");
+    assert!(body["error"]["message"].as_str().unwrap().contains("last active admin key"));
+    assert_eq!(app.list_keys(&app.admin_key).await.status(), StatusCode::OK, "still signed in");
+
+    // The command line refuses too, and says why.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_offside"))
+        .args(["keys", "revoke", &only_admin, "--database-url", &app.env.database_url])
+        .output()
+        .expect("offside runs");
+    assert!(!cli.status.success());
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(stderr.contains("last active admin key"), "{stderr}");
+
+    let second: Value = app
+        .create_key(&app.admin_key, &json!({"role": "admin", "name": "second admin"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second_key = second["key"].as_str().unwrap();
+    let second_id = second["id"].as_str().unwrap();
+    // A non-admin key never counts as an admin.
+    let _ = app.key_for(Role::TrustSafety, None).await;
+    assert_eq!(app.revoke_key(second_key, &only_admin).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.list_keys(&app.admin_key).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.revoke_key(second_key, second_id).await.status(), StatusCode::CONFLICT);
+    // Revoking a revoked key changes nothing and succeeds.
+    assert_eq!(app.revoke_key(second_key, &only_admin).await.status(), StatusCode::NO_CONTENT);
+    let audit: Vec<Value> = app.audit(second_key, "?target_type=key").await.json().await.unwrap();
+    let revocations: Vec<&Value> = audit.iter().filter(|e| e["action"] == "key.revoke").collect();
+    assert_eq!(revocations.len(), 1, "one revocation, one entry: {audit:?}");
+    assert_eq!(revocations[0]["actor_label"], "second admin (admin)");
+}
+
+#[tokio::test]
+async fn the_last_admin_key_cannot_be_revoked_on_sqlite() {
+    the_last_admin_key_cannot_be_revoked(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_last_admin_key_cannot_be_revoked_on_postgres() {
+    the_last_admin_key_cannot_be_revoked(Db::Postgres).await;
+}
+
+/// Two admins revoking each other at the same moment: exactly one succeeds, and an admin key
+/// stays active. Repeated, so that the two requests really overlap some of the time.
+async fn two_admins_revoking_each_other_at_once_leave_one_admin(db: Db) {
+    let app = spawn_app_on(db, |_| {}).await;
+    let keys: Vec<Value> = app.list_keys(&app.admin_key).await.json().await.unwrap();
+    let mut a = (app.admin_key.clone(), keys[0]["id"].as_str().unwrap().to_owned());
+    for round in 0..12 {
+        let created: Value = app
+            .create_key(&a.0, &json!({"role": "admin", "name": format!("admin {round}")}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let b = (
+            created["key"].as_str().unwrap().to_owned(),
+            created["id"].as_str().unwrap().to_owned(),
+        );
+        let (ab, ba) = tokio::join!(app.revoke_key(&a.0, &b.1), app.revoke_key(&b.0, &a.1));
+        // The loser gets 409 (the other admin is the last now) or, when its request was
+        // authenticated after the winner's commit, 401 (its own key is revoked).
+        let statuses = [ab.status(), ba.status()];
+        let won = statuses.iter().filter(|s| **s == StatusCode::NO_CONTENT).count();
+        assert_eq!(won, 1, "round {round}: exactly one revocation succeeds: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| [
+                StatusCode::NO_CONTENT,
+                StatusCode::CONFLICT,
+                StatusCode::UNAUTHORIZED
+            ]
+            .contains(s)),
+            "round {round}: {statuses:?}"
+        );
+        // The survivor is still an admin and carries on.
+        a = if ab.status() == StatusCode::NO_CONTENT { a } else { b };
+        assert_eq!(app.list_keys(&a.0).await.status(), StatusCode::OK, "round {round}");
+        let active: Vec<Value> = app.list_keys(&a.0).await.json().await.unwrap();
+        let admins =
+            active.iter().filter(|k| k["role"] == "admin" && k["revoked_at"].is_null()).count();
+        assert_eq!(admins, 1, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn two_admins_revoking_each_other_at_once_leave_one_admin_on_sqlite() {
+    two_admins_revoking_each_other_at_once_leave_one_admin(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn two_admins_revoking_each_other_at_once_leave_one_admin_on_postgres() {
+    two_admins_revoking_each_other_at_once_leave_one_admin(Db::Postgres).await;
 }

@@ -71,7 +71,7 @@ impl From<audit::AuditEntry> for AuditRow {
     fn from(e: audit::AuditEntry) -> Self {
         Self {
             when: view::time(e.created_at),
-            actor: e.actor,
+            actor: e.actor_label,
             action: e.action,
             target: format!("{} {}", e.target_type, e.target_id),
             detail: e.detail.map(|d| d.to_string()).unwrap_or_default(),
@@ -194,9 +194,11 @@ async fn page(
             exists: false,
         },
     };
-    let decided = case
-        .decided_at
-        .map(|at| format!("{} by {}", view::time(at), case.decided_by.as_deref().unwrap_or("?")));
+    let decided_by = match case.decided_by.as_deref() {
+        Some(by) => audit::actor_label(pool, by).await?,
+        None => "?".to_owned(),
+    };
+    let decided = case.decided_at.map(|at| format!("{} by {decided_by}", view::time(at)));
     let page = CasePage {
         layout: console.layout(&format!("Case {}", case.id), "queue"),
         csrf: console.csrf().to_owned(),

@@ -441,7 +441,8 @@ async fn upload(State(state): State<AppState>, request: Request) -> Result<Respo
     }
     let (file, title, owner, policy) =
         received.ok_or_else(|| ApiError::BadRequest("choose a file to upload".into()))?;
-    let accepted = accept_upload(&state, file, &title, owner.as_deref(), &policy).await?;
+    let accepted =
+        accept_upload(&console.principal, &state, file, &title, owner.as_deref(), &policy).await?;
     Ok(see_other(&format!("/console/references/{}", accepted.id)))
 }
 

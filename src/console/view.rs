@@ -35,7 +35,9 @@ pub struct Nav {
     pub current: &'static str,
     /// May open the streams pages.
     pub streams: bool,
-    /// May open the audit and webhook pages.
+    /// May open the audit page (admins, trust and safety: `crate::http::audit::READERS`).
+    pub audit: bool,
+    /// May open the webhook deliveries page.
     pub admin: bool,
 }
 
@@ -48,6 +50,7 @@ impl Nav {
             csrf: csrf.to_owned(),
             current,
             streams: matches!(role, Role::Admin | Role::TrustSafety),
+            audit: crate::http::audit::READERS.contains(&role),
             admin: role == Role::Admin,
         }
     }

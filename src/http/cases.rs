@@ -72,6 +72,7 @@ async fn list(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let mut out = Vec::new();
     for case in cases::list(state.store.pool(), &filter, limit).await? {
+        let case = review::for_viewer(&principal, case);
         out.push(review::case_view(&state, case, "/v1").await?);
     }
     Ok(Json(out))

@@ -1,16 +1,19 @@
 //! `/v1/keys`: API keys (admin only). A key's secret appears once, in the creation answer.
+//! Creating and revoking a key is audited (name, role and scope; never the secret), and the
+//! last active admin key cannot be revoked: that would lock every admin out for good.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, Json, Path};
-use crate::store::keys::{self, ApiKey, Role};
-use crate::store::rights_holders;
+use crate::store::keys::{self, ApiKey, Revocation, Role};
+use crate::store::{audit, rights_holders};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/keys", post(create).get(list)).route("/v1/keys/{id}", delete(revoke))
@@ -49,13 +52,15 @@ pub struct CreatedKey {
     pub rights_holder_id: Option<String>,
 }
 
-/// Checks a key request and creates the key (shared with `offside keys create`).
+/// Checks a key request and creates the key, audited as `actor`'s (shared with `offside keys
+/// create`, whose actor is [`audit::COMMAND_LINE`]).
 ///
 /// # Errors
 /// [`ApiError::Unprocessable`] for a bad name, role/scope mismatch or unknown rights holder.
 pub async fn create_key(
     store: &crate::store::Store,
     body: &CreateKey,
+    actor: &str,
 ) -> Result<keys::NewKey, ApiError> {
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -79,7 +84,51 @@ pub async fn create_key(
         }
         (_, None) => {}
     }
-    Ok(keys::create(store.pool(), name, body.role, body.rights_holder_id.as_deref()).await?)
+    let mut tx = store.pool().begin().await?;
+    let created = keys::create(&mut *tx, name, body.role, body.rights_holder_id.as_deref()).await?;
+    let detail = json!({
+        "name": created.key.name,
+        "role": created.key.role,
+        "rights_holder_id": created.key.rights_holder_id,
+    });
+    audit::record(&mut *tx, actor, "key.create", "key", &created.key.id, Some(&detail)).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Revokes a key, audited as `actor`'s, unless it is the last active admin key (shared with
+/// `offside keys revoke`). Revoking a revoked key changes nothing and succeeds.
+///
+/// # Errors
+/// [`ApiError::NotFound`] for an unknown id, [`ApiError::Conflict`] for the last admin key.
+pub async fn revoke_key(
+    store: &crate::store::Store,
+    id: &str,
+    actor: &str,
+) -> Result<Revocation, ApiError> {
+    let mut tx = store.pool().begin().await?;
+    let outcome = keys::revoke_unless_last_admin(&mut tx, id).await?;
+    match &outcome {
+        Revocation::Revoked(key) => {
+            let detail = json!({
+                "name": key.name,
+                "role": key.role,
+                "rights_holder_id": key.rights_holder_id,
+            });
+            audit::record(&mut *tx, actor, "key.revoke", "key", id, Some(&detail)).await?;
+            tx.commit().await?;
+        }
+        Revocation::AlreadyRevoked(_) => {}
+        Revocation::LastAdmin(_) => {
+            return Err(ApiError::Conflict(
+                "this is the last active admin key: revoking it would leave no one able to \
+                 manage keys. Create another admin key first, then revoke this one."
+                    .to_owned(),
+            ));
+        }
+        Revocation::NotFound => return Err(ApiError::NotFound("key")),
+    }
+    Ok(outcome)
 }
 
 /// Creates an API key.
@@ -91,7 +140,7 @@ async fn create(
     Json(body): Json<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     principal.require(&[Role::Admin])?;
-    let created = create_key(&state.store, &body).await?;
+    let created = create_key(&state.store, &body, &principal.key_id).await?;
     tracing::info!(key_id = %created.key.id, role = %created.key.role, "API key created");
     Ok((
         StatusCode::CREATED,
@@ -116,20 +165,20 @@ async fn list(
     Ok(Json(keys::list(state.store.pool()).await?))
 }
 
-/// Revokes a key: requests with it get 401 from now on.
+/// Revokes a key: requests with it get 401 from now on. The last active admin key cannot be
+/// revoked (409): create another admin key first.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])),
     params(("id" = String, Path, description = "Key id")),
-    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 404),
+        (status = 409, body = super::error::ErrorBody, description = "The last active admin key")))]
 async fn revoke(
     principal: Principal,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(&[Role::Admin])?;
-    if keys::revoke(state.store.pool(), &id).await? {
+    if let Revocation::Revoked(_) = revoke_key(&state.store, &id, &principal.key_id).await? {
         tracing::info!(key_id = %id, "API key revoked");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("key"))
     }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -24,7 +24,7 @@ use crate::live::store::{self as live_store, FeedStatus, LiveFeed};
 use crate::references::{Policy, ReferenceSource, ReferenceStatus};
 use crate::store::keys::Role;
 use crate::store::references::{self, FrameRecord, NewReference, Reference};
-use crate::store::{new_id, rights_holders};
+use crate::store::{audit, new_id, rights_holders};
 
 /// Routes answered within the request timeout.
 pub(super) fn router() -> Router<AppState> {
@@ -222,7 +222,7 @@ async fn create_live(
     }
     let id = new_id();
     let mut tx = state.store.pool().begin().await?;
-    references::insert(
+    let created = references::insert(
         &mut *tx,
         &NewReference {
             id: &id,
@@ -249,6 +249,9 @@ async fn create_live(
         },
     )
     .await?;
+    let detail = audit::reference_detail(&created);
+    audit::record(&mut *tx, &principal.key_id, "reference.create", "reference", &id, Some(&detail))
+        .await?;
     tx.commit().await?;
     tracing::info!(reference_id = %id, "live feed registered");
     Ok((StatusCode::CREATED, Json(Accepted { id, status: ReferenceStatus::Live })))
@@ -390,8 +393,9 @@ async fn create(
             .map_err(|err| ApiError::Unprocessable(err.to_string()))?;
         let (owner, policy) = check_metadata(&principal, &state, &metadata).await?;
         let id = new_id();
-        references::insert(
-            state.store.pool(),
+        let mut tx = state.store.pool().begin().await?;
+        let created = references::insert(
+            &mut *tx,
             &NewReference {
                 id: &id,
                 rights_holder_id: owner.as_deref(),
@@ -403,6 +407,17 @@ async fn create(
             },
         )
         .await?;
+        let detail = audit::reference_detail(&created);
+        audit::record(
+            &mut *tx,
+            &principal.key_id,
+            "reference.create",
+            "reference",
+            &id,
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
         Ok((StatusCode::CREATED, Json(Accepted { id, status: ReferenceStatus::Ready })))
     } else {
         Err(ApiError::BadRequest(
@@ -522,6 +537,7 @@ pub(crate) async fn receive_file(
 /// Registers a received file as a `processing` reference (metadata already checked by
 /// [`check_metadata`]) and queues its job.
 pub(crate) async fn accept_upload(
+    principal: &Principal,
     state: &AppState,
     file: ReceivedFile,
     title: &str,
@@ -530,8 +546,9 @@ pub(crate) async fn accept_upload(
 ) -> Result<Accepted, ApiError> {
     let ReceivedFile { id, path, mut guard, bytes, source } = file;
     let path_text = path.to_string_lossy().into_owned();
-    references::insert(
-        state.store.pool(),
+    let mut tx = state.store.pool().begin().await?;
+    let created = references::insert(
+        &mut *tx,
         &NewReference {
             id: &id,
             rights_holder_id: owner,
@@ -543,6 +560,10 @@ pub(crate) async fn accept_upload(
         },
     )
     .await?;
+    let detail = audit::reference_detail(&created);
+    audit::record(&mut *tx, &principal.key_id, "reference.create", "reference", &id, Some(&detail))
+        .await?;
+    tx.commit().await?;
     guard.keep = true;
     state.jobs.enqueue(&id);
     tracing::info!(reference_id = %id, bytes, source = %source, "reference upload accepted");
@@ -588,7 +609,8 @@ async fn upload(
     let (metadata, owner, policy) =
         checked.ok_or_else(|| ApiError::BadRequest("missing the metadata part".to_owned()))?;
     let file = file.ok_or_else(|| ApiError::BadRequest("missing the file part".to_owned()))?;
-    let accepted = accept_upload(state, file, &metadata.title, owner.as_deref(), &policy).await?;
+    let accepted =
+        accept_upload(principal, state, file, &metadata.title, owner.as_deref(), &policy).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -663,9 +685,14 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     principal.require(WRITERS)?;
     let reference = visible(&principal, &state, &id).await?;
-    if !references::delete(state.store.pool(), &id).await? {
+    let mut tx = state.store.pool().begin().await?;
+    if !references::delete(&mut *tx, &id).await? {
         return Err(ApiError::NotFound("reference"));
     }
+    let detail = audit::reference_detail(&reference);
+    audit::record(&mut *tx, &principal.key_id, "reference.delete", "reference", &id, Some(&detail))
+        .await?;
+    tx.commit().await?;
     state.index.remove(&id);
     if let Some(path) = reference.upload_path {
         // A running job notices the row is gone and discards its result.
@@ -697,11 +724,16 @@ pub(crate) async fn replace_policy(
     policy: &Policy,
 ) -> Result<Reference, ApiError> {
     principal.require(WRITERS)?;
-    visible(principal, state, id).await?;
+    let before = visible(principal, state, id).await?;
     policy.validate().map_err(|err| ApiError::Unprocessable(format!("policy: {err}")))?;
-    if !references::update_policy(state.store.pool(), id, policy).await? {
+    let mut tx = state.store.pool().begin().await?;
+    if !references::update_policy(&mut *tx, id, policy).await? {
         return Err(ApiError::NotFound("reference"));
     }
+    let detail = serde_json::json!({ "from": before.policy, "to": policy });
+    audit::record(&mut *tx, &principal.key_id, "reference.policy", "reference", id, Some(&detail))
+        .await?;
+    tx.commit().await?;
     visible(principal, state, id).await
 }
 
@@ -803,6 +835,9 @@ async fn import_hashes(
 
     let mut tx = state.store.pool().begin().await?;
     let total_frames = references::append_frames(&mut tx, &id, &frames).await?;
+    let detail = serde_json::json!({ "imported": frames.len(), "frames": total_frames });
+    audit::record(&mut *tx, &principal.key_id, "reference.hashes", "reference", &id, Some(&detail))
+        .await?;
     tx.commit().await?;
     // The index sync sees the new frame count and reloads the reference.
     state.index.poke();

@@ -1,14 +1,16 @@
-//! `/v1/rights-holders`: the owners of references (admin only).
+//! `/v1/rights-holders`: the owners of references (admin only). Creating one is audited.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, Json};
+use crate::store::audit;
 use crate::store::keys::Role;
 use crate::store::rights_holders::{self, RightsHolder};
 
@@ -52,13 +54,25 @@ async fn create(
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::Unprocessable("name must be 1 to 200 characters".to_owned()));
     }
-    let holder = rights_holders::create(state.store.pool(), name).await.map_err(|err| {
+    let mut tx = state.store.pool().begin().await?;
+    let holder = rights_holders::create(&mut *tx, name).await.map_err(|err| {
         if crate::store::is_unique_violation(&err) {
             ApiError::Conflict(format!("a rights holder named {name:?} already exists"))
         } else {
             err.into()
         }
     })?;
+    let detail = json!({ "name": holder.name });
+    audit::record(
+        &mut *tx,
+        &principal.key_id,
+        "rights_holder.create",
+        "rights_holder",
+        &holder.id,
+        Some(&detail),
+    )
+    .await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(Created { id: holder.id, name: holder.name })))
 }
 

@@ -1,5 +1,10 @@
 //! `/v1/streams`: keyframe ingest (role `ingest`), stream status and matches, manual kill and
 //! restore (trust & safety, admin).
+//!
+//! The platform (`ingest`) reads a stream's status to act on it, but not what matched it: the
+//! matches (reference ids, the policies' actions) and the status reason (a reviewer's words or
+//! the deciding reference) are left out of its view, and a dispute answers with the case's
+//! review state only.
 
 use std::collections::HashMap;
 
@@ -33,7 +38,7 @@ pub(super) fn router() -> Router<AppState> {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(list, show, keyframe, end, kill, restore, dispute),
-    components(schemas(StreamView, Reason))
+    components(schemas(StreamView, Reason, DisputeView))
 )]
 pub(super) struct Api;
 
@@ -126,7 +131,8 @@ pub struct StreamView {
     pub account_id: Option<String>,
     /// live, flagged, killed or ended.
     pub status: StreamStatus,
-    /// Why the status last changed.
+    /// Why the status last changed (absent for the ingest role).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
     /// The latest viewer count the platform sent (with a keyframe that hit a reference, or the
     /// first keyframe).
@@ -136,8 +142,9 @@ pub struct StreamView {
     /// When the platform ended the stream (Unix ms). A flagged or killed stream keeps its
     /// status when it ends, so its decision stays visible; only an undecided one becomes ended.
     pub ended_at: Option<i64>,
-    /// Decisions per reference.
-    pub matches: Vec<StreamMatch>,
+    /// Decisions per reference (absent for the ingest role).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matches: Option<Vec<StreamMatch>>,
 }
 
 async fn view(state: &AppState, s: streams::Stream) -> Result<StreamView, ApiError> {
@@ -150,8 +157,22 @@ async fn view(state: &AppState, s: streams::Stream) -> Result<StreamView, ApiErr
         viewers: s.viewers,
         created_at: s.created_at,
         ended_at: s.ended_at,
-        matches,
+        matches: Some(matches),
     })
+}
+
+/// What the platform (`ingest`) reads of a stream: its status, not what matched it.
+fn platform_view(s: streams::Stream) -> StreamView {
+    StreamView {
+        id: s.id,
+        account_id: s.account_id,
+        status: s.status,
+        status_reason: None,
+        viewers: s.viewers,
+        created_at: s.created_at,
+        ended_at: s.ended_at,
+        matches: None,
+    }
 }
 
 /// `GET /v1/streams/{id}`.
@@ -165,6 +186,9 @@ async fn show(
 ) -> Result<Json<StreamView>, ApiError> {
     principal.require(&[Role::Admin, Role::TrustSafety, Role::Ingest])?;
     let s = streams::get(state.store.pool(), &id).await?.ok_or(ApiError::NotFound("stream"))?;
+    if principal.role == Role::Ingest {
+        return Ok(Json(platform_view(s)));
+    }
     Ok(Json(view(&state, s).await?))
 }
 
@@ -252,13 +276,36 @@ async fn manual(
 /// decision; the stream's case goes back to the head of the review queue, marked.
 #[utoipa::path(post, path = "/v1/streams/{id}/dispute", tag = "streams", security(("bearer" = [])),
     params(("id" = String, Path, description = "The platform's stream id")), request_body = Reason,
-    responses((status = 200, body = crate::store::cases::Case, description = "The case, open again and marked disputed"),
+    responses((status = 200, body = DisputeView, description = "The case, open again and marked disputed"),
         (status = 401), (status = 403), (status = 404), (status = 409, description = "Nothing was decided on the stream"), (status = 422)))]
 async fn dispute(
     principal: Principal,
     State(state): State<AppState>,
     Path(id): Path<String>,
     Json(body): Json<Reason>,
-) -> Result<Json<crate::store::cases::Case>, ApiError> {
-    Ok(Json(crate::review::dispute(&state, &principal, &id, &body.reason).await?))
+) -> Result<Json<DisputeView>, ApiError> {
+    let case = crate::review::dispute(&state, &principal, &id, &body.reason).await?;
+    Ok(Json(DisputeView {
+        id: case.id,
+        stream_id: case.stream_id,
+        status: case.status,
+        disputed_at: case.disputed_at,
+        dispute_reason: case.dispute_reason,
+    }))
+}
+
+/// The answer to a dispute: the case's review state, without the reference it matched or the
+/// reviewers' notes (the platform relays disputes; it does not read cases).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DisputeView {
+    /// The case, open again.
+    pub id: String,
+    /// The stream.
+    pub stream_id: String,
+    /// `open` until a reviewer decides again.
+    pub status: crate::store::cases::CaseStatus,
+    /// When the dispute arrived (ms since epoch).
+    pub disputed_at: Option<i64>,
+    /// The streamer's reason, as relayed.
+    pub dispute_reason: Option<String>,
 }

@@ -69,9 +69,16 @@ pub async fn evidence_bundle(
 ) -> Result<Vec<u8>, ApiError> {
     let case = visible_case(state, principal, case_id).await?;
     let pool = state.store.pool();
+    // A rights holder's bundle names no other holder's reference: of the stream's decisions,
+    // only this case's.
+    let own_only = principal.role == crate::store::keys::Role::RightsHolder;
     let stream = match streams::get(pool, &case.stream_id).await? {
         Some(s) => Some(BundleStream {
-            matches: streams::matches(pool, &s.id).await?,
+            matches: streams::matches(pool, &s.id)
+                .await?
+                .into_iter()
+                .filter(|m| !own_only || m.reference_id == case.reference_id)
+                .collect(),
             id: s.id,
             account_id: s.account_id,
             status: s.status,

@@ -95,7 +95,7 @@ pub fn clean_note(note: Option<&str>) -> Result<Option<String>, ApiError> {
 }
 
 /// A case the caller may see: admins and trust and safety every case, a rights holder only
-/// cases on its own references.
+/// cases on its own references, as [`for_viewer`] shows it to the caller.
 ///
 /// # Errors
 /// [`ApiError::Forbidden`] for the ingest role, [`ApiError::NotFound`] for an unknown case or
@@ -110,7 +110,21 @@ pub async fn visible_case(
     if !principal.can_see(case.rights_holder_id.as_deref()) {
         return Err(ApiError::NotFound("case"));
     }
-    Ok(case)
+    Ok(for_viewer(principal, case))
+}
+
+/// A case as `principal` may read it. Trust and safety and admins read everything; a rights
+/// holder reads the decision but not who took it or why: reviewers' notes and key ids are
+/// internal to trust and safety (`decided_by` reads `policy` or `reviewer`, the note is absent).
+/// The streamer's dispute reason stays: it is the platform's, relayed, not a reviewer's.
+pub fn for_viewer(principal: &Principal, mut case: Case) -> Case {
+    if principal.role == Role::RightsHolder {
+        case.note = None;
+        case.decided_by = case
+            .decided_by
+            .map(|by| if by == audit::POLICY { by } else { audit::REVIEWER.to_owned() });
+    }
+    case
 }
 
 /// Decides a case (see [`CaseDecision`]) and returns it as it now stands.

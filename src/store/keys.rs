@@ -11,7 +11,7 @@ use std::str::FromStr;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 // Dynamic SQL here only splices the constant column lists; values always go through binds.
-use sqlx::{Any, AssertSqlSafe, Executor, Row as _};
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Executor, Row as _};
 
 use super::{new_id, now_ms};
 
@@ -186,8 +186,22 @@ pub async fn list<'e>(db: impl Executor<'e, Database = Any>) -> sqlx::Result<Vec
     rows.iter().map(from_row).collect()
 }
 
-/// Revokes a key; requests with it get 401 from then on. Returns false when no such key exists;
-/// revoking a revoked key keeps its first revocation time.
+/// Finds a key by id, revoked or not.
+///
+/// # Errors
+/// Any database error.
+pub async fn get<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> sqlx::Result<Option<ApiKey>> {
+    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(db).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Revokes a key without the last-admin check. Returns false when no such key exists;
+/// revoking a revoked key keeps its first revocation time. The API and `offside keys revoke`
+/// use [`revoke_unless_last_admin`]; this is for tests and tools that set up a database.
 ///
 /// # Errors
 /// Any database error.
@@ -199,4 +213,60 @@ pub async fn revoke<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx
             .execute(db)
             .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// What [`revoke_unless_last_admin`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The key was active and is revoked now (as it stands after the revocation).
+    Revoked(ApiKey),
+    /// The key was already revoked; nothing changed (its first revocation time stays).
+    AlreadyRevoked(ApiKey),
+    /// The key is the last active admin key: revoking it would lock every admin out, so it
+    /// was not revoked.
+    LastAdmin(ApiKey),
+    /// No key has this id.
+    NotFound,
+}
+
+/// Revokes a key unless it is the last active admin key. Run it in a transaction (pass
+/// `&mut *tx`) and record the audit entry in the same one before committing.
+///
+/// Two admins revoking each other at the same time must not both succeed. The check and the
+/// revocation are one `UPDATE` (the key is revoked only if another active admin key exists),
+/// but on PostgreSQL's read-committed isolation two such statements on different rows each see
+/// the other admin still active. So every revocation first writes the oldest admin key's row,
+/// which holds that row's lock until commit: revocations run one after the other, and the
+/// second one's `UPDATE` (a new snapshot) sees the first one's result. On SQLite the first
+/// write takes the database's write lock, with the same effect. One code path for both
+/// databases, no deadlock (every revocation locks that one row first), and the lock row never
+/// changes: keys are never deleted and ids grow with time.
+///
+/// # Errors
+/// Any database error.
+pub async fn revoke_unless_last_admin(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> sqlx::Result<Revocation> {
+    sqlx::query(
+        "UPDATE api_keys SET revoked_at = revoked_at \
+         WHERE id = (SELECT MIN(id) FROM api_keys WHERE role = 'admin')",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let sql = format!(
+        "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+         AND (role <> 'admin' OR EXISTS (SELECT 1 FROM api_keys other WHERE other.role = 'admin' \
+         AND other.revoked_at IS NULL AND other.id <> $1)) RETURNING {COLUMNS}"
+    );
+    let row =
+        sqlx::query(AssertSqlSafe(sql)).bind(id).bind(now_ms()).fetch_optional(&mut *conn).await?;
+    if let Some(row) = row {
+        return Ok(Revocation::Revoked(from_row(&row)?));
+    }
+    Ok(match get(&mut *conn, id).await? {
+        None => Revocation::NotFound,
+        Some(key) if key.revoked_at.is_some() => Revocation::AlreadyRevoked(key),
+        Some(key) => Revocation::LastAdmin(key),
+    })
 }
