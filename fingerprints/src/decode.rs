@@ -76,15 +76,68 @@ pub fn decode_luma(bytes: &[u8], limits: &DecodeLimits) -> Result<Luma, Error> {
         Some(Format::Jpeg) => decode_jpeg(bytes, limits),
         Some(Format::Png) => decode_with_image(bytes, image::ImageFormat::Png, limits),
         Some(Format::WebP) => decode_with_image(bytes, image::ImageFormat::WebP, limits),
-        None => Err(Error::new(
-            ErrorKind::Unsupported,
-            if bytes.is_empty() {
-                "empty image data".to_owned()
-            } else {
-                "not a JPEG, PNG or WebP image".to_owned()
-            },
-        )),
+        None => Err(unsupported(bytes)),
     }
+}
+
+fn unsupported(bytes: &[u8]) -> Error {
+    let what = if bytes.is_empty() { "empty image data" } else { "not a JPEG, PNG or WebP image" };
+    Error::new(ErrorKind::Unsupported, what)
+}
+
+/// An image decoded to 8-bit RGB at its full size: what PDQ's reference hashes (through its
+/// float luma, [`crate::pdq_rgb`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rgb {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `width * height` RGB triples, row by row.
+    pub pixels: Vec<u8>,
+}
+
+/// Decodes a JPEG, PNG or WebP image (recognised by its magic bytes) to RGB at full size, as
+/// other PDQ implementations read an image file: alpha is dropped, grey is replicated.
+///
+/// Use it where the hash must agree with other PDQ systems bit for bit ([`crate::pdq_rgb`] of
+/// the result is Meta's reference hash of a lossless image); the keyframe path uses the faster
+/// [`decode_luma`], whose 8-bit luma moves a hash by a few bits at most.
+///
+/// # Errors
+/// As [`decode_luma`].
+pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb, Error> {
+    let format = match sniff(bytes) {
+        Some(Format::Jpeg) => return decode_jpeg_rgb(bytes, limits),
+        Some(Format::Png) => image::ImageFormat::Png,
+        Some(Format::WebP) => image::ImageFormat::WebP,
+        None => return Err(unsupported(bytes)),
+    };
+    let rgb = decode_dynamic(bytes, format, limits)?.to_rgb8();
+    Ok(Rgb { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() })
+}
+
+fn decode_jpeg_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb, Error> {
+    use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(jpeg_error)?;
+    let (width, height) = decoder
+        .dimensions()
+        .ok_or_else(|| Error::new(ErrorKind::Corrupt, "JPEG without a frame header"))?;
+    let (width, height) = (width as u32, height as u32);
+    check_limits(width, height, limits)?;
+    let pixels = decoder.decode().map_err(jpeg_error)?;
+    if pixels.len() != width as usize * height as usize * 3 {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("JPEG decoded to {} bytes for {width}x{height} RGB", pixels.len()),
+        ));
+    }
+    Ok(Rgb { width, height, pixels })
 }
 
 fn check_limits(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), Error> {
@@ -205,11 +258,13 @@ fn image_error(e: image::ImageError) -> Error {
     }
 }
 
-fn decode_with_image(
+/// Decodes a PNG or WebP with `image`, within `limits` (checked on the header, before pixel
+/// memory is allocated).
+fn decode_dynamic(
     bytes: &[u8],
     format: image::ImageFormat,
     limits: &DecodeLimits,
-) -> Result<Luma, Error> {
+) -> Result<image::DynamicImage, Error> {
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     let mut image_limits = image::Limits::default();
     image_limits.max_image_width = Some(limits.max_width);
@@ -222,8 +277,15 @@ fn decode_with_image(
 
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(image_limits);
-    let img = reader.decode().map_err(image_error)?;
-    match img {
+    reader.decode().map_err(image_error)
+}
+
+fn decode_with_image(
+    bytes: &[u8],
+    format: image::ImageFormat,
+    limits: &DecodeLimits,
+) -> Result<Luma, Error> {
+    match decode_dynamic(bytes, format, limits)? {
         image::DynamicImage::ImageLuma8(grey) => {
             let (w, h) = grey.dimensions();
             Luma::new(w, h, grey.into_raw())

@@ -46,7 +46,7 @@ mod window;
 
 pub use border::{Rect, content_rect, dark_trim, inner_pictures};
 pub use crops::{CropVariant, centre_crop};
-pub use decode::{DecodeLimits, decode_luma};
+pub use decode::{DecodeLimits, Rgb, decode_luma, decode_rgb};
 pub use error::{Error, ErrorKind};
 pub use hash::Hash256;
 pub use index::{HammingIndex, IndexMatch};

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use fingerprints::{DecodeLimits, decode_luma, pdq};
+use fingerprints::{DecodeLimits, decode_rgb, pdq, pdq_rgb};
 use serde::Serialize;
 
 use crate::media::{LumaOptions, decode_luma_frames};
@@ -69,14 +69,17 @@ fn hash_file(args: &HashArgs) -> anyhow::Result<Output> {
     let head = read_head(&args.file)?;
     if is_image(&head) {
         let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {name}"))?;
-        // Full size, so the hash agrees with other PDQ implementations bit for bit.
-        let limits = DecodeLimits { min_long_side: u32::MAX, ..DecodeLimits::default() };
-        let luma = decode_luma(&bytes, &limits).with_context(|| format!("cannot decode {name}"))?;
-        let h = pdq(&luma);
+        // Full size, RGB and PDQ's float luma, as Meta's reference reads an image: the hash
+        // agrees with other PDQ implementations bit for bit (the keyframe path's 8-bit luma
+        // would move a few bits of some images).
+        let rgb = decode_rgb(&bytes, &DecodeLimits::default())
+            .with_context(|| format!("cannot decode {name}"))?;
+        let h = pdq_rgb(rgb.width, rgb.height, &rgb.pixels)
+            .with_context(|| format!("cannot hash {name}"))?;
         return Ok(Output::Image {
             file: name,
-            width: luma.width(),
-            height: luma.height(),
+            width: rgb.width,
+            height: rgb.height,
             hash: h.hash.to_hex(),
             quality: h.quality,
         });
