@@ -202,6 +202,7 @@ impl App {
             crate::live::IngestOptions {
                 lease_ttl: state.config.live_lease_ttl(),
                 ..crate::live::IngestOptions::default()
+                outbound: state.config.outbound_policy(),
             },
         ));
         tasks.spawn(live_service.run(cancel.clone()));
@@ -235,7 +236,7 @@ impl App {
             // decisions of every worker process.
             let client = crate::enforce::webhook::WebhookClient::new(
                 Duration::from_secs(10),
-                state.config.allow_private_urls,
+                state.config.outbound_policy(),
             )
             .context("building the webhook client")?;
             tasks.spawn(crate::enforce::delivery::run(

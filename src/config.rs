@@ -51,6 +51,14 @@ pub struct Config {
     #[arg(long, env = "OFFSIDE_ALLOW_PRIVATE_URLS", default_value_t = false, global = true)]
     pub allow_private_urls: bool,
 
+    /// Networks (comma-separated CIDRs, e.g. `10.20.0.0/16,fd12:3456::/48`) that webhooks and
+    /// live feeds may reach although they are not public; every other loopback, private or
+    /// otherwise non-public address stays refused. For a feed on one private network, and for
+    /// tests that serve on loopback (`127.0.0.0/8`) but must still see the other private
+    /// ranges refused. `--allow-private-urls` allows every address instead.
+    #[arg(long, env = "OFFSIDE_ALLOW_PRIVATE_NETWORKS", value_delimiter = ',', global = true)]
+    pub allow_private_networks: Vec<crate::net::Cidr>,
+
     /// Log format: `text` for people, `json` for log collectors. Levels come from `RUST_LOG`.
     #[arg(long, env = "OFFSIDE_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
@@ -120,6 +128,7 @@ impl Default for Config {
             request_timeout_secs: 30,
             reference_jobs: 1,
             index_sync_ms: 1000,
+            allow_private_networks: Vec::new(),
             keyframe_workers: None,
             live_lease_ttl_ms: 10_000,
             stills_retention_days: 30,
@@ -136,6 +145,15 @@ impl Config {
 
     /// How long stream stills are kept.
     pub fn stills_retention(&self) -> Duration {
+    /// The outbound address policy of webhooks and live feeds.
+    pub fn outbound_policy(&self) -> crate::net::OutboundPolicy {
+        if self.allow_private_urls {
+            crate::net::OutboundPolicy::allow_all()
+        } else {
+            crate::net::OutboundPolicy::with_allowed(self.allow_private_networks.iter().copied())
+        }
+    }
+
         Duration::from_secs(u64::from(self.stills_retention_days) * 86_400)
     }
 

@@ -14,6 +14,7 @@ pub mod eval;
 pub mod http;
 pub mod live;
 pub mod media;
+pub mod net;
 pub mod pipeline;
 pub mod queue;
 pub mod recognition;

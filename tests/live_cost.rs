@@ -139,7 +139,11 @@ async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
         library.clone(),
         None,
         "measure",
-        IngestOptions::default(),
+        // The feed is on loopback; ingest options default to public addresses only.
+        IngestOptions {
+            outbound: offside::net::OutboundPolicy::allow_all(),
+            ..IngestOptions::default()
+        },
     ));
     let cancel = CancellationToken::new();
     let task = tokio::spawn(Arc::clone(&service).run(cancel.clone()));

@@ -297,6 +297,7 @@ pub async fn run(
             cancel: Some(stop.clone()),
             decoder_threads: 0,
             probe: Some(LIVE_PROBE),
+            ..InputOptions::default()
         },
         interval: Duration::from_secs_f64(args.every_secs),
         jpeg_quality: args.jpeg_quality,

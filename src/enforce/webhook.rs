@@ -4,16 +4,20 @@
 //! Signature (contract): header `Offside-Signature: t=UNIX,v1=HEX(HMAC-SHA256(secret, "{t}.{body}"))`.
 //! The timestamp is inside the signed text so a receiver can refuse replays of old deliveries.
 //!
-//! Outbound URLs (SSRF): only `http` and `https`; literal IPs are checked when the URL is
-//! registered, and host names are checked at every connection by a DNS resolver that drops
-//! loopback, private, link-local, unique-local and unspecified addresses. Checking in the
-//! resolver rather than once at registration closes DNS rebinding (a name that resolved to a
-//! public address at registration and to 127.0.0.1 later). Redirects are not followed at all: a
+//! Outbound URLs (SSRF): only `http` and `https`, judged by the one address policy
+//! ([`crate::net::OutboundPolicy`]). Literal addresses are checked when the URL is registered
+//! and before every delivery; host names are resolved at every connection by a DNS resolver
+//! that hands the client only the addresses the policy allows, so the connection goes to an
+//! address that was checked (a name that resolved to a public address at registration and to
+//! 127.0.0.1 later, DNS rebinding, gets nowhere). Redirects are not followed at all: a
 //! takedown receiver has no reason to redirect, and a redirect is the other classic way round
-//! an address check.
+//! an address check. Proxies from the environment are ignored: through a proxy, the resolver
+//! would check the proxy's address instead of the receiver's.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::net::{OutboundError, OutboundPolicy};
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -172,55 +176,18 @@ pub enum UrlError {
     /// User name or password in the URL.
     #[error("credentials in the URL are not allowed")]
     Credentials,
-    /// The address is loopback, private, link-local, unique-local or unspecified.
-    #[error("the address {0} is not public (set allow_private_urls to allow it)")]
-    PrivateAddress(IpAddr),
-    /// The host name did not resolve to any allowed address.
-    #[error("the host {0} does not resolve to a public address")]
-    Unresolvable(String),
+    /// The address is one the outbound policy refuses, or the name resolves only to such
+    /// addresses, or does not resolve.
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
 }
 
-/// Whether an address may be reached without `allow_private_urls`.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let seg = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (seg[0] & 0xffc0) == 0xfe80 // link local fe80::/10
-                || (seg[0] & 0xffc0) == 0xfec0 // site local (deprecated) fec0::/10
-                || (seg[0] == 0x64 && seg[1] == 0xff9b) // NAT64 may map onto private v4
-                || (seg[0] == 0x2001 && seg[1] == 0xdb8)) // documentation
-        }
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || o[0] == 0 // "this network"
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // carrier-grade NAT 100.64/10
-        || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18/15
-        || o[0] >= 240) // reserved
-}
-
-/// Checks what can be checked without DNS: scheme, host, credentials, literal addresses.
+/// Checks what can be checked without DNS: scheme, host, credentials, literal addresses
+/// (every IPv6 spelling of an IPv4 address included: `http://[::127.0.0.1]/` is refused).
 ///
 /// # Errors
 /// [`UrlError`] naming the rule broken.
-pub fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, UrlError> {
+pub fn check_url(raw: &str, policy: &OutboundPolicy) -> Result<url::Url, UrlError> {
     let url = url::Url::parse(raw).map_err(|e| UrlError::Invalid(e.to_string()))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(UrlError::Scheme);
@@ -230,59 +197,49 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, UrlError> {
     }
     let ip = match url.host() {
         None => return Err(UrlError::NoHost),
-        Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
-        Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+        Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
         Some(url::Host::Domain(_)) => None,
     };
-    if let Some(ip) = ip
-        && !allow_private
-        && !is_public(ip)
-    {
-        return Err(UrlError::PrivateAddress(ip));
+    if let Some(ip) = ip {
+        policy.check(ip).map_err(|refused| OutboundError::Refused {
+            host: url.host_str().unwrap_or_default().to_owned(),
+            refused,
+        })?;
     }
     Ok(url)
 }
 
-/// [`check_url`] plus resolution of the host: refuses a name whose addresses are all private.
+/// [`check_url`] plus resolution of the host: refuses a name none of whose addresses the
+/// policy allows.
 ///
 /// # Errors
 /// [`UrlError`] naming the rule broken.
-pub async fn check_url_resolved(raw: &str, allow_private: bool) -> Result<url::Url, UrlError> {
-    let url = check_url(raw, allow_private)?;
+pub async fn check_url_resolved(raw: &str, policy: &OutboundPolicy) -> Result<url::Url, UrlError> {
+    let url = check_url(raw, policy)?;
     if let Some(url::Host::Domain(host)) = url.host() {
         let port = url.port_or_known_default().unwrap_or(80);
-        let addrs = resolve(host, port, allow_private)
-            .await
-            .map_err(|_| UrlError::Unresolvable(host.to_owned()))?;
-        if addrs.is_empty() {
-            return Err(UrlError::Unresolvable(host.to_owned()));
-        }
+        policy.resolve(host, port).await?;
     }
     Ok(url)
 }
 
-async fn resolve(host: &str, port: u16, allow_private: bool) -> std::io::Result<Vec<SocketAddr>> {
-    let addrs = tokio::net::lookup_host((host, port)).await?;
-    Ok(addrs.filter(|a| allow_private || is_public(a.ip())).collect())
+/// A DNS resolver for reqwest that returns only the addresses the policy allows, so every
+/// connection the client makes goes to a checked address, not only the URL at registration.
+#[derive(Debug, Clone)]
+struct PolicyResolver {
+    policy: Arc<OutboundPolicy>,
 }
 
-/// A DNS resolver for reqwest that drops non-public addresses (unless allowed), so every
-/// connection the client makes is checked, not only the URL at registration.
-#[derive(Debug, Clone, Copy)]
-struct PublicOnlyResolver {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for PublicOnlyResolver {
+impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
+        let policy = Arc::clone(&self.policy);
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs = resolve(&host, 0, allow_private).await?;
-            if addrs.is_empty() {
-                return Err(Box::new(UrlError::Unresolvable(host))
-                    as Box<dyn std::error::Error + Send + Sync>);
-            }
+            let addrs = policy
+                .resolve(&host, 0)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
@@ -318,24 +275,26 @@ impl AttemptOutcome {
 #[derive(Debug, Clone)]
 pub struct WebhookClient {
     http: reqwest::Client,
-    allow_private: bool,
+    policy: Arc<OutboundPolicy>,
 }
 
 impl WebhookClient {
-    /// A client with a per-request `timeout`. With `allow_private` false, loopback and private
-    /// addresses are unreachable whatever the URL says.
+    /// A client with a per-request `timeout` that reaches only the addresses `policy` allows,
+    /// whatever the URL says.
     ///
     /// # Errors
     /// The TLS backend could not be initialised.
-    pub fn new(timeout: Duration, allow_private: bool) -> Result<Self, reqwest::Error> {
+    pub fn new(timeout: Duration, policy: OutboundPolicy) -> Result<Self, reqwest::Error> {
+        let policy = Arc::new(policy);
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(PublicOnlyResolver { allow_private })
+            .no_proxy()
+            .dns_resolver(PolicyResolver { policy: Arc::clone(&policy) })
             .user_agent(concat!("offside/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(WebhookClient { http, allow_private })
+        Ok(WebhookClient { http, policy })
     }
 
     /// POSTs `body` (the event JSON) to `url`, signed with `secret` at time `now_unix`.
@@ -346,7 +305,7 @@ impl WebhookClient {
         body: &[u8],
         now_unix: i64,
     ) -> AttemptOutcome {
-        if let Err(e) = check_url(url, self.allow_private) {
+        if let Err(e) = check_url(url, &self.policy) {
             return AttemptOutcome::Failed(e.to_string());
         }
         let result = self
@@ -434,11 +393,12 @@ mod tests {
 
     #[test]
     fn only_http_and_https_urls_are_accepted() {
-        assert_eq!(check_url("ftp://example.com/x", false), Err(UrlError::Scheme));
-        assert_eq!(check_url("file:///etc/passwd", false), Err(UrlError::Scheme));
-        assert_eq!(check_url("https://user:pw@example.com/", false), Err(UrlError::Credentials));
-        assert!(check_url("https://example.com/hook", false).is_ok());
-        assert!(check_url("http://93.184.216.34:8080/hook", false).is_ok());
+        let policy = OutboundPolicy::public_only();
+        assert_eq!(check_url("ftp://example.com/x", &policy), Err(UrlError::Scheme));
+        assert_eq!(check_url("file:///etc/passwd", &policy), Err(UrlError::Scheme));
+        assert_eq!(check_url("https://user:pw@example.com/", &policy), Err(UrlError::Credentials));
+        assert!(check_url("https://example.com/hook", &policy).is_ok());
+        assert!(check_url("http://93.184.216.34:8080/hook", &policy).is_ok());
     }
 
     #[test]
@@ -456,31 +416,42 @@ mod tests {
             "http://[fd00::1]/",
             "http://[fe80::1]/",
             "http://[::ffff:127.0.0.1]/",
+            "http://[::127.0.0.1]/",
+            "http://[2002:7f00:1::]/",
         ] {
             assert!(
-                matches!(check_url(u, false), Err(UrlError::PrivateAddress(_))),
+                matches!(
+                    check_url(u, &OutboundPolicy::public_only()),
+                    Err(UrlError::Outbound(OutboundError::Refused { .. }))
+                ),
                 "{u} was accepted"
             );
-            assert!(check_url(u, true).is_ok(), "{u} refused even when private URLs are allowed");
+            assert!(
+                check_url(u, &OutboundPolicy::allow_all()).is_ok(),
+                "{u} refused even when private URLs are allowed"
+            );
         }
-        assert!(check_url("http://[2606:4700::1111]/", false).is_ok());
+        assert!(check_url("http://[2606:4700::1111]/", &OutboundPolicy::public_only()).is_ok());
     }
 
     #[tokio::test]
     async fn a_host_name_resolving_to_loopback_is_refused_unless_allowed() {
-        assert_eq!(
-            check_url_resolved("http://localhost:9/", false).await,
-            Err(UrlError::Unresolvable("localhost".into()))
+        assert!(matches!(
+            check_url_resolved("http://localhost:9/", &OutboundPolicy::public_only()).await,
+            Err(UrlError::Outbound(OutboundError::Refused { .. }))
+        ));
+        assert!(
+            check_url_resolved("http://localhost:9/", &OutboundPolicy::allow_all()).await.is_ok()
         );
-        assert!(check_url_resolved("http://localhost:9/", true).await.is_ok());
     }
 
     #[tokio::test]
     async fn the_client_cannot_reach_loopback_by_name_without_permission() {
-        let client = WebhookClient::new(Duration::from_secs(2), false).unwrap();
+        let client =
+            WebhookClient::new(Duration::from_secs(2), OutboundPolicy::public_only()).unwrap();
         let outcome = client.deliver("http://localhost:9/hook", b"k", b"{}", 0).await;
         assert!(
-            matches!(outcome, AttemptOutcome::Failed(ref m) if m.contains("public")),
+            matches!(outcome, AttemptOutcome::Failed(ref m) if m.contains("loopback")),
             "{outcome:?}"
         );
     }

@@ -158,8 +158,8 @@ pub struct LiveReferenceRequest {
     /// A human title, 1–300 characters.
     pub title: String,
     /// The feed: `rtmp://`, `rtmps://`, `srt://`, `udp://` (MPEG-TS), `http(s)://` (HLS), or a
-    /// file path (replayed in real time; only with `allow_private_urls`). Loopback and private
-    /// addresses need `allow_private_urls`.
+    /// file path (replayed in real time; only with `allow_private_urls`). Loopback, private and
+    /// other non-public addresses need `allow_private_urls` or `allow_private_networks`.
     pub live_url: String,
     /// What to do on a match (default: flag after 8 s).
     #[serde(default)]
@@ -199,7 +199,7 @@ async fn create_live(
         rights_holder_id: request.rights_holder_id.clone(),
     };
     let (owner, policy) = check_metadata(principal, state, &metadata).await?;
-    let input = crate::live::check_live_url(&request.live_url, state.config.allow_private_urls)
+    let input = crate::live::check_live_url(&request.live_url, &state.config.outbound_policy())
         .await
         .map_err(|err| ApiError::Unprocessable(err.to_string()))?;
     let retention_seconds =

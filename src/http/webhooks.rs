@@ -38,7 +38,8 @@ pub(super) struct Api;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
-    /// http(s) URL; private and loopback addresses need `allow_private_urls`.
+    /// http(s) URL; loopback, private and other non-public addresses (IPv6 spellings of IPv4
+    /// ones included) need `allow_private_urls` or `allow_private_networks`.
     pub url: String,
     /// Event types: stream.flagged, stream.killed, stream.restored, case.created.
     pub events: Vec<String>,
@@ -65,7 +66,7 @@ async fn create(
     Json(body): Json<CreateWebhook>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     principal.require(&[Role::Admin])?;
-    let url = check_url_resolved(body.url.trim(), state.config.allow_private_urls)
+    let url = check_url_resolved(body.url.trim(), &state.config.outbound_policy())
         .await
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     if body.events.is_empty() {

@@ -26,6 +26,8 @@ use super::fanout::{FrameBatch, LiveFanout};
 use super::index::{LiveBatch, LiveFrame, SharedLiveLibrary};
 use super::store::{self as feeds, FeedStatus, Heartbeat, LiveFeed};
 use crate::media::{InputOptions, LIVE_PROBE, LumaOptions, MediaError, Still, decode_luma_frames};
+use crate::net::OutboundPolicy;
+use crate::net::ffmpeg::{FeedUrlError, FfmpegInput};
 use crate::queue::backoff::Backoff;
 use crate::recognition::{FeatureFrame, FeatureSampler, FramePruner};
 use crate::store::references::{self, FrameRecord};
@@ -63,6 +65,10 @@ pub struct IngestOptions {
     pub reconnect_backoff: (Duration, Duration),
     /// How often the archive collected so far is written to the database.
     pub archive_flush: Duration,
+    /// Which addresses a feed may reach; checked again at every (re)connection and, for
+    /// HTTP(S), at every connection FFmpeg makes ([`crate::net::ffmpeg::confine`]). Local
+    /// files are read only when it allows every address. Default: public addresses only.
+    pub outbound: OutboundPolicy,
 }
 
 impl Default for IngestOptions {
@@ -83,6 +89,7 @@ impl Default for IngestOptions {
             read_timeout: Duration::from_secs(5),
             reconnect_backoff: (Duration::from_millis(500), Duration::from_secs(10)),
             archive_flush: Duration::from_secs(10),
+            outbound: OutboundPolicy::public_only(),
         }
     }
 }
@@ -264,11 +271,26 @@ impl LiveService {
             let (tx, mut rx) = mpsc::channel::<LiveBatch>(256);
             let halt = Arc::new(AtomicBool::new(false));
             let _halt_on_drop = HaltOnDrop(Arc::clone(&halt));
+            // Resolved and checked again at every connection: what was allowed at registration
+            // (or at the last connection) may not be now.
+            let mut opened = open_input(&input, &self.options).await;
+            // The checking proxy stays on this side, alive until the decoder is joined below,
+            // so that the heartbeat can report what it refuses while FFmpeg keeps going.
+            let proxy = opened.as_mut().ok().and_then(|o| o.proxy.take());
             let decoder = {
-                let input = input.clone();
                 let options = self.options.clone();
                 let halt = Arc::clone(&halt);
-                tokio::task::spawn_blocking(move || decode_feed(&input, &options, &halt, &tx))
+                let paced = matches!(input, LiveInput::File(_));
+                let proxy_refusal = proxy.as_ref().map(|p| p.refusals());
+                tokio::task::spawn_blocking(move || -> Result<(), FeedError> {
+                    let opened = opened?;
+                    decode_feed(&opened, paced, &options, &halt, &tx).map_err(|source| {
+                        match proxy_refusal.and_then(|r| r.last()) {
+                            Some(refusal) => FeedError::Refused { refusal, source },
+                            None => FeedError::Media(source),
+                        }
+                    })
+                })
             };
             let mut ticker = tokio::time::interval(self.options.heartbeat);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -288,6 +310,12 @@ impl LiveService {
                     _ = ticker.tick() => {
                         if feed.ends_at.is_some_and(|t| now_ms() >= t) {
                             break Some(Stop::Ended);
+                        }
+                        // FFmpeg skips an HLS segment it cannot open and keeps going, so a
+                        // refused connection shows here, not only when the input fails.
+                        if let Some(refusal) = proxy.as_ref().and_then(|p| p.take_new_refusal()) {
+                            tracing::warn!(reference_id = id, error = %refusal, "live feed connection refused");
+                            state.beat.error = Some(refusal);
                         }
                         match self.heartbeat(id, &mut state).await {
                             Ok(true) => {}
@@ -425,10 +453,47 @@ impl Drop for HaltOnDrop {
     }
 }
 
-/// The FFmpeg input for `input`. FFmpeg's UDP reader ignores `rw_timeout` (its receive thread
+/// Why a feed could not be read this time.
+#[derive(Debug, thiserror::Error)]
+enum FeedError {
+    /// The URL is not allowed now (checked again at every connection), or the outbound proxy
+    /// did not start.
+    #[error(transparent)]
+    Url(#[from] FeedUrlError),
+    /// A file input while the outbound policy does not allow every address.
+    #[error("file inputs are only read with allow_private_urls")]
+    FileNotAllowed,
+    /// FFmpeg failed after the outbound proxy refused one of its connections: that is why.
+    #[error("{refusal} (then FFmpeg: {source})")]
+    Refused {
+        /// What was refused and why.
+        refusal: String,
+        /// FFmpeg's own error.
+        source: MediaError,
+    },
+    /// FFmpeg failed.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+}
+
+/// What FFmpeg opens for `input`, checked against the outbound policy now.
+async fn open_input(input: &LiveInput, options: &IngestOptions) -> Result<FfmpegInput, FeedError> {
+    match input {
+        LiveInput::File(path) if options.outbound.allows_all() => {
+            Ok(FfmpegInput { url: path.clone(), options: Vec::new(), proxy: None })
+        }
+        LiveInput::File(_) => Err(FeedError::FileNotAllowed),
+        LiveInput::Url(raw) => {
+            let mut confined = crate::net::ffmpeg::confine(raw, &options.outbound).await?;
+            confined.url = ffmpeg_input(&confined.url, options.read_timeout);
+            Ok(confined)
+        }
+    }
+}
+
+/// The FFmpeg URL for a feed URL. FFmpeg's UDP reader ignores `rw_timeout` (its receive thread
 /// waits forever), so a dropped UDP feed is only noticed with the protocol's own `timeout`.
-fn ffmpeg_input(input: &LiveInput, read_timeout: Duration) -> String {
-    let raw = input.as_str();
+fn ffmpeg_input(raw: &str, read_timeout: Duration) -> String {
     if raw.starts_with("udp://") && !raw.contains("timeout=") {
         let separator = if raw.contains('?') { '&' } else { '?' };
         format!("{raw}{separator}timeout={}", read_timeout.as_micros())
@@ -584,18 +649,19 @@ impl<T> AirClock<T> {
 /// local features of one frame per [`IngestOptions::feature_interval_ms`], stamped with the
 /// wall-clock time the frame aired ([`AirClock`]), until the input ends, fails or `halt` is set.
 fn decode_feed(
-    input: &LiveInput,
+    input: &FfmpegInput,
+    paced: bool,
     options: &IngestOptions,
     halt: &Arc<AtomicBool>,
     tx: &mpsc::Sender<LiveBatch>,
 ) -> Result<(), MediaError> {
-    let paced = matches!(input, LiveInput::File(_));
     let luma_options = LumaOptions {
         input: InputOptions {
             read_timeout: (!paced).then_some(options.read_timeout),
             cancel: Some(Arc::clone(halt)),
             decoder_threads: 1,
             probe: Some(LIVE_PROBE),
+            avoptions: input.options.clone(),
         },
         max_fps: Some(options.max_fps),
         skip_loop_filter: true,
@@ -608,44 +674,42 @@ fn decode_feed(
     let mut clock = AirClock::default();
     let mut sampler = options.feature_interval_ms.map(FeatureSampler::new);
     let feature_config = FeatureConfig::reference();
-    let decoded =
-        decode_luma_frames(&ffmpeg_input(input, options.read_timeout), &luma_options, |frame| {
-            if halt.load(Ordering::Relaxed) {
+    let decoded = decode_luma_frames(&input.url, &luma_options, |frame| {
+        if halt.load(Ordering::Relaxed) {
+            return ControlFlow::Break(());
+        }
+        if paced {
+            // A file is replayed as if it aired now: each frame no earlier than its stream time.
+            let first = *first_ts.get_or_insert(frame.ts_ms);
+            let due = Duration::from_millis(u64::try_from(frame.ts_ms - first).unwrap_or(0));
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+        let decoded_ms = now_ms();
+        // Pruned and sampled on stream time like a file reference, so bursts (HLS segments, a
+        // TCP catch-up) do not change which frames are kept or get features.
+        let kept = pruner.frames(&frame.luma, frame.ts_ms, &options.variants, options.min_quality);
+        let features = sampler
+            .as_mut()
+            .is_some_and(|s| s.sample(frame.ts_ms))
+            .then(|| LocalFeatures::extract(&frame.luma, &feature_config))
+            .filter(|f| !f.is_empty());
+        let still = frame.still;
+        if kept.is_empty() && features.is_none() && still.is_none() {
+            return ControlFlow::Continue(());
+        }
+        for (time_ms, (kept, features, still)) in
+            clock.push(frame.ts_ms, decoded_ms, (kept, features, still))
+        {
+            if tx.blocking_send(live_batch(time_ms, kept, features, still)).is_err() {
                 return ControlFlow::Break(());
             }
-            if paced {
-                // A file is replayed as if it aired now: each frame no earlier than its stream time.
-                let first = *first_ts.get_or_insert(frame.ts_ms);
-                let due = Duration::from_millis(u64::try_from(frame.ts_ms - first).unwrap_or(0));
-                let elapsed = started.elapsed();
-                if due > elapsed {
-                    std::thread::sleep(due - elapsed);
-                }
-            }
-            let decoded_ms = now_ms();
-            // Pruned and sampled on stream time like a file reference, so bursts (HLS segments, a
-            // TCP catch-up) do not change which frames are kept or get features.
-            let kept =
-                pruner.frames(&frame.luma, frame.ts_ms, &options.variants, options.min_quality);
-            let features = sampler
-                .as_mut()
-                .is_some_and(|s| s.sample(frame.ts_ms))
-                .then(|| LocalFeatures::extract(&frame.luma, &feature_config))
-                .filter(|f| !f.is_empty());
-            let still = frame.still;
-            if kept.is_empty() && features.is_none() && still.is_none() {
-                return ControlFlow::Continue(());
-            }
-            for (time_ms, (kept, features, still)) in
-                clock.push(frame.ts_ms, decoded_ms, (kept, features, still))
-            {
-                if tx.blocking_send(live_batch(time_ms, kept, features, still)).is_err() {
-                    return ControlFlow::Break(());
-                }
-            }
-            ControlFlow::Continue(())
-        })
-        .map(|_| ());
+        }
+        ControlFlow::Continue(())
+    })
+    .map(|_| ());
     for (time_ms, (kept, features, still)) in clock.flush() {
         if tx.blocking_send(live_batch(time_ms, kept, features, still)).is_err() {
             break;
@@ -714,14 +778,11 @@ mod tests {
     #[test]
     fn udp_feeds_get_a_read_timeout_that_ffmpeg_honours() {
         let t = Duration::from_secs(5);
-        let udp = LiveInput::Url("udp://127.0.0.1:5000".to_owned());
-        assert_eq!(ffmpeg_input(&udp, t), "udp://127.0.0.1:5000?timeout=5000000");
-        let tuned = LiveInput::Url("udp://127.0.0.1:5000?fifo_size=100000".to_owned());
+        assert_eq!(ffmpeg_input("udp://127.0.0.1:5000", t), "udp://127.0.0.1:5000?timeout=5000000");
         assert_eq!(
-            ffmpeg_input(&tuned, t),
+            ffmpeg_input("udp://127.0.0.1:5000?fifo_size=100000", t),
             "udp://127.0.0.1:5000?fifo_size=100000&timeout=5000000"
         );
-        let rtmp = LiveInput::Url("rtmp://example.com/live/x".to_owned());
-        assert_eq!(ffmpeg_input(&rtmp, t), "rtmp://example.com/live/x");
+        assert_eq!(ffmpeg_input("rtmp://203.0.113.7/live/x", t), "rtmp://203.0.113.7/live/x");
     }
 }

@@ -19,11 +19,13 @@ pub mod index;
 pub mod ingest;
 pub mod store;
 
-use std::net::IpAddr;
 use std::path::Path;
 
 pub use index::{LiveFrame, LiveLibrary, LiveWindow, SharedLiveLibrary};
 pub use ingest::{IngestOptions, LiveService};
+
+use crate::net::OutboundPolicy;
+use crate::net::ffmpeg::FeedUrlError;
 
 /// Default retention of live frames: two hours.
 pub const DEFAULT_RETENTION_SECONDS: i64 = 2 * 60 * 60;
@@ -36,21 +38,16 @@ pub enum LiveUrlError {
     /// Not a URL or path at all.
     #[error("invalid live_url: {0}")]
     Invalid(String),
-    /// A scheme FFmpeg would open but a feed should not use (or an unknown one).
-    #[error("live_url scheme {0:?} is not supported (use rtmp, rtmps, srt, udp, http or https)")]
-    Scheme(String),
     /// A local file while the configuration does not allow private inputs.
     #[error("file inputs are only accepted with allow_private_urls")]
     FileNotAllowed,
     /// A local file that does not exist.
     #[error("no such file: {0}")]
     NoSuchFile(String),
-    /// The host is (or resolves to) a loopback, private or otherwise non-public address.
-    #[error("the address {0} is not public (set allow_private_urls to allow it)")]
-    Private(String),
-    /// The host name does not resolve.
-    #[error("cannot resolve {0}")]
-    Unresolvable(String),
+    /// A scheme a feed may not use, or a host that is (or resolves to) an address the
+    /// outbound policy refuses, or does not resolve.
+    #[error("live_url: {0}")]
+    Network(#[from] FeedUrlError),
 }
 
 /// What kind of input a checked URL is.
@@ -63,14 +60,16 @@ pub enum LiveInput {
 }
 
 impl LiveInput {
-    /// The string FFmpeg opens.
+    /// The string as stored.
     pub fn as_str(&self) -> &str {
         match self {
             LiveInput::Url(s) | LiveInput::File(s) => s,
         }
     }
 
-    /// Classifies a stored URL (already checked when it was registered).
+    /// Classifies a stored URL. This says what it is, not whether it may be opened: the
+    /// ingest checks it against the outbound policy again before every connection
+    /// ([`crate::net::ffmpeg::confine`]).
     pub fn classify(raw: &str) -> Self {
         if let Some(path) = raw.strip_prefix("file://") {
             LiveInput::File(path.to_owned())
@@ -82,93 +81,84 @@ impl LiveInput {
     }
 }
 
-const SCHEMES: &[(&str, u16)] =
-    &[("rtmp", 1935), ("rtmps", 443), ("srt", 9000), ("udp", 1234), ("http", 80), ("https", 443)];
-
-/// Checks a live feed URL: a supported scheme, and (unless `allow_private`) a public address,
-/// by the same rule as outbound webhooks ([`crate::enforce::webhook::is_public`]); a host name
-/// must resolve to public addresses only. Local files are private by nature and accepted only
-/// with `allow_private`.
+/// Checks a live feed URL at registration: a feed scheme
+/// ([`crate::net::ffmpeg::SCHEMES`]) and a host whose addresses `policy` allows
+/// ([`crate::net::ffmpeg::check`]). Local files are private by nature and accepted only when
+/// the policy allows every address.
 ///
 /// # Errors
 /// The reason the URL is refused.
-pub async fn check_live_url(raw: &str, allow_private: bool) -> Result<LiveInput, LiveUrlError> {
+pub async fn check_live_url(raw: &str, policy: &OutboundPolicy) -> Result<LiveInput, LiveUrlError> {
     let raw = raw.trim();
     if raw.is_empty() || raw.len() > 2048 {
         return Err(LiveUrlError::Invalid("must be 1 to 2048 characters".to_owned()));
     }
-    if let LiveInput::File(path) = LiveInput::classify(raw) {
-        if !allow_private {
-            return Err(LiveUrlError::FileNotAllowed);
+    match LiveInput::classify(raw) {
+        LiveInput::File(path) => {
+            if !policy.allows_all() {
+                return Err(LiveUrlError::FileNotAllowed);
+            }
+            if !Path::new(&path).is_file() {
+                return Err(LiveUrlError::NoSuchFile(path));
+            }
+            Ok(LiveInput::File(path))
         }
-        if !Path::new(&path).is_file() {
-            return Err(LiveUrlError::NoSuchFile(path));
+        LiveInput::Url(url) => {
+            crate::net::ffmpeg::check(&url, policy).await?;
+            Ok(LiveInput::Url(url))
         }
-        return Ok(LiveInput::File(path));
     }
-    let url = url::Url::parse(raw).map_err(|e| LiveUrlError::Invalid(e.to_string()))?;
-    let Some(&(_, default_port)) = SCHEMES.iter().find(|(s, _)| *s == url.scheme()) else {
-        return Err(LiveUrlError::Scheme(url.scheme().to_owned()));
-    };
-    if allow_private {
-        return Ok(LiveInput::Url(raw.to_owned()));
-    }
-    let port = url.port().unwrap_or(default_port);
-    let addresses: Vec<IpAddr> = match url.host() {
-        Some(url::Host::Ipv4(v4)) => vec![IpAddr::V4(v4)],
-        Some(url::Host::Ipv6(v6)) => vec![IpAddr::V6(v6)],
-        Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
-            .await
-            .map_err(|_| LiveUrlError::Unresolvable(name.to_owned()))?
-            .map(|a| a.ip())
-            .collect(),
-        // `udp://:1234` listens on every local interface: a private input.
-        None => return Err(LiveUrlError::Private("(any local interface)".to_owned())),
-    };
-    if addresses.is_empty() {
-        return Err(LiveUrlError::Unresolvable(url.host_str().unwrap_or_default().to_owned()));
-    }
-    if let Some(ip) = addresses.iter().find(|ip| !crate::enforce::webhook::is_public(**ip)) {
-        return Err(LiveUrlError::Private(ip.to_string()));
-    }
-    Ok(LiveInput::Url(raw.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::OutboundError;
+
+    fn refused(result: &Result<LiveInput, LiveUrlError>) -> bool {
+        matches!(
+            result,
+            Err(LiveUrlError::Network(FeedUrlError::Outbound(OutboundError::Refused { .. })))
+        )
+    }
 
     #[tokio::test]
     async fn live_urls_need_a_streaming_scheme_and_a_public_address() {
-        assert!(matches!(
-            check_live_url("rtmp://203.0.113.9/live/match", false).await,
-            Err(LiveUrlError::Private(_))
-        ));
+        let strict = OutboundPolicy::public_only();
+        assert!(refused(&check_live_url("rtmp://203.0.113.9/live/match", &strict).await));
         assert_eq!(
-            check_live_url("rtmp://8.8.8.8/live/match", false).await,
+            check_live_url("rtmp://8.8.8.8/live/match", &strict).await,
             Ok(LiveInput::Url("rtmp://8.8.8.8/live/match".to_owned()))
         );
+        assert!(refused(&check_live_url("udp://127.0.0.1:5000", &strict).await));
+        assert!(refused(&check_live_url("http://[::127.0.0.1]/live.m3u8", &strict).await));
+        assert!(refused(&check_live_url("srt://[2002:7f00:1::]:9000", &strict).await));
         assert!(matches!(
-            check_live_url("udp://127.0.0.1:5000", false).await,
-            Err(LiveUrlError::Private(ip)) if ip == "127.0.0.1"
+            check_live_url("gopher://8.8.8.8/x", &strict).await,
+            Err(LiveUrlError::Network(FeedUrlError::Scheme(s))) if s == "gopher"
         ));
-        assert!(matches!(
-            check_live_url("gopher://8.8.8.8/x", false).await,
-            Err(LiveUrlError::Scheme(s)) if s == "gopher"
-        ));
-        assert_eq!(check_live_url("/etc/hostname", false).await, Err(LiveUrlError::FileNotAllowed));
+        assert_eq!(
+            check_live_url("/etc/hostname", &strict).await,
+            Err(LiveUrlError::FileNotAllowed)
+        );
     }
 
     #[tokio::test]
     async fn private_addresses_and_existing_files_are_accepted_when_allowed() {
-        assert!(check_live_url("udp://127.0.0.1:5000", true).await.is_ok());
-        assert!(check_live_url("srt://10.0.0.5:9000?mode=caller", true).await.is_ok());
+        let all = OutboundPolicy::allow_all();
+        assert!(check_live_url("udp://127.0.0.1:5000", &all).await.is_ok());
+        assert!(check_live_url("srt://10.0.0.5:9000?mode=caller", &all).await.is_ok());
         let file = tempfile::NamedTempFile::new().unwrap();
         let path = file.path().to_string_lossy().into_owned();
-        assert_eq!(check_live_url(&path, true).await, Ok(LiveInput::File(path.clone())));
+        assert_eq!(check_live_url(&path, &all).await, Ok(LiveInput::File(path.clone())));
         assert!(matches!(
-            check_live_url("/no/such/feed.mp4", true).await,
+            check_live_url("/no/such/feed.mp4", &all).await,
             Err(LiveUrlError::NoSuchFile(_))
         ));
+        // Allowed networks are not "everything": files stay refused.
+        let loopback = OutboundPolicy::with_allowed(["127.0.0.0/8".parse().unwrap()]);
+        assert!(check_live_url("udp://127.0.0.1:5000", &loopback).await.is_ok());
+        assert!(refused(&check_live_url("udp://10.0.0.1:5000", &loopback).await));
+        assert_eq!(check_live_url(&path, &loopback).await, Err(LiveUrlError::FileNotAllowed));
     }
 }

@@ -26,6 +26,11 @@ pub struct InputOptions {
     /// decoded (its `analyzeduration`); `None` keeps FFmpeg's default of 5 s. Live inputs use
     /// [`LIVE_PROBE`].
     pub probe: Option<Duration>,
+    /// More FFmpeg options for the input, set after the ones above: what confines a network
+    /// feed (`protocol_whitelist`, `format_whitelist`, `http_proxy`; see
+    /// [`crate::net::ffmpeg`]). Local files need none: FFmpeg's `file` protocol already limits
+    /// what a file opens in turn (an uploaded HLS playlist's segments) to `file,crypto,data`.
+    pub avoptions: Vec<(String, String)>,
 }
 
 /// The probe of a live input. FFmpeg's default reads 5 s of an RTMP or MPEG-TS feed (FLV and
@@ -87,6 +92,9 @@ impl Source {
         }
         if let Some(t) = opts.probe {
             dict.set("analyzeduration", &t.as_micros().to_string());
+        }
+        for (key, value) in &opts.avoptions {
+            dict.set(key, value);
         }
         let open_err = |source| MediaError::Open { input: input.to_owned(), source };
         let ictx = match &opts.cancel {
