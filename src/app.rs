@@ -201,8 +201,8 @@ impl App {
             instance,
             crate::live::IngestOptions {
                 lease_ttl: state.config.live_lease_ttl(),
-                ..crate::live::IngestOptions::default()
                 outbound: state.config.outbound_policy(),
+                ..crate::live::IngestOptions::default()
             },
         ));
         tasks.spawn(live_service.run(cancel.clone()));

@@ -138,13 +138,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The request timeout as a duration.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs.max(1))
-    }
-
-    /// How long stream stills are kept.
-    pub fn stills_retention(&self) -> Duration {
     /// The outbound address policy of webhooks and live feeds.
     pub fn outbound_policy(&self) -> crate::net::OutboundPolicy {
         if self.allow_private_urls {
@@ -154,6 +147,13 @@ impl Config {
         }
     }
 
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    /// How long stream stills are kept.
+    pub fn stills_retention(&self) -> Duration {
         Duration::from_secs(u64::from(self.stills_retention_days) * 86_400)
     }
 
@@ -268,6 +268,31 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("db.internal"), "{shown}");
+    }
+
+    #[test]
+    fn allowed_private_networks_are_a_comma_separated_list_of_cidrs() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "offside",
+            "--allow-private-networks",
+            "127.0.0.0/8,::1",
+        ])
+        .unwrap();
+        let policy = cli.config.outbound_policy();
+        assert!(policy.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(policy.check("::1".parse().unwrap()).is_ok());
+        assert!(policy.check("10.0.0.1".parse().unwrap()).is_err());
+        assert!(!policy.allows_all());
+        assert!(
+            <Cli as clap::Parser>::try_parse_from(["offside", "--allow-private-networks", "lan"])
+                .is_err()
+        );
+        assert!(Config::default().outbound_policy().check("127.0.0.1".parse().unwrap()).is_err());
     }
 
     #[test]
