@@ -107,6 +107,7 @@ impl App {
             None => None,
         };
         let queue = crate::queue::from_config(&config);
+        let readiness = Arc::new(readiness_checks(&config));
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -114,7 +115,7 @@ impl App {
             library: engine.library,
             jobs,
             metrics: crate::telemetry::metrics(),
-            readiness: Arc::new(Vec::new()),
+            readiness,
             queue,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
         };
@@ -248,17 +249,11 @@ impl App {
             ));
         }
 
-        let mut result = Ok(());
         if let Some(listener) = listener {
             tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
             let router = http::router(state.clone());
             let shutdown = cancel.clone();
-            result = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-                .context("HTTP server");
-            // The server also stops when it fails; make sure everything else stops with it.
-            cancel.cancel();
+            serve(listener, router, state.config.client_idle_timeout(), shutdown).await;
         } else {
             cancel.cancelled().await;
         }
@@ -269,8 +264,56 @@ impl App {
         }
         state.store.close().await;
         tracing::info!("offside stopped");
-        result
+        Ok(())
     }
+}
+
+/// Serves `router` on `listener` until `cancel` fires, then lets in-flight requests finish.
+///
+/// This is `axum::serve` plus what it does not expose: a header read timeout, so a client that
+/// opens a connection and sends its headers slowly (or never) is cut off after
+/// `header_timeout` instead of holding the connection forever. Bodies have their own idle
+/// timeout where they are read (see `http::references`).
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    cancel: CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::ServiceExt as _;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone().map_request(
+            |request: hyper::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
+        ));
+        let connection =
+            graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%remote, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Fires `cancel` on Ctrl-C or SIGTERM.
@@ -303,6 +346,15 @@ pub fn cancel_on_signals(cancel: CancellationToken) {
         tracing::info!("shutdown requested; draining");
         cancel.cancel();
     });
+}
+
+/// What `/readyz` checks besides the database: RabbitMQ when the app uses it.
+fn readiness_checks(config: &Config) -> Vec<Arc<dyn http::health::ReadinessCheck>> {
+    let mut checks: Vec<Arc<dyn http::health::ReadinessCheck>> = Vec::new();
+    if let Some(url) = &config.amqp_url {
+        checks.push(Arc::new(http::health::AmqpCheck::new(url.expose())));
+    }
+    checks
 }
 
 impl App {

@@ -76,6 +76,12 @@ pub struct Config {
     #[arg(long, env = "OFFSIDE_REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub request_timeout_secs: u64,
 
+    /// Seconds a client may send nothing: while its request headers arrive, or in the middle of
+    /// a body (an upload is cut with 408 and its connection closed). A slow upload that keeps
+    /// sending is never cut, however long it takes.
+    #[arg(long, env = "OFFSIDE_CLIENT_IDLE_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub client_idle_timeout_secs: u64,
+
     /// Reference files hashed at the same time. Hashing is CPU-bound; one job keeps the API
     /// and the workers responsive on small machines. 0 runs no jobs in this process (an API
     /// node that leaves hashing to another; uploads wait as `processing` until one runs).
@@ -122,13 +128,14 @@ impl Default for Config {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             allow_private_urls: false,
+            allow_private_networks: Vec::new(),
             log_format: LogFormat::Text,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout_secs: 30,
+            client_idle_timeout_secs: 30,
             reference_jobs: 1,
             index_sync_ms: 1000,
-            allow_private_networks: Vec::new(),
             keyframe_workers: None,
             live_lease_ttl_ms: 10_000,
             stills_retention_days: 30,
@@ -150,6 +157,11 @@ impl Config {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    /// How long a client may send nothing (headers or body) before it is cut off.
+    pub fn client_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.client_idle_timeout_secs.max(1))
     }
 
     /// How long stream stills are kept.

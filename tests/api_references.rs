@@ -62,8 +62,9 @@ async fn an_uploaded_video_becomes_ready_with_frames_on_postgres() {
 #[tokio::test]
 async fn a_corrupt_video_fails_with_a_reason() {
     let app = spawn_app().await;
-    let garbage: Vec<u8> =
-        (0..50_000_u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    // An MP4 signature (so the upload is taken for a video) followed by noise.
+    let mut garbage = b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41".to_vec();
+    garbage.extend((0..50_000_u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     let response = app
         .upload_reference(&app.admin_key, &json!({"title": "Noise"}), "noise.mp4", garbage)
         .await;
@@ -123,7 +124,7 @@ async fn uploads_over_the_limit_get_413_and_leave_no_file() {
             &app.admin_key,
             &json!({"title": "Too big"}),
             "big.mp4",
-            vec![7_u8; 200 * 1024],
+            [b"\0\0\0\x20ftypisom".as_slice(), &[7_u8; 200 * 1024]].concat(),
         )
         .await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);

@@ -41,10 +41,10 @@ struct CaseQuery {
 }
 
 #[utoipa::path(get, path = "/v1/cases", tag = "cases", security(("bearer" = [])),
-    params(("status" = Option<String>, Query, description = "open, confirmed or dismissed"),
-        ("stream_id" = Option<String>, Query, description = "Only this stream"),
-        ("reference_id" = Option<String>, Query, description = "Only this reference"),
-        ("limit" = Option<i64>, Query, description = "At most this many (default 100)")),
+    params(("status" = Option<CaseStatus>, Query, description = "open, confirmed or dismissed"),
+        ("stream_id" = Option<String>, Query, min_length = 1, max_length = 200, pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+$", description = "Only this stream"),
+        ("reference_id" = Option<String>, Query, min_length = 1, max_length = 200, pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+$", description = "Only this reference"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1–1000 (default 100)")),
     responses((status = 200, body = Vec<CaseView>), (status = 401), (status = 403), (status = 422)))]
 async fn list(
     principal: Principal,
@@ -54,22 +54,24 @@ async fn list(
     principal.require(&[Role::Admin, Role::TrustSafety, Role::RightsHolder])?;
     let status = match q.status.as_deref() {
         None => None,
-        Some(s) => Some(
-            CaseStatus::parse(s)
-                .ok_or_else(|| ApiError::Unprocessable(format!("unknown status {s:?}")))?,
-        ),
+        Some(s) => Some(super::params::one_of(
+            "status",
+            s,
+            &["open", "confirmed", "dismissed"],
+            CaseStatus::parse,
+        )?),
     };
     let filter = CaseFilter {
         status,
-        stream_id: q.stream_id.as_deref(),
-        reference_id: q.reference_id.as_deref(),
+        stream_id: super::params::filter_id("stream_id", q.stream_id.as_deref())?,
+        reference_id: super::params::filter_id("reference_id", q.reference_id.as_deref())?,
         rights_holder_id: principal.owner_scope(),
     };
     // A rights-holder key without a scope would see everything: refuse instead.
     if principal.role == Role::RightsHolder && filter.rights_holder_id.is_none() {
         return Err(ApiError::Forbidden);
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = super::params::limit(q.limit)?;
     let mut out = Vec::new();
     for case in cases::list(state.store.pool(), &filter, limit).await? {
         let case = review::for_viewer(&principal, case);
@@ -97,6 +99,7 @@ pub struct DecisionBody {
     /// `confirm` (kills the stream), `dismiss` (closes the case; the stream goes back to live
     /// unless another open case holds it) or `restore` (undoes an enforced decision: the case is
     /// dismissed and the stream goes back to live).
+    #[schema(pattern = "^(confirm|dismiss|restore)$")]
     pub decision: String,
     /// The reviewer's note.
     #[serde(default)]

@@ -20,6 +20,41 @@ pub trait ReadinessCheck: Send + Sync + 'static {
     fn check(&self) -> BoxFuture<'_, anyhow::Result<()>>;
 }
 
+/// RabbitMQ, when the app uses it: `/readyz` opens a connection to the broker and closes it.
+///
+/// A fresh connection each time (not the queue's own, which reconnects by itself and may be
+/// between attempts) answers the question a load balancer asks: could this process publish
+/// now? Readiness probes come every few seconds, so the cost is one short-lived connection.
+pub struct AmqpCheck {
+    url: String,
+}
+
+impl AmqpCheck {
+    /// A check of the broker at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into() }
+    }
+}
+
+impl ReadinessCheck for AmqpCheck {
+    fn name(&self) -> &'static str {
+        "queue"
+    }
+
+    fn check(&self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let props = lapin::ConnectionProperties::default()
+                .with_connection_name("offside-readyz".into());
+            let connection = lapin::Connection::connect(&self.url, props)
+                .await
+                .map_err(|err| anyhow::anyhow!("RabbitMQ unreachable: {err}"))?;
+            // Best effort: the broker drops the connection anyway when the socket closes.
+            let _ = connection.close(200, "readiness checked".into()).await;
+            Ok(())
+        })
+    }
+}
+
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))

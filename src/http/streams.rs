@@ -19,7 +19,7 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, Json, Path, Query};
 use crate::queue::message::{
-    self, CONTENT_TYPE_STREAM_END, MessageError, MessageLimits, RawFields,
+    self, CONTENT_TYPE_STREAM_END, MessageError, MessageLimits, Payload, QueueMessage, RawFields,
 };
 use crate::store::keys::Role;
 use crate::store::streams::{self, StreamMatch, StreamStatus};
@@ -42,18 +42,48 @@ pub(super) fn router() -> Router<AppState> {
 )]
 pub(super) struct Api;
 
+/// The HTTP answer to an unusable keyframe. `MessageError` speaks of AMQP headers; over HTTP
+/// the stream id is a path parameter and the rest are query parameters, so the message says so.
 fn message_error(e: MessageError) -> ApiError {
+    let place = |name: &str| match name {
+        "stream_id" => format!("path parameter {name}"),
+        "viewers" => format!("query parameter (or header) {name}"),
+        _ => format!("query parameter {name}"),
+    };
     match e {
         MessageError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
+        MessageError::UnsupportedContentType(ct) if ct.is_empty() => {
+            ApiError::UnsupportedMediaType(format!("a Content-Type is required: {KEYFRAME_TYPES}"))
+        }
+        MessageError::UnsupportedContentType(ct) => ApiError::UnsupportedMediaType(format!(
+            "unsupported content type {ct:?}: send {KEYFRAME_TYPES}"
+        )),
+        MessageError::Missing(name) => ApiError::Unprocessable(format!("missing {}", place(name))),
+        MessageError::Invalid { name, reason } if reason.contains("not an integer") => {
+            ApiError::BadRequest(format!("invalid {}: {reason}", place(name)))
+        }
+        MessageError::Invalid { name, reason } => {
+            ApiError::Unprocessable(format!("invalid {}: {reason}", place(name)))
+        }
         other => ApiError::Unprocessable(other.to_string()),
     }
 }
+
+/// The content types a keyframe may have, for messages.
+const KEYFRAME_TYPES: &str = "image/jpeg, image/png, image/webp or application/vnd.offside.pdq";
 
 async fn publish(state: &AppState, fields: RawFields, body: Bytes) -> Result<StatusCode, ApiError> {
     let limits = MessageLimits {
         max_body_bytes: usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX),
     };
     let message = message::parse(fields, body, &limits).map_err(message_error)?;
+    // What is cheap to know about an image is checked before answering 202: a text file sent
+    // as image/jpeg, or a damaged header, is refused here instead of dropped by the worker.
+    if let QueueMessage::Keyframe(keyframe) = &message
+        && let Ok(Payload::Image(format, bytes)) = keyframe.payload()
+    {
+        message::check_image_header(format, &bytes).map_err(message_error)?;
+    }
     state.queue.publish(&message).await.map_err(|e| {
         tracing::warn!(error = %e, "publishing a keyframe failed");
         ApiError::Unavailable("the keyframe queue is unavailable; retry shortly".into())
@@ -65,14 +95,21 @@ async fn publish(state: &AppState, fields: RawFields, body: Bytes) -> Result<Sta
 /// `POST /v1/streams/{id}/keyframes?ts_ms=N[&account_id=A][&captured_at_ms=T]`, body an image
 /// or a hash as in the AMQP contract. 202 once the queue has it.
 #[utoipa::path(post, path = "/v1/streams/{id}/keyframes", tag = "streams", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The platform's stream id"),
-        ("ts_ms" = i64, Query, description = "Stream time of the keyframe (ms)"),
-        ("account_id" = Option<String>, Query, description = "The streamer's account"),
+    params(("id" = String, Path, min_length = 1, max_length = 200, pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+$", description = "The platform's stream id (1–200 bytes, no `/` or control characters)"),
+        ("ts_ms" = i64, Query, minimum = 0, description = "Stream time of the keyframe (ms)"),
+        ("account_id" = Option<String>, Query, min_length = 1, max_length = 200, pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+$", description = "The streamer's account"),
         ("captured_at_ms" = Option<i64>, Query, description = "Wall-clock capture time (Unix ms)"),
         ("viewers" = Option<i64>, Query, minimum = 0, description = "Current viewer count (also accepted as a `viewers` header); orders the review queue by reach")),
-    request_body(content = Vec<u8>, description = "image/jpeg, image/png, image/webp, or application/vnd.offside.pdq (HEX64[,QUALITY])", content_type = "image/jpeg"),
-    responses((status = 202, description = "Queued for the workers"), (status = 401), (status = 403),
-        (status = 413), (status = 422), (status = 503, description = "The keyframe queue is unavailable")))]
+    request_body(content(
+        (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/webp"),
+        (String = "application/vnd.offside.pdq")),
+        description = "A keyframe image (its header is checked: 32 to 16384 pixels a side), or a precomputed hash HEX64[,QUALITY]"),
+    responses((status = 202, description = "Queued for the workers"),
+        (status = 400, description = "A query parameter is not an integer"),
+        (status = 401), (status = 403),
+        (status = 413), (status = 415, description = "No or an unsupported Content-Type"),
+        (status = 422, description = "A missing or invalid parameter, or a body that is not an image of its type"),
+        (status = 503, description = "The keyframe queue or the database is unavailable; retry after Retry-After")))]
 async fn keyframe(
     principal: Principal,
     State(state): State<AppState>,
@@ -106,14 +143,18 @@ async fn keyframe(
 
 /// `POST /v1/streams/{id}/end`: the stream is over; its later keyframes are dropped.
 #[utoipa::path(post, path = "/v1/streams/{id}/end", tag = "streams", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The platform's stream id")),
+    params(("id" = String, Path, min_length = 1, max_length = 200, pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+$", description = "The platform's stream id")),
     responses((status = 202), (status = 401), (status = 403), (status = 503)))]
 async fn end(
     principal: Principal,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
     principal.require(&[Role::Ingest, Role::Admin])?;
+    if !axum::body::to_bytes(body, 1024).await.is_ok_and(|b| b.is_empty()) {
+        return Err(ApiError::Unprocessable("ending a stream takes no body".into()));
+    }
     let fields = RawFields {
         stream_id: Some(id),
         content_type: Some(CONTENT_TYPE_STREAM_END.to_owned()),
@@ -177,7 +218,7 @@ fn platform_view(s: streams::Stream) -> StreamView {
 
 /// `GET /v1/streams/{id}`.
 #[utoipa::path(get, path = "/v1/streams/{id}", tag = "streams", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The platform's stream id")),
+    params(("id" = String, Path, min_length = 1, max_length = 200, pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+$", description = "The platform's stream id")),
     responses((status = 200, body = StreamView), (status = 401), (status = 403), (status = 404)))]
 async fn show(
     principal: Principal,
@@ -201,8 +242,8 @@ struct ListQuery {
 
 /// `GET /v1/streams?status=`.
 #[utoipa::path(get, path = "/v1/streams", tag = "streams", security(("bearer" = [])),
-    params(("status" = Option<String>, Query, description = "live, flagged, killed or ended (flagged and killed streams keep their status when they end: see ended_at)"),
-        ("limit" = Option<i64>, Query, description = "At most this many (default 100)")),
+    params(("status" = Option<StreamStatus>, Query, description = "live, flagged, killed or ended (flagged and killed streams keep their status when they end: see ended_at)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1–1000 (default 100)")),
     responses((status = 200, body = Vec<StreamView>), (status = 401), (status = 403), (status = 422)))]
 async fn list(
     principal: Principal,
@@ -212,12 +253,14 @@ async fn list(
     principal.require(&[Role::Admin, Role::TrustSafety])?;
     let status = match q.status.as_deref() {
         None => None,
-        Some(s) => Some(
-            StreamStatus::parse(s)
-                .ok_or_else(|| ApiError::Unprocessable(format!("unknown status {s:?}")))?,
-        ),
+        Some(s) => Some(super::params::one_of(
+            "status",
+            s,
+            &["live", "flagged", "killed", "ended"],
+            StreamStatus::parse,
+        )?),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = super::params::limit(q.limit)?;
     let mut out = Vec::new();
     for s in streams::list(state.store.pool(), status, limit).await? {
         out.push(view(&state, s).await?);
@@ -227,14 +270,27 @@ async fn list(
 
 /// A reason for a manual action.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Reason {
-    /// Why (kept in the audit trail).
+    /// Why (kept in the audit trail): 1 to 2000 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub reason: String,
+}
+
+impl Reason {
+    /// The reason, checked: 1 to 2000 characters once trimmed.
+    fn checked(&self) -> Result<&str, ApiError> {
+        let reason = self.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 2000 {
+            return Err(ApiError::Unprocessable("reason must be 1 to 2000 characters".into()));
+        }
+        Ok(reason)
+    }
 }
 
 /// `POST /v1/streams/{id}/kill {reason}`.
 #[utoipa::path(post, path = "/v1/streams/{id}/kill", tag = "streams", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The platform's stream id")), request_body = Reason,
+    params(("id" = String, Path, min_length = 1, max_length = 200, pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+$", description = "The platform's stream id")), request_body = Reason,
     responses((status = 200, body = StreamView), (status = 401), (status = 403), (status = 404), (status = 409)))]
 async fn kill(
     principal: Principal,
@@ -243,12 +299,12 @@ async fn kill(
     Json(body): Json<Reason>,
 ) -> Result<Json<StreamView>, ApiError> {
     principal.require(&[Role::Admin, Role::TrustSafety])?;
-    manual(&state, &principal, &id, &body.reason, StreamStatus::Killed).await
+    manual(&state, &principal, &id, body.checked()?, StreamStatus::Killed).await
 }
 
 /// `POST /v1/streams/{id}/restore {reason}`.
 #[utoipa::path(post, path = "/v1/streams/{id}/restore", tag = "streams", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The platform's stream id")), request_body = Reason,
+    params(("id" = String, Path, min_length = 1, max_length = 200, pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+$", description = "The platform's stream id")), request_body = Reason,
     responses((status = 200, body = StreamView), (status = 401), (status = 403), (status = 404), (status = 409)))]
 async fn restore(
     principal: Principal,
@@ -257,7 +313,7 @@ async fn restore(
     Json(body): Json<Reason>,
 ) -> Result<Json<StreamView>, ApiError> {
     principal.require(&[Role::Admin, Role::TrustSafety])?;
-    manual(&state, &principal, &id, &body.reason, StreamStatus::Live).await
+    manual(&state, &principal, &id, body.checked()?, StreamStatus::Live).await
 }
 
 async fn manual(
@@ -275,7 +331,7 @@ async fn manual(
 /// `POST /v1/streams/{id}/dispute {reason}`: the platform relays that the streamer disputes the
 /// decision; the stream's case goes back to the head of the review queue, marked.
 #[utoipa::path(post, path = "/v1/streams/{id}/dispute", tag = "streams", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The platform's stream id")), request_body = Reason,
+    params(("id" = String, Path, min_length = 1, max_length = 200, pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+$", description = "The platform's stream id")), request_body = Reason,
     responses((status = 200, body = DisputeView, description = "The case, open again and marked disputed"),
         (status = 401), (status = 403), (status = 404), (status = 409, description = "Nothing was decided on the stream"), (status = 422)))]
 async fn dispute(
@@ -284,7 +340,7 @@ async fn dispute(
     Path(id): Path<String>,
     Json(body): Json<Reason>,
 ) -> Result<Json<DisputeView>, ApiError> {
-    let case = crate::review::dispute(&state, &principal, &id, &body.reason).await?;
+    let case = crate::review::dispute(&state, &principal, &id, body.checked()?).await?;
     Ok(Json(DisputeView {
         id: case.id,
         stream_id: case.stream_id,

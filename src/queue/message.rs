@@ -55,6 +55,59 @@ pub enum MessageError {
     /// The message declares a layout version this build does not know.
     #[error("unsupported message version {0}")]
     UnsupportedVersion(String),
+    /// The body is not an image of its declared type, or its header says it is unusable.
+    #[error("invalid image: {0}")]
+    InvalidImage(String),
+}
+
+/// Smallest width and height of a usable keyframe: PDQ works on a 64×64 downsample, and a
+/// smaller picture carries no evidence.
+pub const MIN_IMAGE_SIDE: u32 = 32;
+/// Largest width and height of a keyframe (8K is 7680 wide); beyond, decoding would cost a
+/// worker far more memory than a keyframe is worth.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// Checks what is cheap to check about an image body before it is accepted: its magic bytes
+/// are those of `format`, and its header (read without decoding a pixel) gives dimensions
+/// between [`MIN_IMAGE_SIDE`] and [`MAX_IMAGE_SIDE`]. Returns the dimensions. A body that
+/// passes may still be damaged past its header; the worker dead-letters it then.
+///
+/// # Errors
+/// [`MessageError::InvalidImage`] saying what is wrong.
+pub fn check_image_header(format: ImageFormat, body: &[u8]) -> Result<(u32, u32), MessageError> {
+    let (magic_ok, name, decoder_format) = match format {
+        ImageFormat::Jpeg => {
+            (body.starts_with(&[0xFF, 0xD8, 0xFF]), "JPEG", image::ImageFormat::Jpeg)
+        }
+        ImageFormat::Png => {
+            (body.starts_with(b"\x89PNG\r\n\x1a\n"), "PNG", image::ImageFormat::Png)
+        }
+        ImageFormat::Webp => (
+            body.len() >= 12 && &body[..4] == b"RIFF" && &body[8..12] == b"WEBP",
+            "WebP",
+            image::ImageFormat::WebP,
+        ),
+    };
+    if !magic_ok {
+        return Err(MessageError::InvalidImage(format!(
+            "the body is not a {name} image (its first bytes are not a {name} signature)"
+        )));
+    }
+    let reader = image::ImageReader::with_format(std::io::Cursor::new(body), decoder_format);
+    let (width, height) = reader.into_dimensions().map_err(|err| {
+        MessageError::InvalidImage(format!("the {name} header cannot be read: {err}"))
+    })?;
+    if width < MIN_IMAGE_SIDE || height < MIN_IMAGE_SIDE {
+        return Err(MessageError::InvalidImage(format!(
+            "{width}x{height} is too small (at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})"
+        )));
+    }
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(MessageError::InvalidImage(format!(
+            "{width}x{height} is too large (at most {MAX_IMAGE_SIDE} on each side)"
+        )));
+    }
+    Ok((width, height))
 }
 
 /// The image formats a keyframe may carry.
@@ -396,6 +449,37 @@ mod tests {
         let mut v2 = fields("image/jpeg");
         v2.version = Some("2".into());
         assert_eq!(parse(v2, body(), &l), Err(MessageError::UnsupportedVersion("2".into())));
+    }
+
+    fn jpeg(width: u32, height: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        image::GrayImage::from_fn(width, height, |x, y| {
+            image::Luma([((x * 7 + y * 3) % 256) as u8])
+        })
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg)
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn an_image_header_is_checked_without_decoding_it() {
+        assert_eq!(check_image_header(ImageFormat::Jpeg, &jpeg(64, 48)), Ok((64, 48)));
+        let text = b"hello, I am a text file and not a picture";
+        assert!(matches!(
+            check_image_header(ImageFormat::Jpeg, text),
+            Err(MessageError::InvalidImage(m)) if m.contains("not a JPEG")
+        ));
+        let mut corrupt = vec![0xFF, 0xD8, 0xFF, 0xE0];
+        corrupt.extend(std::iter::repeat_n(0x55, 200));
+        assert!(matches!(
+            check_image_header(ImageFormat::Jpeg, &corrupt),
+            Err(MessageError::InvalidImage(m)) if m.contains("header")
+        ));
+        assert!(matches!(
+            check_image_header(ImageFormat::Jpeg, &jpeg(8, 8)),
+            Err(MessageError::InvalidImage(m)) if m.contains("too small")
+        ));
+        assert!(check_image_header(ImageFormat::Png, &jpeg(64, 64)).is_err());
     }
 
     #[test]

@@ -246,11 +246,12 @@ pub fn hash_reference_file(
         }
         ControlFlow::Continue(())
     })
-    .with_context(|| format!("cannot hash reference {}", path.display()))?;
+    // No path in these messages: they become the reference's `error`, shown to the rights
+    // holder (the job logs the path for the operator).
+    .context("cannot hash the reference video")?;
     anyhow::ensure!(
         !frames.is_empty(),
-        "{}: no frame has enough detail to recognise (PDQ quality below {} throughout)",
-        path.display(),
+        "no frame of the video has enough detail to recognise (PDQ quality below {} throughout)",
         opts.min_quality
     );
     Ok(ReferenceHashes { frames, features, stills })

@@ -261,13 +261,52 @@ impl JobRunner {
         }
         match joined {
             Ok(Ok(frames)) => HashResult::Done(frames),
-            Ok(Err(err)) => HashResult::Failed(format!("{err:#}")),
+            Ok(Err(err)) => {
+                tracing::info!(reference_id = id, path = %path.display(), error = %format!("{err:#}"), "reference file cannot be hashed");
+                HashResult::Failed(reason_for_owner(&err, path))
+            }
             Err(join) => {
                 tracing::error!(reference_id = id, error = %join, "reference hasher panicked");
                 HashResult::Failed("internal error while hashing the file".to_owned())
             }
         }
     }
+}
+
+/// Why a reference file cannot be hashed, in words for the rights holder who uploaded it (the
+/// reference's `error`): what is wrong with the file, never where this server keeps it nor
+/// FFmpeg's internals. The full error, path included, goes to the log for the operator.
+fn reason_for_owner(err: &anyhow::Error, path: &Path) -> String {
+    use crate::media::MediaError;
+    let media = err.chain().find_map(|e| e.downcast_ref::<MediaError>());
+    let reason = match media {
+        Some(MediaError::Open { .. }) => {
+            "the file cannot be opened as a video: its format is unknown or it is damaged"
+                .to_owned()
+        }
+        Some(MediaError::NoVideoStream { .. }) => "the file has no video track".to_owned(),
+        Some(MediaError::Codec { codec, .. }) => {
+            format!("the video is encoded with {codec}, which cannot be decoded")
+        }
+        Some(MediaError::PixelFormat { format, progress, .. }) => {
+            format!("the video's pixel format {format} is not supported ({progress})")
+        }
+        Some(MediaError::Decode { progress, .. }) => {
+            format!("the video is damaged: decoding stopped after {progress}")
+        }
+        Some(MediaError::Truncated { progress, expected_ms, .. }) => format!(
+            "the file is truncated: it ends after {progress}, but should last {:.1} s",
+            *expected_ms as f64 / 1000.0
+        ),
+        Some(MediaError::NoFrames { .. }) => {
+            "the file contains no picture that can be decoded".to_owned()
+        }
+        // The service's own messages (image too large or too flat, no detailed frame) are
+        // written for the owner already; only a path could slip in through a context.
+        _ => format!("{err:#}"),
+    };
+    let shown = path.display().to_string();
+    if shown.is_empty() { reason } else { reason.replace(&shown, "the file") }
 }
 
 async fn report_progress(

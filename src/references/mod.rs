@@ -99,6 +99,7 @@ pub struct Policy {
     pub action: PolicyAction,
     /// Seconds of consistent matching evidence required before acting (0 < x ≤ 3600).
     #[serde(default = "default_min_match_seconds")]
+    #[schema(exclusive_minimum = 0.0, maximum = 3600.0)]
     pub min_match_seconds: f64,
     /// The policy applies from this time on (RFC 3339); before it, matches are only recorded.
     #[serde(

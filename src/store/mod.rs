@@ -28,6 +28,9 @@ use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor as _};
 
+/// How long a query waits for a pooled connection before giving up (`PoolTimedOut`).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The database flavour behind a [`Store`], chosen by the URL scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -76,7 +79,11 @@ impl Store {
             DbKind::Postgres => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url).context("parsing the database URL")?;
-        let mut pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        // A request waits at most this long for a connection: when the database is down or
+        // saturated, the API answers 503 with Retry-After quickly (ApiError maps the pool's
+        // timeout) instead of holding the client for the old 10 s and then answering 500.
+        // Background loops (jobs, delivery, index sync) retry on their own schedule.
+        let mut pool_options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
         pool_options = match kind {
             DbKind::Sqlite => pool_options.max_connections(8).after_connect(|conn, _meta| {
                 Box::pin(async move {
