@@ -367,6 +367,19 @@ fn a_snapshot_restores_an_index_that_answers_the_same() {
     assert_eq!(FeatureIndex::from_bytes(&trailing).unwrap_err().kind(), ErrorKind::Corrupt);
 }
 
+/// Found by the `feature_frames` fuzz target: an index holding a frame without features (0x0,
+/// as `LocalFeatures::default()`) wrote a snapshot that `from_bytes` refused as corrupt.
+#[test]
+fn a_frame_without_features_survives_a_snapshot() {
+    let mut index = FeatureIndex::default();
+    index.insert(1, 1, 0, &LocalFeatures::default());
+    index.insert(2, 1, 1000, &LocalFeatures::from_parts(0, 270, Vec::new(), Vec::new()));
+    let bytes = index.to_bytes();
+    let restored = FeatureIndex::from_bytes(&bytes).expect("the index's own snapshot loads");
+    assert_eq!(restored.frames(), 2);
+    assert_eq!(restored.to_bytes(), bytes);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 

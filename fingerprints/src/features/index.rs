@@ -692,8 +692,10 @@ impl FeatureIndex {
             if n > usize::from(u16::MAX) || n.checked_mul(36).is_none_or(|len| len > r.b.len()) {
                 return Err(corrupt("feature count exceeds the data"));
             }
-            if width == 0 || height == 0 || index.frames.contains_key(&id) {
-                return Err(corrupt("bad or duplicate frame"));
+            // A zero width or height is not refused: `insert` takes a frame without features
+            // (`LocalFeatures::default()` is 0x0) and `to_bytes` writes it so.
+            if index.frames.contains_key(&id) {
+                return Err(corrupt("duplicate frame"));
             }
             let mut kps = Vec::with_capacity(n);
             let mut descs = Vec::with_capacity(n);
