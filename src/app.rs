@@ -106,7 +106,7 @@ impl App {
             ),
             None => None,
         };
-        let queue = crate::queue::from_config(&config);
+        let queue = crate::queue::from_config(&config, &store);
         let readiness = Arc::new(readiness_checks(&config));
         let state = AppState {
             config: Arc::new(config),

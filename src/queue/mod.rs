@@ -1,15 +1,23 @@
 //! The keyframe queue: one trait with a publish side and a consume side, and two
-//! implementations behind it: [`memory::MemoryQueue`] for the embedded `offside serve` and
-//! [`amqp::AmqpQueue`] (RabbitMQ through lapin) for scale-out.
+//! implementations behind it: [`db::DbQueue`], a table in the service's own database, for
+//! every deployment without RabbitMQ (the embedded `offside serve` on SQLite, and PostgreSQL
+//! without `--amqp-url`), and [`amqp::AmqpQueue`] (RabbitMQ through lapin) for scale-out.
 //!
 //! Both give the same delivery semantics, so the worker loop is written once:
+//! - a publication returns once the message is durable (a committed row; a publisher confirm
+//!   of a persistent message): an accepted keyframe survives the process being killed;
 //! - a [`Delivery`] is settled exactly once: [`Delivery::ack`] after the handler's effects are
 //!   committed, [`Delivery::requeue`] for a transient failure, [`Delivery::dead_letter`] with a
-//!   reason for a permanent one;
-//! - a delivery dropped without being settled (a worker that died mid-message) comes back, marked
-//!   redelivered;
-//! - capacity is bounded (prefetch for AMQP, a fixed queue size in memory), so a slow worker
-//!   pushes back on its producers instead of growing memory.
+//!   reason for a permanent one (the `keyframe_dead_letters` table, or the dead-letter queue);
+//! - a delivery left unsettled (a worker that died mid-message, or dropped it) comes back,
+//!   marked redelivered: at once when dropped, after its lease or the broker's heartbeat when
+//!   the process died;
+//! - capacity is bounded (prefetch for AMQP, a number of queued rows in the database), so a
+//!   slow worker pushes back on its producers: a publisher that finds no room in time gets
+//!   [`QueueError::Full`] (HTTP ingest answers 503).
+//!
+//! There is no in-process queue any more: it lost what it held on `kill -9` (issue #15), and
+//! the database queue serves the same embedded deployment and the tests.
 //!
 //! Routing choice: any worker may take any keyframe of any stream. Per-stream affinity through
 //! RabbitMQ (single-active-consumer shard queues) puts every shard on the first consumer to
@@ -20,7 +28,7 @@
 
 pub mod amqp;
 pub mod backoff;
-pub mod memory;
+pub mod db;
 pub mod message;
 
 use futures::future::BoxFuture;
@@ -45,6 +53,13 @@ pub enum QueueError {
     /// The queue has been closed.
     #[error("the queue is closed")]
     Closed,
+    /// The queue held its capacity of messages for the whole publish timeout: the workers are
+    /// behind.
+    #[error("the queue is full ({0} messages waiting for the workers)")]
+    Full(i64),
+    /// The database behind the queue failed.
+    #[error("queue database: {0}")]
+    Database(String),
 }
 
 impl From<lapin::Error> for QueueError {
@@ -63,7 +78,7 @@ pub trait KeyframeQueue: Send + Sync + 'static {
     /// Opens a consumer. Each consumer receives a share of the messages.
     fn consume(&self) -> BoxFuture<'_, Result<Box<dyn DeliveryStream>, QueueError>>;
 
-    /// A short name for logs and metrics (`memory`, `amqp`).
+    /// A short name for logs and metrics (`database`, `amqp`).
     fn kind(&self) -> &'static str;
 }
 
@@ -133,17 +148,18 @@ impl Delivery {
     }
 }
 
-/// The queue the configuration asks for: RabbitMQ when an AMQP URL is set, else in-process.
-pub fn from_config(config: &crate::config::Config) -> std::sync::Arc<dyn KeyframeQueue> {
+/// The queue the configuration asks for: RabbitMQ when an AMQP URL is set, else a table in
+/// `store`'s database.
+pub fn from_config(
+    config: &crate::config::Config,
+    store: &crate::store::Store,
+) -> std::sync::Arc<dyn KeyframeQueue> {
     match &config.amqp_url {
         Some(url) => {
             let mut cfg = amqp::AmqpConfig::new(url.expose());
             cfg.prefix.clone_from(&config.amqp_prefix);
             std::sync::Arc::new(amqp::AmqpQueue::new(cfg))
         }
-        // 1024 keyframes of headroom: a few seconds of a busy platform while workers catch up.
-        None => {
-            std::sync::Arc::new(memory::MemoryQueue::new(1024, std::time::Duration::from_secs(5)))
-        }
+        None => std::sync::Arc::new(db::DbQueue::new(store.clone(), db::DbQueueConfig::default())),
     }
 }
