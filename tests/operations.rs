@@ -90,7 +90,9 @@ async fn after_traffic_every_metric_has_help_latencies_are_histograms_and_outcom
         let text = metrics().await;
         (text.contains("offside_webhook_deliveries_pending ")
             && text.contains("offside_webhook_oldest_pending_age_seconds ")
-            && text.contains("offside_live_feeds{"))
+            && text.contains("offside_live_feeds{")
+            && text.contains("offside_keyframe_queue_depth{queue=\"work\"}")
+            && text.contains("offside_keyframe_queue_oldest_age_seconds{queue=\"work\"}"))
         .then_some(text)
     })
     .await;
@@ -178,6 +180,31 @@ async fn a_flagged_stream_that_ends_stays_flagged_with_its_end_time_until_its_ca
     assert_eq!(s["matches"], json!([]));
 }
 
+#[tokio::test]
+async fn a_reference_reports_progress_from_zero_at_upload_to_one_when_ready() {
+    // No reference jobs in this process: the upload waits, unhashed, as a fresh one does.
+    let app = common::spawn_app_on(Db::Sqlite, |c| c.reference_jobs = 0).await;
+    let video = common::make_video(app.env.dir.path(), "clip.mp4", 2);
+    let r = app
+        .upload_reference(
+            &app.admin_key,
+            &json!({"title": "Derby"}),
+            "clip.mp4",
+            std::fs::read(&video).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let waiting: Value = app.get_reference(&app.admin_key, &id).await.json().await.unwrap();
+    assert_eq!(waiting["status"], "processing", "{waiting}");
+    assert_eq!(waiting["progress"], 0.0, "a number from the start: {waiting}");
+    // A process that runs jobs picks it up and finishes it.
+    let app = app.restart(|c| c.reference_jobs = 1).await;
+    let ready = app.wait_until_settled(&app.admin_key, &id).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["progress"], 1.0, "{ready}");
+}
+
 fn offside() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_offside"));
     // The command line must not pick up a developer's environment.
@@ -232,6 +259,37 @@ fn keys_create_refuses_a_missing_sqlite_database_unless_asked_and_names_the_one_
     let out = offside().current_dir(dir.path()).args(["keys", "list"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }
+
+fn keyframe(stream_id: &str, ts_ms: i64) -> offside::queue::QueueMessage {
+    offside::queue::QueueMessage::Keyframe(offside::queue::KeyframeMessage {
+        stream_id: stream_id.to_owned(),
+        ts_ms,
+        account_id: None,
+        captured_at_ms: None,
+        viewers: None,
+        content_type: "application/vnd.offside.pdq".to_owned(),
+        body: bytes::Bytes::from_static(
+            b"0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    })
+}
+
+async fn the_database_queue_reports_its_depth_and_oldest_age(db: common::Db) {
+    use offside::queue::KeyframeQueue as _;
+    let (_env, store) = common::fresh(db).await;
+    let empty = offside::telemetry::database_queue(&store).await.unwrap();
+    assert_eq!((empty.depth, empty.dead, empty.oldest_age_ms), (0, 0, None));
+    let queue = offside::queue::db::DbQueue::new(store.clone(), Default::default());
+    for ts in [0, 2000, 4000] {
+        queue.publish(&keyframe("depth", ts)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let q = offside::telemetry::database_queue(&store).await.unwrap();
+    assert_eq!((q.depth, q.dead), (3, 0));
+    assert!(q.oldest_age_ms.is_some_and(|age| age >= 20), "{q:?}");
+}
+
+on_both_databases!(the_database_queue_reports_its_depth_and_oldest_age);
 
 #[tokio::test]
 async fn the_rabbitmq_queue_depth_is_read_with_a_passive_declare() {
