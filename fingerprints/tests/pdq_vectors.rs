@@ -212,7 +212,7 @@ fn procedural(kind: &str, w: u32, h: u32) -> Vec<u8> {
                     (x + y) * 255 / (wi + hi - 2).max(1),
                 ),
                 "noise" => {
-                    let mut s = (x * 73_856_093 ^ y * 19_349_663 ^ 0x9E37_79B9) & 0xFFFF_FFFF;
+                    let mut s = ((x * 73_856_093) ^ (y * 19_349_663) ^ 0x9E37_79B9) & 0xFFFF_FFFF;
                     s ^= (s << 13) & 0xFFFF_FFFF;
                     s ^= s >> 17;
                     s ^= (s << 5) & 0xFFFF_FFFF;
