@@ -265,14 +265,14 @@ async fn unusable_keyframes_are_refused_at_the_api_with_the_reason() {
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(common::error_code(r).await == "invalid");
     let r = app.post_keyframe(&ingest, "s1", "ts_ms=0", "text/plain", b"hi".to_vec()).await;
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let r = app
         .post_keyframe(&ingest, "s1", "ts_ms=0", "application/vnd.offside.pdq", b"zz".to_vec())
         .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    // A corrupt JPEG passes the edge (it is only decoded by a worker) and is dropped there.
+    // A body that is not a JPEG is refused at the edge (magic bytes and header, no decoding).
     let r = app.post_keyframe(&ingest, "s1", "ts_ms=0", "image/jpeg", b"not a jpeg".to_vec()).await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // The worker carries on: the next good keyframe of the stream is processed.
     let frame = query_keyframes("neg_cup__none__1").remove(0).1;
     let r = app.post_keyframe(&ingest, "s1", "ts_ms=2000", "image/jpeg", frame).await;

@@ -135,6 +135,21 @@ async fn a_json_route_without_a_json_content_type_answers_415_in_json() {
 }
 
 #[tokio::test]
+async fn a_reference_without_a_content_type_answers_415_in_json() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/v1/references"))
+        .bearer_auth(&app.admin_key)
+        .body("title=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(error_body(response).await.1.contains("multipart/form-data"));
+}
+
+#[tokio::test]
 async fn the_openapi_document_lists_the_json_errors_of_every_operation() {
     let app = spawn_app().await;
     let doc: Value = app.get(None, "/openapi.json").await.json().await.unwrap();

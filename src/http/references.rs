@@ -429,7 +429,7 @@ async fn create(
         tx.commit().await?;
         Ok((StatusCode::CREATED, Json(Accepted { id, status: ReferenceStatus::Ready })))
     } else {
-        Err(ApiError::BadRequest(
+        Err(ApiError::UnsupportedMediaType(
             "send multipart/form-data (metadata + file) or application/json {title, policy?}"
                 .to_owned(),
         ))
