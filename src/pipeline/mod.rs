@@ -242,31 +242,36 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
         return Ok(Outcome::Dropped);
     }
     let payload = k.payload().map_err(|e| HandleError::Permanent(e.to_string()))?;
-    // Kept for the still, made only if the keyframe hits something (a cheap clone).
-    let image = match &payload {
-        Payload::Image(_, bytes) => Some(bytes.clone()),
-        Payload::Pdq { .. } => None,
-    };
     let lookup = Arc::clone(&deps.lookup);
+    let (stream_id, ts_ms) = (k.stream_id.clone(), k.ts_ms);
     // Live references are aligned by wall-clock time: the capture time when the platform sent
     // one, else now (arrival).
     let at_ms = k.captured_at_ms.unwrap_or_else(crate::store::now_ms);
     // Decoding and hashing are CPU-bound: keep them off the async threads.
-    let hits = tokio::task::spawn_blocking(move || {
-        let hashes = match payload {
-            Payload::Image(_, bytes) => {
-                hash_keyframe(&bytes).map_err(|e| HandleError::Permanent(format!("image: {e}")))?
-            }
-            Payload::Pdq { hash, quality } => KeyframeHashes::from_hash(hash, quality),
+    let found = tokio::task::spawn_blocking(move || {
+        let (hashes, image) = match payload {
+            Payload::Image(_, bytes) => (
+                hash_keyframe(&bytes).map_err(|e| HandleError::Permanent(format!("image: {e}")))?,
+                Some(bytes),
+            ),
+            Payload::Pdq { hash, quality } => (KeyframeHashes::from_hash(hash, quality), None),
         };
         if !hashes.carries_evidence() {
             return Ok(None);
         }
-        Ok::<_, HandleError>(Some(lookup.lookup_at(&hashes, at_ms)))
+        let hits = lookup.lookup_at(&hashes, at_ms);
+        // A keyframe with hits gets its still made here, on the blocking thread; whether the
+        // stream keeps it is decided with the hits' commit. Keyframes without hits cost nothing.
+        let still = if hits.is_empty() {
+            None
+        } else {
+            image.and_then(|b| still_of(&stream_id, ts_ms, &b))
+        };
+        Ok::<_, HandleError>(Some((hits, still)))
     })
     .await
     .map_err(|e| HandleError::Transient(anyhow::anyhow!("hashing task failed: {e}")))??;
-    let Some(hits) = hits else { return Ok(Outcome::LowQuality) };
+    let Some((hits, still)) = found else { return Ok(Outcome::LowQuality) };
     if hits.is_empty() {
         return Ok(Outcome::NoMatch);
     }
@@ -284,15 +289,26 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
             },
         })
         .collect();
-    let version = streams::record_hits(deps.store.pool(), &k.stream_id, k.viewers, &hits).await?;
+    // The still is committed with the hits (when the stream keeps it), so any evidence a case
+    // is opened on has its picture already.
+    let (version, kept) = streams::record_hits(
+        deps.store.pool(),
+        &k.stream_id,
+        k.viewers,
+        &hits,
+        still.as_ref().map(|s| (s, keeps_still as fn(i64) -> bool)),
+    )
+    .await?;
     let evidence = evidence_after(deps, &k.stream_id, version, k.ts_ms, &hits).await?;
     let cfg = &deps.recognition.matcher;
-    // The still goes in before any decision, so a case never shows a pair without its picture.
+    // A keyframe that may decide keeps its still whatever the keep rule says, before deciding.
     let may_decide = evidence.iter().any(|(_, e)| e.is_conclusive_after(cfg, 0.0));
-    if let Some(image) = image
-        && (keeps_still(version) || may_decide)
-    {
-        keep_still(deps, k, image).await?;
+    if let Some(still) = still.filter(|_| may_decide && !kept) {
+        let mut conn = deps.store.pool().acquire().await?;
+        crate::store::stills::insert_stream_still(&mut conn, &k.stream_id, &still).await?;
+        metrics::counter!("offside_stream_stills_total").increment(1);
+    } else if kept {
+        metrics::counter!("offside_stream_stills_total").increment(1);
     }
 
     // The decision rule, as `StreamRecognizer::decision_with`: the best evidence first, each
@@ -345,32 +361,16 @@ fn keeps_still(version: i64) -> bool {
     version <= STILLS_IN_FULL || version % STILL_EVERY_AFTER == 0
 }
 
-/// Stores a downscaled copy of the keyframe. A keyframe that was hashed but cannot be made
-/// into a still (it decoded for hashing, so this is rare) keeps its hits without a picture.
-async fn keep_still(
-    deps: &Deps,
-    k: &KeyframeMessage,
-    image: bytes::Bytes,
-) -> Result<(), HandleError> {
-    let made = tokio::task::spawn_blocking(move || still_of_image(&image, STREAM_STILL_LONG_SIDE))
-        .await
-        .map_err(|e| HandleError::Transient(anyhow::anyhow!("still task failed: {e}")))?;
-    let jpeg = match made {
-        Ok(jpeg) => jpeg,
+/// A still of a keyframe with hits. A keyframe that was hashed but cannot be made into a still
+/// (it decoded for hashing, so this is rare) keeps its hits without a picture.
+fn still_of(stream_id: &str, ts_ms: i64, image: &[u8]) -> Option<Still> {
+    match still_of_image(image, STREAM_STILL_LONG_SIDE) {
+        Ok(jpeg) => Some(Still { ts_ms, jpeg }),
         Err(e) => {
-            tracing::warn!(stream_id = %k.stream_id, ts_ms = k.ts_ms, error = %e, "no still of a keyframe with hits");
-            return Ok(());
+            tracing::warn!(stream_id, ts_ms, error = %e, "no still of a keyframe with hits");
+            None
         }
-    };
-    let mut conn = deps.store.pool().acquire().await?;
-    crate::store::stills::insert_stream_still(
-        &mut conn,
-        &k.stream_id,
-        &Still { ts_ms: k.ts_ms, jpeg },
-    )
-    .await?;
-    metrics::counter!("offside_stream_stills_total").increment(1);
-    Ok(())
+    }
 }
 
 /// The stream's evidence after the keyframe at `ts_ms` whose `hits` were committed as
