@@ -1,6 +1,6 @@
 //! Typed configuration: every setting is a command-line flag with an `OFFSIDE_*` environment
 //! variable and a default that runs the embedded setup (SQLite under `./offside-data`, the
-//! in-process queue, `127.0.0.1:8080`).
+//! keyframe queue in that database, `127.0.0.1:8080`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -28,8 +28,8 @@ pub struct Config {
     #[arg(long, env = "OFFSIDE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: SecretUrl,
 
-    /// RabbitMQ URL (`amqp://USER:PASSWORD@HOST:5672/%2f`). Absent: the in-process queue,
-    /// which only serves workers in the same process.
+    /// RabbitMQ URL (`amqp://USER:PASSWORD@HOST:5672/%2f`). Absent: the keyframe queue is a
+    /// table of the database (`crate::queue::db`), durable across restarts.
     #[arg(long, env = "OFFSIDE_AMQP_URL", global = true)]
     pub amqp_url: Option<SecretUrl>,
 
@@ -95,7 +95,7 @@ pub struct Config {
 
     /// Keyframe consumers in this process; unset: one per core. 0 runs none: a node that serves
     /// the API or ingests live feeds and leaves keyframes to `offside worker` processes (needs
-    /// RabbitMQ, since nothing else would take them from the in-process queue).
+    /// RabbitMQ: the scale-out deployment this is for).
     #[arg(long, env = "OFFSIDE_KEYFRAME_WORKERS", global = true)]
     pub keyframe_workers: Option<usize>,
 

@@ -1,4 +1,4 @@
-//! The enforcement pipeline in the embedded deployment (SQLite, in-process queue): keyframes
+//! The enforcement pipeline in the embedded deployment (SQLite, the database keyframe queue): keyframes
 //! posted to the HTTP API become flags, kills, cases and signed takedown webhooks.
 
 mod common;
