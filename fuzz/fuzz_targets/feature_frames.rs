@@ -13,11 +13,12 @@ fuzz_target!(|data: &[u8]| {
         // The format has no slack: what decodes encodes to the same bytes.
         Ok(()) => assert_eq!(encode_feature_frames(&frames), data, "decode then encode differs"),
         // The frames before the corrupt one were kept: they are a prefix of the input, and the
-        // error points at or after their end.
+        // error points between their end and the input's (at its end when a header is whole
+        // and its features are missing).
         Err(CorruptFeatures(at)) => {
             let prefix = encode_feature_frames(&frames);
             assert!(data.starts_with(&prefix), "the frames decoded before the error differ");
-            assert!((prefix.len()..data.len()).contains(&at), "error at {at} of {}", data.len());
+            assert!((prefix.len()..=data.len()).contains(&at), "error at {at} of {}", data.len());
         }
     }
     for f in &frames {

@@ -436,6 +436,20 @@ async fn create(
     }
 }
 
+impl ReferenceMetadata {
+    /// The checks that need no database (the title and the policy's own rules); returns the
+    /// policy to store. [`check_metadata`] adds the owner's; public for the fuzz target.
+    ///
+    /// # Errors
+    /// [`ApiError::Unprocessable`] saying what is wrong.
+    pub fn validate(&self) -> Result<Policy, ApiError> {
+        super::params::text("title", &self.title, super::params::MAX_TITLE_CHARS)?;
+        let policy = self.policy.clone().unwrap_or_default();
+        policy.validate().map_err(|err| ApiError::Unprocessable(format!("policy: {err}")))?;
+        Ok(policy)
+    }
+}
+
 /// Validates metadata; returns the owner and the policy to store. Shared with the console's
 /// upload form.
 pub(crate) async fn check_metadata(
@@ -443,9 +457,7 @@ pub(crate) async fn check_metadata(
     state: &AppState,
     metadata: &ReferenceMetadata,
 ) -> Result<(Option<String>, Policy), ApiError> {
-    super::params::text("title", &metadata.title, super::params::MAX_TITLE_CHARS)?;
-    let policy = metadata.policy.clone().unwrap_or_default();
-    policy.validate().map_err(|err| ApiError::Unprocessable(format!("policy: {err}")))?;
+    let policy = metadata.validate()?;
     let owner = match (principal.role, &metadata.rights_holder_id) {
         (Role::RightsHolder, None) => principal.rights_holder_id.clone(),
         (Role::RightsHolder, Some(_)) => {
@@ -818,8 +830,8 @@ pub(crate) async fn replace_policy(
     visible(principal, state, id).await
 }
 
-/// Parses one hash line `TS_MS,HEX64[,QUALITY]`.
-fn parse_hash_line(line: &str) -> Result<FrameRecord, String> {
+/// Parses one hash line `TS_MS,HEX64[,QUALITY]` (public for the fuzz target).
+pub fn parse_hash_line(line: &str) -> Result<FrameRecord, String> {
     let mut parts = line.split(',').map(str::trim);
     let ts = parts.next().unwrap_or_default();
     let ts_ms: i64 =
