@@ -3,7 +3,6 @@
 //! would be able to redirect the platform's takedowns. Creation and deletion are audited (the
 //! URL without credentials or query, never the secret).
 
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

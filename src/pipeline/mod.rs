@@ -296,7 +296,8 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
         &k.stream_id,
         k.viewers,
         &hits,
-        still.as_ref().map(|s| (s, keeps_still as fn(i64) -> bool)),
+        still.as_ref(),
+        keeps_still,
     )
     .await?;
     let evidence = evidence_after(deps, &k.stream_id, version, k.ts_ms, &hits).await?;

@@ -331,7 +331,7 @@ pub struct ReferenceHit {
 const HITS_PER_INSERT: usize = 500;
 
 /// Stores every hit of one keyframe (all references) and bumps the stream's hit version, in
-/// one transaction, with the keyframe's still when `still`'s rule keeps it at the new version;
+/// one transaction, with the keyframe's still when `keep_still` keeps it at the new version;
 /// returns the new version and whether the still was stored. A redelivered keyframe adds no
 /// hits (the primary key) but still bumps the version, which only costs the next keyframe a
 /// replay.
@@ -343,7 +343,8 @@ pub async fn record_hits(
     stream_id: &str,
     viewers: Option<i64>,
     hits: &[ReferenceHit],
-    still: Option<(&Still, fn(i64) -> bool)>,
+    still: Option<&Still>,
+    keep_still: fn(i64) -> bool,
 ) -> sqlx::Result<(i64, bool)> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
@@ -387,7 +388,7 @@ pub async fn record_hits(
     .await?;
     let version: i64 = row.try_get(0)?;
     let kept = match still {
-        Some((still, keep)) if keep(version) => {
+        Some(still) if keep_still(version) => {
             super::stills::insert_stream_still(&mut tx, stream_id, still).await?;
             true
         }
