@@ -118,25 +118,8 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb, Error> {
 }
 
 fn decode_jpeg_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb, Error> {
-    use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
-    let options = DecoderOptions::default()
-        .jpeg_set_out_colorspace(ColorSpace::RGB)
-        .set_max_width(usize::from(u16::MAX))
-        .set_max_height(usize::from(u16::MAX));
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    decoder.decode_headers().map_err(jpeg_error)?;
-    let (width, height) = decoder
-        .dimensions()
-        .ok_or_else(|| Error::new(ErrorKind::Corrupt, "JPEG without a frame header"))?;
-    let (width, height) = (width as u32, height as u32);
-    check_limits(width, height, limits)?;
-    let pixels = decoder.decode().map_err(jpeg_error)?;
-    if pixels.len() != width as usize * height as usize * 3 {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!("JPEG decoded to {} bytes for {width}x{height} RGB", pixels.len()),
-        ));
-    }
+    let (width, height, pixels) =
+        decode_jpeg_pixels(bytes, limits, zune_core::colorspace::ColorSpace::RGB)?;
     Ok(Rgb { width, height, pixels })
 }
 
@@ -169,13 +152,26 @@ fn jpeg_error(e: zune_jpeg::errors::DecodeErrors) -> Error {
 }
 
 fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<Luma, Error> {
-    use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
     // Luma output makes zune-jpeg skip the chroma planes' inverse DCT, upsampling and colour
-    // conversion (it still entropy-decodes them, as it must to walk the bitstream). Its own
-    // size limits are opened to the format's maximum so that ours, checked below with the
-    // right error kind, are the ones that apply.
+    // conversion (it still entropy-decodes them, as it must to walk the bitstream).
+    let (width, height, pixels) =
+        decode_jpeg_pixels(bytes, limits, zune_core::colorspace::ColorSpace::Luma)?;
+    let full = Luma::new(width, height, pixels)?;
+    let factor = reduction(width, height, limits.min_long_side);
+    Ok(if factor == 1 { full } else { box_reduce(&full, factor) })
+}
+
+/// A JPEG's pixels in `colorspace` (Luma or RGB) at full size, within `limits`. zune-jpeg's own
+/// size limits are opened to the format's maximum so that ours, checked after the header with
+/// the right error kind, are the ones that apply.
+fn decode_jpeg_pixels(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    colorspace: zune_core::colorspace::ColorSpace,
+) -> Result<(u32, u32, Vec<u8>), Error> {
+    use zune_core::{bytestream::ZCursor, options::DecoderOptions};
     let options = DecoderOptions::default()
-        .jpeg_set_out_colorspace(ColorSpace::Luma)
+        .jpeg_set_out_colorspace(colorspace)
         .set_max_width(usize::from(u16::MAX))
         .set_max_height(usize::from(u16::MAX));
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
@@ -186,15 +182,17 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<Luma, Error> {
     let (width, height) = (width as u32, height as u32);
     check_limits(width, height, limits)?;
     let pixels = decoder.decode().map_err(jpeg_error)?;
-    if pixels.len() != width as usize * height as usize {
+    let channels = colorspace.num_components();
+    if pixels.len() != width as usize * height as usize * channels {
         return Err(Error::new(
             ErrorKind::Unsupported,
-            format!("JPEG decoded to {} bytes for {width}x{height} luma", pixels.len()),
+            format!(
+                "JPEG decoded to {} bytes for {width}x{height} pixels of {channels} channels",
+                pixels.len()
+            ),
         ));
     }
-    let full = Luma::new(width, height, pixels)?;
-    let factor = reduction(width, height, limits.min_long_side);
-    Ok(if factor == 1 { full } else { box_reduce(&full, factor) })
+    Ok((width, height, pixels))
 }
 
 /// The strongest of the reductions 8, 4 and 2 that keeps the long side at or above
