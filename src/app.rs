@@ -243,7 +243,10 @@ impl App {
             tasks.spawn(crate::enforce::delivery::run(
                 state.store.clone(),
                 client,
-                crate::enforce::delivery::DeliveryConfig::default(),
+                crate::enforce::delivery::DeliveryConfig {
+                    retry_max: state.config.webhook_retry_max(),
+                    ..crate::enforce::delivery::DeliveryConfig::default()
+                },
                 Arc::clone(&state.outbox_wake),
                 cancel.clone(),
             ));

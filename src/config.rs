@@ -110,6 +110,12 @@ pub struct Config {
     #[arg(long, env = "OFFSIDE_STILLS_RETENTION_DAYS", default_value_t = 30, global = true)]
     pub stills_retention_days: u32,
 
+    /// The longest wait, in seconds, between two attempts to deliver a takedown webhook to a
+    /// receiver that keeps failing. Deliveries are retried until a 2xx, waiting 1 s, 2 s, 4 s …
+    /// up to this; so a receiver that comes back gets its events within this long.
+    #[arg(long, env = "OFFSIDE_WEBHOOK_RETRY_MAX_SECS", default_value_t = 600, global = true)]
+    pub webhook_retry_max_secs: u64,
+
     /// Also serve `/metrics` and `/healthz` (no API, no key) on this address: how Prometheus
     /// scrapes an `offside worker`, which has no HTTP API, or any process on a separate port.
     #[arg(long, env = "OFFSIDE_METRICS_LISTEN", global = true)]
@@ -139,6 +145,7 @@ impl Default for Config {
             keyframe_workers: None,
             live_lease_ttl_ms: 10_000,
             stills_retention_days: 30,
+            webhook_retry_max_secs: 600,
             metrics_listen: None,
         }
     }
@@ -167,6 +174,11 @@ impl Config {
     /// How long stream stills are kept.
     pub fn stills_retention(&self) -> Duration {
         Duration::from_secs(u64::from(self.stills_retention_days) * 86_400)
+    }
+
+    /// The longest wait between two attempts of a webhook delivery (at least a second).
+    pub fn webhook_retry_max(&self) -> Duration {
+        Duration::from_secs(self.webhook_retry_max_secs.max(1))
     }
 
     /// The live feed lease duration (at least three heartbeats).

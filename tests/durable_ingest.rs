@@ -294,3 +294,174 @@ async fn every_keyframe_accepted_before_a_kill_9_is_handled_after_the_restart_an
     assert_eq!(count(&store, "SELECT COUNT(*) FROM cases WHERE stream_id = $1", "pirate").await, 1);
     eprintln!("{before_restart} of {BURST} keyframes were handled before the kill");
 }
+
+/// Makes this test's PostgreSQL database unreachable, as a stopped server is to the service:
+/// every open connection is cut and new ones are refused. (The shared server keeps running for
+/// the tests beside this one, which have databases of their own.) Ends the outage on drop, so a
+/// failing test leaves nothing broken.
+struct PgOutage {
+    admin: sqlx::AnyPool,
+    name: String,
+}
+
+impl PgOutage {
+    async fn start(name: &str) -> PgOutage {
+        let admin = sqlx::AnyPool::connect(&common::pg_admin_url()).await.expect("PostgreSQL");
+        for sql in [
+            format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await.expect("outage");
+        }
+        PgOutage { admin, name: name.to_owned() }
+    }
+
+    async fn end(self) {
+        let sql = format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name);
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&self.admin).await.expect("outage ends");
+    }
+}
+
+/// What one keyframe POST of the load got.
+struct Answer {
+    stream: String,
+    ts_ms: i64,
+    status: StatusCode,
+    retry_after: bool,
+    took: Duration,
+    sent_at: Duration,
+}
+
+/// Issue #15: PostgreSQL unreachable for 30 s while keyframes keep coming (the PostgreSQL
+/// deployment's database queue). Every keyframe POST gets 202 or a quick 503 with `Retry-After`,
+/// never a 500 or a hang; once the database is back the same process accepts and handles
+/// keyframes again without a restart, and every keyframe it answered 202 is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_down_for_30_seconds_under_load_answers_503_then_recovers_losing_nothing() {
+    const OUTAGE: Duration = Duration::from_secs(30);
+    const BEFORE: Duration = Duration::from_secs(5);
+    const AFTER: Duration = Duration::from_secs(10);
+    const STREAMS: usize = 4;
+    let app = common::spawn_app_pg().await;
+    let frames = keyframes();
+    // A reference made of exactly these pictures: every handled keyframe leaves a hit.
+    let created = app
+        .create_hash_reference(
+            &app.admin_key,
+            &json!({"title": "Outage", "policy": {"action": "flag", "min_match_seconds": 4}}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let reference = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let lines: String = frames
+        .iter()
+        .enumerate()
+        .map(|(i, (_, hex, quality))| format!("{},{hex},{quality}\n", i as i64 * KEYFRAME_EVERY_MS))
+        .collect();
+    assert_eq!(
+        app.import_hashes(&app.admin_key, &reference, &lines).await.status(),
+        StatusCode::OK
+    );
+    let store = Store::connect(&app.env.database_url).await.expect("the app's database");
+    eventually(Duration::from_secs(30), "the reference to be matchable", || async {
+        let r = app
+            .post_keyframe(&app.admin_key, "probe", "ts_ms=0", "image/jpeg", frames[0].0.clone())
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (!handled(&store, "probe").await.is_empty()).then_some(())
+    })
+    .await;
+    store.pool().close().await;
+
+    // The load: STREAMS streams, each sending its next keyframe as soon as the last is answered
+    // (pausing briefly after a 503, as a platform honouring Retry-After would, but shorter).
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let started = std::time::Instant::now();
+    let run_for = BEFORE + OUTAGE + AFTER;
+    let senders = (0..STREAMS).map(|s| {
+        let (client, frames, key) = (client.clone(), &frames, &app.admin_key);
+        let base = app.url("");
+        async move {
+            let stream = format!("load-{s}");
+            let mut answers = Vec::new();
+            let mut i = 0usize;
+            while started.elapsed() < run_for {
+                let ts_ms = i as i64 * KEYFRAME_EVERY_MS;
+                let sent_at = started.elapsed();
+                let sent = std::time::Instant::now();
+                let response = client
+                    .post(format!("{base}/v1/streams/{stream}/keyframes?ts_ms={ts_ms}"))
+                    .bearer_auth(key)
+                    .header("content-type", "image/jpeg")
+                    .body(frames[(s * 7 + i) % frames.len()].0.clone())
+                    .send()
+                    .await
+                    .expect("every keyframe POST is answered");
+                let status = response.status();
+                answers.push(Answer {
+                    stream: stream.clone(),
+                    ts_ms,
+                    status,
+                    retry_after: response.headers().contains_key("retry-after"),
+                    took: sent.elapsed(),
+                    sent_at,
+                });
+                if status == StatusCode::ACCEPTED {
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+            answers
+        }
+    });
+    let outage = async {
+        tokio::time::sleep(BEFORE).await;
+        let name = app.env.pg.as_ref().expect("a PostgreSQL database").name.clone();
+        let outage = PgOutage::start(&name).await;
+        tokio::time::sleep(OUTAGE).await;
+        outage.end().await;
+    };
+    let (answers, ()) = tokio::join!(futures::future::join_all(senders), outage);
+    let answers: Vec<Answer> = answers.into_iter().flatten().collect();
+
+    let unexpected: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status != StatusCode::ACCEPTED && a.status != StatusCode::SERVICE_UNAVAILABLE)
+        .map(|a| (a.sent_at, a.status))
+        .collect();
+    assert!(unexpected.is_empty(), "only 202 and 503: {unexpected:?}");
+    let unavailable: Vec<&Answer> =
+        answers.iter().filter(|a| a.status == StatusCode::SERVICE_UNAVAILABLE).collect();
+    assert!(unavailable.len() >= 20, "the outage was seen: {} 503s", unavailable.len());
+    assert!(unavailable.iter().all(|a| a.retry_after), "every 503 says when to retry");
+    let slowest = answers.iter().map(|a| a.took).max().unwrap_or_default();
+    assert!(slowest < Duration::from_secs(5), "answers stay quick: the slowest took {slowest:?}");
+    // Recovery without a restart: the last seconds of the load were accepted again.
+    let last = |a: &&Answer| a.sent_at > BEFORE + OUTAGE + AFTER / 2;
+    let late: Vec<&Answer> = answers.iter().filter(last).collect();
+    assert!(!late.is_empty() && late.iter().all(|a| a.status == StatusCode::ACCEPTED));
+
+    // Nothing lost: every keyframe answered 202, before, during or after, is handled.
+    let store = Store::connect(&app.env.database_url).await.expect("the app's database");
+    let mut accepted: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+    for a in answers.iter().filter(|a| a.status == StatusCode::ACCEPTED) {
+        accepted.entry(a.stream.as_str()).or_default().push(a.ts_ms);
+    }
+    assert_eq!(accepted.len(), STREAMS);
+    for (stream, expected) in &accepted {
+        eventually(Duration::from_secs(60), "every accepted keyframe to be handled", || async {
+            (handled(&store, stream).await == *expected).then_some(())
+        })
+        .await;
+    }
+    eprintln!(
+        "{} keyframes accepted, {} answered 503 during a {OUTAGE:?} outage, slowest answer {slowest:?}",
+        accepted.values().map(Vec::len).sum::<usize>(),
+        unavailable.len()
+    );
+}

@@ -6,7 +6,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{WebhookReceiver, eventually, query_keyframes, signature_is_valid, spawn_app};
+use common::{
+    Db, WebhookReceiver, eventually, query_keyframes, signature_is_valid, spawn_app, spawn_app_on,
+};
 use offside::recognition::{RecognitionConfig, StreamRecognizer, hash_keyframe};
 use offside::store::keys::Role;
 use reqwest::StatusCode;
@@ -144,6 +146,82 @@ async fn a_kill_policy_sends_exactly_one_signed_webhook_despite_failures_and_dup
     let cases = app.cases("").await;
     assert_eq!(cases.len(), 1);
     assert_eq!(cases[0]["status"], "confirmed");
+}
+
+/// A receiver that is down (nothing listens on its port) for what stands for ten minutes, then
+/// comes back: every event decided meanwhile arrives once, signed. Time is scaled down 60-fold:
+/// the longest wait between attempts is 10 s instead of the default 600 s, the outage 10 s.
+#[tokio::test]
+async fn a_webhook_receiver_down_for_ten_minutes_then_up_gets_every_event_once_signed() {
+    const RETRY_MAX_SECS: u64 = 10;
+    let app = spawn_app_on(Db::Sqlite, |c| c.webhook_retry_max_secs = RETRY_MAX_SECS).await;
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let secret = "whsec-outage-0123456789abcdef";
+    let created = app
+        .create_webhook(
+            &app.admin_key,
+            &format!("http://{address}/hook"),
+            &["stream.killed", "case.created"],
+            secret,
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let webhook: Value = created.json().await.unwrap();
+    let webhook_id = webhook["id"].as_str().expect("webhook id").to_owned();
+    app.enforced_reference("ref_screencast.mp4", "kill").await;
+    let ingest = app.key_for(Role::Ingest, None).await;
+
+    // Two pirates killed while the receiver is down: four events to deliver.
+    let down_since = std::time::Instant::now();
+    let frames = query_keyframes("screencast__reencode__1");
+    for stream in ["outage-1", "outage-2"] {
+        app.post_keyframes(&ingest, stream, &frames).await;
+        app.wait_for_stream_status(stream, "killed").await;
+    }
+    let deliveries = || async {
+        let r =
+            app.get(Some(&app.admin_key), &format!("/v1/webhooks/{webhook_id}/deliveries")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Vec<Value>>().await.unwrap()
+    };
+    // Failed attempts are recorded and retried while it is down, nothing is given up.
+    let failing = eventually(Duration::from_secs(20), "retried failed attempts", || async {
+        let all = deliveries().await;
+        (all.len() == 4 && all.iter().all(|d| d["attempts"].as_i64() >= Some(2))).then_some(all)
+    })
+    .await;
+    assert!(failing.iter().all(|d| d["status"] == "pending"), "{failing:?}");
+    let outage = Duration::from_secs(RETRY_MAX_SECS);
+    tokio::time::sleep(outage.saturating_sub(down_since.elapsed())).await;
+
+    let receiver = WebhookReceiver::start_on(&address).await;
+    // Back up: everything arrives within the longest wait between attempts (plus a pass).
+    eventually(Duration::from_secs(RETRY_MAX_SECS + 5), "every event delivered", || async {
+        deliveries().await.iter().all(|d| d["status"] == "delivered").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let requests = receiver.requests();
+    for request in &requests {
+        let header = request.signature.as_deref().expect("Offside-Signature header");
+        assert!(signature_is_valid(secret, header, &request.body), "bad signature {header}");
+    }
+    let events = receiver.events();
+    let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().expect("event id")).collect();
+    assert_eq!(ids.len(), 4, "four distinct events: {events:?}");
+    assert_eq!(events.len(), 4, "each delivered exactly once: {events:?}");
+    for stream in ["outage-1", "outage-2"] {
+        for kind in ["stream.killed", "case.created"] {
+            let n = events
+                .iter()
+                .filter(|e| e["type"] == kind && e["data"]["stream_id"] == stream)
+                .count();
+            assert_eq!(n, 1, "{kind} of {stream}: {events:?}");
+        }
+    }
 }
 
 #[tokio::test]

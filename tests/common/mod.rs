@@ -699,6 +699,11 @@ pub struct WebhookReceiver {
 
 impl WebhookReceiver {
     pub async fn start() -> WebhookReceiver {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// A receiver on `address` (a port a webhook was registered with while nothing listened).
+    pub async fn start_on(address: &str) -> WebhookReceiver {
         use std::sync::atomic::{AtomicU16, Ordering};
         use std::sync::{Arc, Mutex};
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -719,7 +724,7 @@ impl WebhookReceiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind(address).await.expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("address"));
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
