@@ -285,7 +285,7 @@ async fn a_garbage_cursor_answers_400_and_a_limit_out_of_range_422_on_every_list
     let response = app.list_references(&app.admin_key, "?cursor=garbage").await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_body(response).await.0, "bad_request");
-    for list in ["/v1/references", "/v1/streams", "/v1/cases"] {
+    for list in ["/v1/references", "/v1/streams", "/v1/cases", "/v1/audit"] {
         for limit in ["0", "1001", "-3"] {
             let response = app.get(Some(&app.admin_key), &format!("{list}?limit={limit}")).await;
             assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{list} limit={limit}");

@@ -55,14 +55,14 @@ struct AuditQuery {
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("bearer" = [])),
     params(("target_type" = Option<String>, Query, description = "case, stream, reference (trust and safety may read these), key, rights_holder or webhook (admins only)"),
         ("target_id" = Option<String>, Query, description = "Only this target"),
-        ("limit" = Option<i64>, Query, description = "At most this many (default 100)")),
-    responses((status = 200, body = Vec<AuditEntry>), (status = 401), (status = 403)))]
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1–1000 (default 100)")),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 401), (status = 403), (status = 422)))]
 async fn list(
     principal: Principal,
     State(state): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     let filter = audit_filter(&principal, q.target_type.as_deref(), q.target_id.as_deref())?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = super::params::limit(q.limit)?;
     Ok(Json(audit::list_filtered(state.store.pool(), &filter, limit).await?))
 }
