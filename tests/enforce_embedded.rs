@@ -62,8 +62,9 @@ async fn a_pirate_stream_is_flagged_where_the_eval_rule_decides_and_a_negative_n
     assert_eq!(cases.len(), 1, "{cases:?}");
     assert_eq!(cases[0]["stream_id"], "pirate-1");
     assert_eq!(cases[0]["reference_id"], reference.as_str());
+    // At least the two agreeing keyframes the rule decides on (more as later keyframes land).
     let evidence = cases[0]["evidence"].as_array().expect("evidence");
-    assert!(evidence.len() >= 3, "{evidence:?}");
+    assert!(evidence.len() >= 2, "{evidence:?}");
     for e in evidence {
         assert!(e["distance"].as_u64().unwrap() <= 31, "{e}");
         assert!(e["stream_ts_ms"].is_i64() && e["reference_ts_ms"].is_i64(), "{e}");

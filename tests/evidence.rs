@@ -253,6 +253,18 @@ async fn stills_go_with_the_retention_and_with_their_reference() {
     .await;
     assert_eq!(ended["status"], "flagged", "{ended}");
     let pool = app.store.pool();
+    // Two consumers: the end can be handled while the last keyframe still is. Wait for the
+    // queue to drain, so the stills counted below are all there will be.
+    eventually(std::time::Duration::from_secs(30), "every keyframe handled", || async {
+        let queued: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM keyframe_queue WHERE stream_id = $1")
+                .bind("pirate-retention")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        (queued == 0).then_some(())
+    })
+    .await;
     let (kept, bytes) =
         offside::store::stills::stream_still_bytes(pool, "pirate-retention").await.unwrap();
     assert!(kept >= 2, "the keyframes with hits keep stills");
