@@ -2,10 +2,10 @@
 //! and still decides.
 //!
 //! This test stops and starts the broker's application (`rabbitmqctl stop_app`/`start_app`),
-//! which would break any other test talking to the broker at the same time. Cargo runs test
-//! binaries one after another, so it lives alone in this binary; with `cargo nextest` run it in
-//! its own group. It needs `rabbitmqctl` with the rights to use it (root, as in CI); without
-//! them it fails rather than passing unchecked.
+//! which would break any other test talking to the broker at the same time: it lives alone in
+//! this binary, which `scripts/test` runs on its own after all the others. It needs
+//! `rabbitmqctl` with the rights to use it (root, as in CI); without them it fails rather than
+//! passing unchecked.
 
 mod common;
 
