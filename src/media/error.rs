@@ -103,7 +103,7 @@ pub enum MediaError {
         ts_ms: i64,
         /// The encoder's reason.
         #[source]
-        source: image::ImageError,
+        source: jpeg_encoder::EncodingError,
     },
 }
 

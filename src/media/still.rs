@@ -5,10 +5,15 @@
 //! images a platform sends (stream side, long side [`STREAM_STILL_LONG_SIDE`]). Both are
 //! baseline JPEG at [`STILL_JPEG_QUALITY`]: every browser shows it, and at these sizes it is
 //! 8-20 KB, which is what keeps a reference hour under 40 MB of stills.
+//!
+//! A keyframe's still is made on the worker's hashing thread for every keyframe with hits, so
+//! its cost is paid by the busiest path the service has: it decodes with zune-jpeg (through
+//! `fingerprints::decode_rgb`, which also bounds the image), shrinks with `fast_image_resize`
+//! (SIMD) and encodes with `jpeg-encoder`, about a third of the CPU of decoding, `thumbnail` and
+//! encoding with `image` (docs/LOAD.md, issue #14).
 
+use fast_image_resize as fir;
 use ffmpeg_next as ff;
-use image::codecs::jpeg::JpegEncoder;
-use image::{ExtendedColorType, ImageReader, Limits};
 
 use super::source::Scaler;
 use super::{MediaError, Progress};
@@ -48,10 +53,32 @@ pub(super) fn encode_rgb_frame(
         let start = row * stride;
         packed.extend_from_slice(data.get(start..start + row_bytes).unwrap_or(&[]));
     }
-    let mut jpeg = Vec::with_capacity(packed.len() / 8);
-    JpegEncoder::new_with_quality(&mut jpeg, quality.clamp(1, 100))
-        .encode(&packed, frame.width(), frame.height(), ExtendedColorType::Rgb8)
-        .map_err(|source| MediaError::Encode { ts_ms, source })?;
+    encode_rgb(&packed, frame.width(), frame.height(), quality)
+        .map_err(|source| MediaError::Encode { ts_ms, source })
+}
+
+/// Encodes packed RGB24 pixels as a baseline JPEG: the one encoder of stills and keyframes.
+fn encode_rgb(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>, jpeg_encoder::EncodingError> {
+    let side = |v: u32| {
+        u16::try_from(v).map_err(|_| {
+            jpeg_encoder::EncodingError::Write(format!(
+                "{width}x{height} pixels: a JPEG is at most 65535 a side"
+            ))
+        })
+    };
+    let (w, h) = (side(width)?, side(height)?);
+    let mut jpeg = Vec::with_capacity(rgb.len() / 8);
+    jpeg_encoder::Encoder::new(&mut jpeg, quality.clamp(1, 100)).encode(
+        rgb,
+        w,
+        h,
+        jpeg_encoder::ColorType::Rgb,
+    )?;
     Ok(jpeg)
 }
 
@@ -85,8 +112,17 @@ impl StillMaker {
 
 /// Why a keyframe image could not be made into a still.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot make a still of the keyframe: {0}")]
-pub struct StillError(#[from] image::ImageError);
+pub enum StillError {
+    /// The image does not decode (or is larger than any keyframe the service accepts).
+    #[error("cannot make a still of the keyframe: {0}")]
+    Decode(#[from] fingerprints::Error),
+    /// Shrinking failed (an image too small for the resizer to work on).
+    #[error("cannot shrink the keyframe for its still: {0}")]
+    Resize(String),
+    /// The JPEG encoder refused the pixels.
+    #[error("cannot encode the keyframe's still: {0}")]
+    Encode(#[from] jpeg_encoder::EncodingError),
+}
 
 /// A still of an encoded keyframe image (JPEG, PNG or WebP): decoded in colour, shrunk to
 /// `long_side` (never enlarged) and encoded as JPEG.
@@ -94,28 +130,30 @@ pub struct StillError(#[from] image::ImageError);
 /// # Errors
 /// The image cannot be decoded (or is larger than any keyframe the service accepts).
 pub fn still_of_image(bytes: &[u8], long_side: u32) -> Result<Vec<u8>, StillError> {
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| StillError(image::ImageError::IoError(e)))?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_KEYFRAME_SIDE);
-    limits.max_image_height = Some(MAX_KEYFRAME_SIDE);
-    reader.limits(limits);
-    let img = reader.decode()?;
-    let img = if img.width().max(img.height()) > long_side {
-        img.thumbnail(long_side, long_side)
-    } else {
-        img
+    let limits = fingerprints::DecodeLimits {
+        max_width: MAX_KEYFRAME_SIDE,
+        max_height: MAX_KEYFRAME_SIDE,
+        ..fingerprints::DecodeLimits::default()
     };
-    let rgb = img.to_rgb8();
-    let mut jpeg = Vec::with_capacity(rgb.len() / 8);
-    JpegEncoder::new_with_quality(&mut jpeg, STILL_JPEG_QUALITY).encode(
-        rgb.as_raw(),
-        rgb.width(),
-        rgb.height(),
-        ExtendedColorType::Rgb8,
-    )?;
-    Ok(jpeg)
+    let rgb = fingerprints::decode_rgb(bytes, &limits)?;
+    let (width, height) = (rgb.width, rgb.height);
+    let long = width.max(height);
+    if long <= long_side {
+        return Ok(encode_rgb(&rgb.pixels, width, height, STILL_JPEG_QUALITY)?);
+    }
+    let scaled = |v: u32| (u64::from(v) * u64::from(long_side)).div_ceil(u64::from(long)).max(1);
+    let (to_w, to_h) = (scaled(width) as u32, scaled(height) as u32);
+    let source = fir::images::Image::from_vec_u8(width, height, rgb.pixels, fir::PixelType::U8x3)
+        .map_err(|e| StillError::Resize(e.to_string()))?;
+    let mut target = fir::images::Image::new(to_w, to_h, fir::PixelType::U8x3);
+    // Bilinear over the whole source (a convolution, not a point sample): no aliasing on the
+    // fine detail of a broadcast frame shrunk 2-4 times.
+    let options = fir::ResizeOptions::new()
+        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
+    fir::Resizer::new()
+        .resize(&source, &mut target, &options)
+        .map_err(|e| StillError::Resize(e.to_string()))?;
+    Ok(encode_rgb(target.buffer(), to_w, to_h, STILL_JPEG_QUALITY)?)
 }
 
 #[cfg(test)]
@@ -126,11 +164,7 @@ mod tests {
         let img = image::RgbImage::from_fn(w, h, |x, y| {
             image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
         });
-        let mut out = Vec::new();
-        JpegEncoder::new_with_quality(&mut out, 90)
-            .encode(img.as_raw(), w, h, ExtendedColorType::Rgb8)
-            .unwrap();
-        out
+        encode_rgb(img.as_raw(), w, h, 90).unwrap()
     }
 
     fn size_of(still: &[u8]) -> (u32, u32) {
