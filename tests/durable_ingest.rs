@@ -146,6 +146,15 @@ fn keyframes() -> Vec<(Vec<u8>, String, u8)> {
     frames
 }
 
+/// The hash-import body of a reference made of exactly `frames`, one every 2 s.
+fn hash_lines(frames: &[(Vec<u8>, String, u8)]) -> String {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, (_, hex, quality))| format!("{},{hex},{quality}\n", i as i64 * KEYFRAME_EVERY_MS))
+        .collect()
+}
+
 fn api(
     client: &reqwest::Client,
     key: &str,
@@ -191,11 +200,7 @@ async fn every_keyframe_accepted_before_a_kill_9_is_handled_after_the_restart_an
             .expect("create reference");
     assert_eq!(created.status(), StatusCode::CREATED);
     let reference = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let lines: String = frames
-        .iter()
-        .enumerate()
-        .map(|(i, (_, hex, quality))| format!("{},{hex},{quality}\n", i as i64 * KEYFRAME_EVERY_MS))
-        .collect();
+    let lines = hash_lines(&frames);
     let imported = api(
         &client,
         &key,
@@ -355,11 +360,7 @@ async fn postgresql_down_for_30_seconds_under_load_answers_503_then_recovers_los
         .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let reference = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let lines: String = frames
-        .iter()
-        .enumerate()
-        .map(|(i, (_, hex, quality))| format!("{},{hex},{quality}\n", i as i64 * KEYFRAME_EVERY_MS))
-        .collect();
+    let lines = hash_lines(&frames);
     assert_eq!(
         app.import_hashes(&app.admin_key, &reference, &lines).await.status(),
         StatusCode::OK
