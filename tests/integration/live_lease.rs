@@ -1,9 +1,7 @@
 //! The ingest lease of a live feed, on SQLite and PostgreSQL: exactly one process holds it,
 //! and another takes it over once the holder stops renewing.
 
-mod common;
-
-use common::{Db, TestEnv};
+use crate::common::{Db, TestEnv};
 use offside::live::store::{self as feeds, FeedStatus, Heartbeat, NewFeed};
 use offside::references::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::Store;

@@ -1,5 +1,5 @@
 //! Measurements of live ingest (not assertions: tests never assert timings). Run with
-//! `cargo test --release --test live_cost -- --ignored --nocapture`.
+//! `cargo test --release --test integration live_cost:: -- --ignored --nocapture`.
 //!
 //! A 720p25 MPEG-TS feed made from a development-set clip airs over UDP on loopback for a
 //! minute while a [`LiveService`] ingests it in this process. It reports:
@@ -18,15 +18,13 @@
 //!   prints what each keyframe brought (PDQ quality, feature count, hits). (The
 //!   pipeline's own latency, queue to decision, is measured by `offside load`: docs/LOAD.md.)
 
-mod common;
-
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Db, TestEnv};
+use crate::common::{Db, TestEnv};
 use fingerprints::features::VerifyConfig;
 use offside::live::store::{self as feeds, NewFeed};
 use offside::live::{IngestOptions, LiveService, LiveWindow, SharedLiveLibrary};

@@ -1,11 +1,9 @@
 //! The reference library over HTTP: uploads hashed by jobs, failures with reasons, the upload
 //! limit, hash import, policies, paging, deletion from the index, and jobs surviving restarts.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Db, TestApp, error_code, make_video, spawn_app, spawn_app_on};
+use crate::common::{Db, TestApp, error_code, make_video, spawn_app, spawn_app_on};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -1,8 +1,6 @@
 //! `offside tap`: a clip made with the ffmpeg CLI is tapped into RabbitMQ (a unique exchange
 //! prefix per test) and into a test app's HTTP API, and what arrives is checked.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use offside::commands::tap::{self, TapArgs};
@@ -48,7 +46,7 @@ async fn next_message(consumer: &mut Box<dyn DeliveryStream>) -> QueueMessage {
 #[tokio::test]
 async fn a_seven_second_clip_becomes_four_jpeg_keyframes_two_seconds_apart_then_the_end() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = common::make_video(dir.path(), "clip.mp4", 7);
+    let clip = crate::common::make_video(dir.path(), "clip.mp4", 7);
     let args = args(&clip, "tap-stream-1");
     let mut cfg = AmqpConfig::new(amqp_url());
     cfg.prefix = args.amqp_prefix.clone();
@@ -88,7 +86,7 @@ async fn a_seven_second_clip_becomes_four_jpeg_keyframes_two_seconds_apart_then_
 #[tokio::test]
 async fn stopping_a_realtime_tap_ends_quickly_without_ending_the_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = common::make_video(dir.path(), "clip.mp4", 20);
+    let clip = crate::common::make_video(dir.path(), "clip.mp4", 20);
     let mut args = args(&clip, "tap-stream-2");
     args.realtime = true;
     let cancel = CancellationToken::new();
@@ -109,9 +107,9 @@ async fn stopping_a_realtime_tap_ends_quickly_without_ending_the_stream() {
 
 #[tokio::test]
 async fn a_clip_tapped_through_the_http_api_reaches_the_pipeline_and_ends_the_stream() {
-    let app = common::spawn_app().await;
+    let app = crate::common::spawn_app().await;
     let ingest_key = app.key_for(Role::Ingest, None).await;
-    let clip = common::make_video(app.env.dir.path(), "clip.mp4", 5);
+    let clip = crate::common::make_video(app.env.dir.path(), "clip.mp4", 5);
     let mut args = args(&clip, "tap-http-1");
     args.api_url = Some(app.address.clone());
     args.api_key = Some(ingest_key);

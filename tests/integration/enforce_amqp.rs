@@ -2,13 +2,13 @@
 //! database and a unique exchange/queue prefix per test), keyframes published to the exchange
 //! per the AMQP contract, `offside worker` processes next to one `offside serve`.
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestApp, WebhookReceiver, amqp_url, eventually, query_keyframes, spawn_app_amqp};
+use crate::common::{
+    TestApp, WebhookReceiver, amqp_url, eventually, query_keyframes, spawn_app_amqp,
+};
 use futures::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -253,7 +253,7 @@ async fn three_worker_processes_and_one_serve_make_exactly_one_case_and_one_take
         receiver.events().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids.len(), 1, "exactly one takedown: {:?}", receiver.events());
     let request = &receiver.requests()[0];
-    assert!(common::signature_is_valid(
+    assert!(crate::common::signature_is_valid(
         secret,
         request.signature.as_deref().unwrap(),
         &request.body

@@ -7,17 +7,15 @@
 //! real time. Needs the ffmpeg CLI, the development set in `../shared` beside the repository,
 //! and PostgreSQL and RabbitMQ for the scale-out and takeover tests (see the README).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::live::{
+use crate::common::live::{
     Sender, air_udp, dev_clip, encode_feed, free_tcp_port, free_udp_port, pirate_keyframes,
 };
-use common::{Db, TestApp, Worker, amqp_url, eventually, spawn_app, spawn_app_on};
+use crate::common::{Db, TestApp, Worker, amqp_url, eventually, spawn_app, spawn_app_on};
 use offside::config::SecretUrl;
 use offside::store::keys::Role;
 use offside::store::now_ms;
@@ -456,7 +454,7 @@ async fn a_feed_pulled_as_live_hls_over_http_goes_live() {
 
 #[tokio::test]
 async fn a_process_without_keyframe_workers_is_refused_without_rabbitmq() {
-    let env = common::TestEnv::new(Db::Sqlite).await;
+    let env = crate::common::TestEnv::new(Db::Sqlite).await;
     let mut config = env.config();
     config.keyframe_workers = Some(0);
     let refused = offside::app::App::build(config, offside::app::Mode::Serve).await;

@@ -4,14 +4,12 @@
 //!
 //! Needs the ffmpeg CLI and the development set in `../shared` beside the repository.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::live::{
+use crate::common::live::{
     air_udp, dev_clip, encode_feed, ffmpeg, free_udp_port, json_of, pirate_keyframes,
 };
-use common::spawn_app;
+use crate::common::spawn_app;
 use offside::store::keys::Role;
 use offside::store::now_ms;
 use reqwest::StatusCode;
@@ -213,7 +211,9 @@ async fn a_file_feed_with_archive_becomes_an_ordinary_ready_reference_when_it_en
 
 #[tokio::test]
 async fn live_feeds_on_private_addresses_or_unknown_schemes_are_refused() {
-    let app = common::spawn_app_on(common::Db::Sqlite, |c| c.allow_private_urls = false).await;
+    let app =
+        crate::common::spawn_app_on(crate::common::Db::Sqlite, |c| c.allow_private_urls = false)
+            .await;
     let (_, owner_key) = app.rights_holder("Careful Sports").await;
     for url in
         ["udp://127.0.0.1:5000", "rtmp://10.1.2.3/live/x", "ftp://8.8.8.8/feed", "/etc/passwd"]

@@ -5,13 +5,11 @@
 //! Only loopback traffic here: the private addresses below are refused by Offside's own check
 //! before anything connects, never by the network.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Db;
+use crate::common::Db;
 use offside::net::outbound::{Embedding, NonPublic, classify};
 use offside::net::{CheckingProxy, OutboundPolicy};
 use reqwest::StatusCode;
@@ -128,7 +126,7 @@ fn allowed_networks_open_exactly_themselves() {
 
 #[tokio::test]
 async fn webhook_creation_refuses_ipv6_spellings_of_private_addresses() {
-    let app = common::spawn_app_on(Db::Sqlite, |c| {
+    let app = crate::common::spawn_app_on(Db::Sqlite, |c| {
         c.allow_private_urls = false;
         c.allow_private_networks = vec!["127.0.0.0/8".parse().unwrap()];
     })
@@ -150,7 +148,7 @@ async fn webhook_creation_refuses_ipv6_spellings_of_private_addresses() {
 
 #[tokio::test]
 async fn live_feed_registration_refuses_ipv6_spellings_of_private_addresses() {
-    let app = common::spawn_app_on(Db::Sqlite, |c| {
+    let app = crate::common::spawn_app_on(Db::Sqlite, |c| {
         c.allow_private_urls = false;
         c.allow_private_networks = vec!["127.0.0.0/8".parse().unwrap()];
     })
@@ -314,7 +312,7 @@ async fn hls_feed_with_private_segments(ended: bool) {
         ("/seg1.ts", 302, vec![("location", "http://192.168.77.1/seg1.ts".into())], Vec::new()),
     ])
     .await;
-    let app = common::spawn_app_on(Db::Sqlite, |c| {
+    let app = crate::common::spawn_app_on(Db::Sqlite, |c| {
         c.allow_private_urls = false;
         c.allow_private_networks = vec!["127.0.0.0/8".parse().unwrap()];
     })

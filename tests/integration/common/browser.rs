@@ -216,17 +216,6 @@ impl Browser {
         }
     }
 
-    /// Waits until the page's path is `path` (after a redirect or a navigation by script).
-    pub async fn wait_for_path(&self, path: &str) {
-        let started = Instant::now();
-        while self.path().await != path {
-            if started.elapsed() > WAIT {
-                self.fail(&format!("the page {path}")).await;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// Clicks the first element matching `css` (waiting for it to exist).
     pub async fn click(&self, css: &str) {
         let element = self.wait_for(css).await;

@@ -1,5 +1,5 @@
 //! The web console in a real browser: headless Chromium driven through chromedriver (see
-//! `common::browser`), against the real application on SQLite (and PostgreSQL for tenancy).
+//! `crate::common::browser`), against the real application on SQLite (and PostgreSQL for tenancy).
 //! Each test has its own app and its own browser, so they run in parallel.
 //!
 //! Cases come from the real pipeline: a reference uploaded as a video file from the fixtures,
@@ -7,14 +7,12 @@
 //!
 //! The run also saves screenshots of the review queue and of a case page to
 //! `target/console-screenshots/`; `OFFSIDE_SCREENSHOTS_DIR=docs/screenshots cargo test --test
-//! console_browser` refreshes the README's copies.
-
-mod common;
+//! integration console_browser::` refreshes the README's copies.
 
 use std::time::Duration;
 
-use common::browser::Browser;
-use common::{
+use crate::common::browser::Browser;
+use crate::common::{
     TestApp, WebhookReceiver, eval_mini, eventually, query_keyframes, signature_is_valid,
     spawn_app, spawn_app_pg,
 };

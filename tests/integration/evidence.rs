@@ -2,11 +2,9 @@
 //! PostgreSQL: evidence rows with their tier and both stills, the evidence bundle, tenancy of
 //! stills, disputes, restore, viewers, the stills retention and deletion with the reference.
 
-mod common;
-
 use std::io::Read as _;
 
-use common::{Db, TestApp, WebhookReceiver, eventually, query_keyframes, spawn_app_on};
+use crate::common::{Db, TestApp, WebhookReceiver, eventually, query_keyframes, spawn_app_on};
 use offside::store::keys::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

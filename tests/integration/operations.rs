@@ -2,14 +2,12 @@
 //! histograms, webhook outcomes, queue and delivery gauges), a flagged stream that ends staying
 //! visible, and the admin command line saying which database it uses.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Db, WebhookReceiver, eventually, query_keyframes, spawn_app};
+use crate::common::{Db, WebhookReceiver, eventually, query_keyframes, spawn_app};
 use offside::store::keys::Role;
 use offside::telemetry::{METRICS, MetricKind};
 use reqwest::StatusCode;
@@ -183,8 +181,8 @@ async fn a_flagged_stream_that_ends_stays_flagged_with_its_end_time_until_its_ca
 #[tokio::test]
 async fn a_reference_reports_progress_from_zero_at_upload_to_one_when_ready() {
     // No reference jobs in this process: the upload waits, unhashed, as a fresh one does.
-    let app = common::spawn_app_on(Db::Sqlite, |c| c.reference_jobs = 0).await;
-    let video = common::make_video(app.env.dir.path(), "clip.mp4", 2);
+    let app = crate::common::spawn_app_on(Db::Sqlite, |c| c.reference_jobs = 0).await;
+    let video = crate::common::make_video(app.env.dir.path(), "clip.mp4", 2);
     let r = app
         .upload_reference(
             &app.admin_key,
@@ -274,9 +272,9 @@ fn keyframe(stream_id: &str, ts_ms: i64) -> offside::queue::QueueMessage {
     })
 }
 
-async fn the_database_queue_reports_its_depth_and_oldest_age(db: common::Db) {
+async fn the_database_queue_reports_its_depth_and_oldest_age(db: crate::common::Db) {
     use offside::queue::KeyframeQueue as _;
-    let (_env, store) = common::fresh(db).await;
+    let (_env, store) = crate::common::fresh(db).await;
     let empty = offside::telemetry::database_queue(&store).await.unwrap();
     assert_eq!((empty.depth, empty.dead, empty.oldest_age_ms), (0, 0, None));
     let queue = offside::queue::db::DbQueue::new(store.clone(), Default::default());
@@ -294,8 +292,8 @@ on_both_databases!(the_database_queue_reports_its_depth_and_oldest_age);
 #[tokio::test]
 async fn the_rabbitmq_queue_depth_is_read_with_a_passive_declare() {
     // An API node that leaves keyframes to workers that are not running: they wait in the queue.
-    let app = common::spawn_app_on(Db::Sqlite, |c| {
-        c.amqp_url = Some(offside::config::SecretUrl::new(common::amqp_url()));
+    let app = crate::common::spawn_app_on(Db::Sqlite, |c| {
+        c.amqp_url = Some(offside::config::SecretUrl::new(crate::common::amqp_url()));
         c.amqp_prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
         c.keyframe_workers = Some(0);
     })
@@ -309,7 +307,7 @@ async fn the_rabbitmq_queue_depth_is_read_with_a_passive_declare() {
             .await;
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
-    let mut cfg = offside::queue::amqp::AmqpConfig::new(common::amqp_url());
+    let mut cfg = offside::queue::amqp::AmqpConfig::new(crate::common::amqp_url());
     cfg.prefix.clone_from(&app.config.amqp_prefix);
     let mut probe = offside::telemetry::QueueProbe::new(cfg);
     let started = std::time::Instant::now();

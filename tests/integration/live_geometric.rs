@@ -6,16 +6,14 @@
 //!
 //! Needs the ffmpeg CLI and the development set in `../shared` beside the repository.
 
-mod common;
-
 use std::path::Path;
 
 use std::time::{Duration, Instant};
 
-use common::live::{
+use crate::common::live::{
     air_udp, dev_clip, encode_feed, ffmpeg, free_udp_port, json_of, pirate_keyframes,
 };
-use common::spawn_app;
+use crate::common::spawn_app;
 use offside::live::LiveWindow;
 use offside::recognition::{
     KeyframeHashes, RecognitionConfig, StreamRecognizer, Tiers, hash_keyframe,
@@ -69,7 +67,7 @@ struct Sent {
 /// Replays the sent keyframes through this process's live lookup with only `tiers`, under the
 /// default decision rule and the reference's `min_match_seconds`: whether it would flag, and
 /// how many hits the tiers gave.
-fn decides_with(app: &common::TestApp, sent: &[Sent], tiers: Tiers) -> (bool, usize) {
+fn decides_with(app: &crate::common::TestApp, sent: &[Sent], tiers: Tiers) -> (bool, usize) {
     let config = RecognitionConfig { tiers, ..RecognitionConfig::default() };
     let verify = app.library.read().unwrap().verify_config().clone();
     let live = app.live.read().unwrap();
@@ -122,7 +120,7 @@ async fn a_restream_in_a_streamer_layout_is_flagged_against_a_live_feed_by_its_l
 
     // Air the feed once the ingest has claimed it (what it misses while FFmpeg opens the port
     // is the clip's opening, which the pirate does not show).
-    common::eventually(Duration::from_secs(10), "the feed is claimed", || async {
+    crate::common::eventually(Duration::from_secs(10), "the feed is claimed", || async {
         let reference = json_of(app.get_reference(&owner_key, &id).await).await;
         reference["live"]["ingested_by"].is_string().then_some(())
     })

@@ -2,7 +2,6 @@
 //! (an SQLite file in a temp dir, or a fresh PostgreSQL database with `spawn_app_pg()`), creates
 //! an admin key through the store, and returns a [`TestApp`] with one method per endpoint.
 //! Logs only with `TEST_LOG=1`.
-#![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 pub mod browser;
 pub mod live;
@@ -128,7 +127,6 @@ pub async fn fresh(db: Db) -> (TestEnv, Store) {
 
 /// Runs each named `async fn(Db)` of the calling file as a test on SQLite and on PostgreSQL
 /// (`sqlite::NAME`, `postgres::NAME`).
-#[macro_export]
 macro_rules! on_both_databases {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -453,10 +451,6 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub async fn start(app: &TestApp) -> Worker {
-        Self::start_with(app, |_| {}).await
-    }
-
     /// A worker of `app`'s deployment with its configuration changed by `tweak`.
     pub async fn start_with(app: &TestApp, tweak: impl FnOnce(&mut Config)) -> Worker {
         let mut config = app.config.clone();
@@ -480,14 +474,6 @@ impl Worker {
         self.cancel.cancel();
         if let Some(handle) = self.handle.take() {
             handle.await.expect("worker task").expect("worker stops cleanly");
-        }
-    }
-
-    /// Kills the worker: its task is aborted mid-work, as when the process dies; whatever it
-    /// had not acked is redelivered by the broker once its connection drops.
-    pub fn abort(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            handle.abort();
         }
     }
 }

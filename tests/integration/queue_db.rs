@@ -1,14 +1,12 @@
 //! The database keyframe queue (`queue::db`) on SQLite and PostgreSQL: each test runs on a
 //! fresh database of both kinds.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{Db, TestEnv, fresh};
 use bytes::Bytes;
-use common::{Db, TestEnv, fresh};
 use offside::queue::db::{DbQueue, DbQueueConfig, MAX_ABANDONED};
 use offside::queue::{
     Delivery, DeliveryStream, KeyframeMessage, KeyframeQueue, QueueError, QueueMessage,

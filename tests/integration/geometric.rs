@@ -2,13 +2,11 @@
 //! padded, tilted, with a box over a corner) is flagged only because local features verify,
 //! and the hard negative (the same room in another take) stays unflagged with both tiers.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, RwLock};
 
-use common::{Db, TestEnv};
+use crate::common::{Db, TestEnv};
 
 use fingerprints::features::{FeatureConfig, LocalFeatures};
 use fingerprints::{CropVariant, DecodeLimits, decode_luma};

@@ -1,5 +1,5 @@
 //! What reviewing costs the server (issue #14's targets), measured, not asserted: run with
-//! `cargo test --release --test review_cost -- --ignored --nocapture`.
+//! `cargo test --release --test integration review_cost:: -- --ignored --nocapture`.
 //!
 //! - The case page (`/console/cases/{id}`) and the case API (`/v1/cases/{id}`) of a case with
 //!   300 evidence pairs, each with both stills, on the embedded default (SQLite): server time
@@ -11,11 +11,9 @@
 //! - Stills storage: bytes per reference hour (a real clip's stills, scaled) and per flagged
 //!   stream-hour (the keep rule applied to a real pirate's keyframe stills).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{query_keyframes, spawn_app};
+use crate::common::{query_keyframes, spawn_app};
 use offside::media::{STREAM_STILL_LONG_SIDE, Still, still_of_image};
 use offside::references::{Policy, PolicyAction, ReferenceSource, ReferenceStatus};
 use offside::store::cases::{self, CaseStatus, EvidenceRow, HitTier, NewCase};
@@ -36,7 +34,7 @@ fn cookie_value(set_cookie: &str, name: &str) -> Option<String> {
 }
 
 /// Signs in to the console; returns the session cookie's value.
-async fn sign_in(app: &common::TestApp) -> String {
+async fn sign_in(app: &crate::common::TestApp) -> String {
     let client =
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let form = client.get(app.url("/console/login")).send().await.unwrap();
@@ -76,7 +74,7 @@ async fn sign_in(app: &common::TestApp) -> String {
 }
 
 async fn time_get(
-    app: &common::TestApp,
+    app: &crate::common::TestApp,
     path: &str,
     cookie: Option<&str>,
     runs: usize,
@@ -101,7 +99,7 @@ async fn time_get(
 /// A reference with stills, and `n` flagged streams each with an open case: the first with
 /// `pairs` evidence pairs and their stream stills, the others with three pairs; returns the
 /// case ids, oldest first.
-async fn seed(app: &common::TestApp, n: usize, pairs: usize) -> Vec<String> {
+async fn seed(app: &crate::common::TestApp, n: usize, pairs: usize) -> Vec<String> {
     let pool = app.store.pool();
     let policy = Policy {
         action: PolicyAction::Flag,

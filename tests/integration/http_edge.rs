@@ -2,12 +2,10 @@
 //! before a 202, loose parameters follow one rule, slow clients are cut off, a database outage
 //! answers 503 quickly, and `/readyz` checks RabbitMQ.
 
-mod common;
-
 use std::io::Cursor;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use offside::store::keys::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

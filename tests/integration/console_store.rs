@@ -1,8 +1,6 @@
 //! The console's queries (sessions, the review queue) on SQLite and PostgreSQL alike.
 
-mod common;
-
-use common::{Db, fresh};
+use crate::common::{Db, fresh};
 use offside::references::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::keys::{self, Role};
 use offside::store::queue::{self, QueueFilter, QueueOrder};

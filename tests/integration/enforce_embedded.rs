@@ -1,12 +1,10 @@
 //! The enforcement pipeline in the embedded deployment (SQLite, the database keyframe queue): keyframes
 //! posted to the HTTP API become flags, kills, cases and signed takedown webhooks.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     Db, WebhookReceiver, eventually, query_keyframes, signature_is_valid, spawn_app, spawn_app_on,
 };
 use offside::recognition::{RecognitionConfig, StreamRecognizer, hash_keyframe};
@@ -17,7 +15,7 @@ use serde_json::{Value, json};
 /// The keyframe at which the decision rule `offside eval` applies decides, for `frames` against
 /// the app's library with `min_seconds` from the policy: what the pipeline must reproduce.
 fn rule_decides_at(
-    app: &common::TestApp,
+    app: &crate::common::TestApp,
     frames: &[(i64, Vec<u8>)],
     min_seconds: f64,
 ) -> Option<(String, i64)> {
@@ -342,7 +340,7 @@ async fn unusable_keyframes_are_refused_at_the_api_with_the_reason() {
     let ingest = app.key_for(Role::Ingest, None).await;
     let r = app.post_keyframe(&ingest, "s1", "", "image/jpeg", vec![0xff, 0xd8]).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(common::error_code(r).await == "invalid");
+    assert!(crate::common::error_code(r).await == "invalid");
     let r = app.post_keyframe(&ingest, "s1", "ts_ms=0", "text/plain", b"hi".to_vec()).await;
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let r = app

@@ -7,12 +7,10 @@
 //! `rabbitmqctl` with the rights to use it (root, as in CI); without them it fails rather than
 //! passing unchecked.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, query_keyframes, spawn_app_amqp};
+use crate::common::{eventually, query_keyframes, spawn_app_amqp};
 use reqwest::StatusCode;
 
 fn rabbitmqctl(args: &[&str]) {

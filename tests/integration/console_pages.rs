@@ -3,9 +3,7 @@
 //! escaping, and the review actions. Cases are seeded through the store, as the pipeline
 //! writes them.
 
-mod common;
-
-use common::{TestApp, spawn_app, spawn_app_pg};
+use crate::common::{TestApp, spawn_app, spawn_app_pg};
 use offside::references::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::cases::{self, CaseStatus, EvidenceRow, HitTier, NewCase};
 use offside::store::keys::Role;

@@ -1,9 +1,7 @@
 //! One store test suite, run against SQLite (a temp file) and PostgreSQL (a fresh database per
 //! test): both databases must behave identically for every query the service uses.
 
-mod common;
-
-use common::{Db, fresh};
+use crate::common::{Db, fresh};
 use fingerprints::Hash256;
 use offside::references::{Policy, PolicyAction, ReferenceSource, ReferenceStatus};
 use offside::store::keys::{self, Role};

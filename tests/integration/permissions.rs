@@ -4,9 +4,7 @@
 //! stream, a rights holder's view of a case, trust and safety's view of the audit trail), in the
 //! API and in the console. README's permission matrix is this table.
 
-mod common;
-
-use common::{Db, TestApp, WebhookReceiver, spawn_app_on};
+use crate::common::{Db, TestApp, WebhookReceiver, spawn_app_on};
 use offside::references::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::cases::{self, CaseStatus, EvidenceRow, HitTier, NewCase};
 use offside::store::keys::{self, Role};

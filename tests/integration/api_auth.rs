@@ -1,10 +1,8 @@
 //! Authentication and tenancy over HTTP: 401 without a valid key, 403 for the wrong role on
 //! every route family, rights holders fenced off from each other's references (404), and the
-//! last admin key that cannot be revoked. The full role matrix is tests/permissions.rs.
+//! last admin key that cannot be revoked. The full role matrix is permissions.rs.
 
-mod common;
-
-use common::{Db, error_code, spawn_app, spawn_app_on};
+use crate::common::{Db, error_code, spawn_app, spawn_app_on};
 use offside::store::keys::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
