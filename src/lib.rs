@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod console;
+pub mod domain;
 pub mod enforce;
 pub mod eval;
 pub mod http;

@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use offside::http::references::{LiveReferenceRequest, ReferenceMetadata};
-use offside::references::Policy;
+use offside::domain::Policy;
 
 fuzz_target!(|data: &[u8]| {
     // The multipart part: straight from the bytes.

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::session::{Console, FormData, Posted, tokens_match};
 use super::view::{self, Layout};
 use super::{ConsoleError, Path, Query, render, see_other};
+use crate::domain::{Policy, PolicyAction, ReferenceStatus};
 use crate::http::references::{
     READERS, ReferenceMetadata, WRITERS, accept_upload, check_metadata, receive_file,
     replace_policy, visible,
@@ -24,7 +25,6 @@ use crate::http::references::{
 use crate::http::stills::jpeg_response;
 use crate::http::{ApiError, AppState};
 use crate::live::store as live_store;
-use crate::references::{Policy, PolicyAction, ReferenceStatus};
 use crate::review;
 use crate::store::keys::Role;
 use crate::store::references::{self, Reference};
@@ -108,13 +108,12 @@ async fn reference_row(
     r: Reference,
     holders: &[(String, String)],
 ) -> Result<ReferenceRow, ConsoleError> {
-    let feed = if r.status == ReferenceStatus::Live
-        || r.source == crate::references::ReferenceSource::Video
-    {
-        feed_row(state, &r.id).await?
-    } else {
-        None
-    };
+    let feed =
+        if r.status == ReferenceStatus::Live || r.source == crate::domain::ReferenceSource::Video {
+            feed_row(state, &r.id).await?
+        } else {
+            None
+        };
     #[allow(clippy::cast_precision_loss)] // permille fits exactly
     let progress = r.progress_permille.filter(|_| r.status == ReferenceStatus::Processing);
     Ok(ReferenceRow {

@@ -7,45 +7,8 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Executor, Row as _};
 
-use crate::references::UnknownValue;
+use crate::domain::FeedStatus;
 use crate::store::now_ms;
-
-/// Where a feed is in its life.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum FeedStatus {
-    /// Being ingested (or waiting for its start or for a process to take it).
-    Live,
-    /// The feed dropped; the ingest is reconnecting with backoff.
-    Reconnecting,
-    /// The event is over (its end time passed, the input ended, or it was stopped).
-    Ended,
-}
-
-impl FeedStatus {
-    /// The stored and wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FeedStatus::Live => "live",
-            FeedStatus::Reconnecting => "reconnecting",
-            FeedStatus::Ended => "ended",
-        }
-    }
-}
-
-impl std::str::FromStr for FeedStatus {
-    type Err = UnknownValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "live" => Ok(FeedStatus::Live),
-            "reconnecting" => Ok(FeedStatus::Reconnecting),
-            "ended" => Ok(FeedStatus::Ended),
-            other => Err(UnknownValue(other.to_owned())),
-        }
-    }
-}
 
 /// A live feed as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,10 +11,9 @@ use fingerprints::Evidence;
 use serde_json::json;
 
 use super::{Deps, HandleError};
-use crate::enforce::webhook::{Event, EventType};
+use crate::domain::{Event, EventType, Policy, PolicyAction};
 use crate::queue::KeyframeMessage;
 use crate::recognition::HitTier;
-use crate::references::{Policy, PolicyAction};
 use crate::store::cases::{self, CaseStatus, EvidenceRow, NewCase};
 use crate::store::streams::{self, StreamMatch, StreamStatus};
 use crate::store::{audit, is_unique_violation, new_id, now_ms, outbox};
@@ -69,14 +68,6 @@ pub fn check_policy(
     Ok(())
 }
 
-fn action_str(a: PolicyAction) -> &'static str {
-    match a {
-        PolicyAction::Monitor => "monitor",
-        PolicyAction::Flag => "flag",
-        PolicyAction::Kill => "kill",
-    }
-}
-
 /// Applies the reference's policy to the evidence and, if it acts, commits the decision.
 /// Returns `None` when the policy holds back (not enough seconds yet, an allowed account, a
 /// time outside the policy's window).
@@ -109,7 +100,7 @@ pub async fn decide(
     let m = StreamMatch {
         id: new_id(),
         reference_id: reference_id.to_owned(),
-        action: action_str(action).to_owned(),
+        action: action.as_str().to_owned(),
         offset_ms: evidence.offset_ms,
         matched_seconds: evidence.matched_seconds,
         matched_keyframes: i64::from(evidence.matched_keyframes),
@@ -136,7 +127,7 @@ pub async fn decide(
         "account_id": account,
         "reference_id": reference_id,
         "rights_holder_id": reference.rights_holder_id,
-        "action": action_str(action),
+        "action": action.as_str(),
         "offset_ms": evidence.offset_ms,
         "matched_seconds": evidence.matched_seconds,
         "matched_keyframes": evidence.matched_keyframes,
@@ -172,7 +163,7 @@ pub async fn decide(
                 reference_id,
                 rights_holder_id: reference.rights_holder_id.as_deref(),
                 match_id: &m.id,
-                action: action_str(action),
+                action: action.as_str(),
                 status,
                 evidence: &rows,
             },
@@ -201,15 +192,15 @@ pub async fn decide(
     audit::record(
         &mut *tx,
         "policy",
-        &format!("stream.{}", action_str(action)),
+        &format!("stream.{}", action.as_str()),
         "stream",
         &k.stream_id,
         Some(&summary),
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(stream_id = %k.stream_id, reference_id, action = action_str(action), "decision");
-    metrics::counter!("offside_decisions_total", "action" => action_str(action)).increment(1);
+    tracing::info!(stream_id = %k.stream_id, reference_id, action = action.as_str(), "decision");
+    metrics::counter!("offside_decisions_total", "action" => action.as_str()).increment(1);
     Ok(Some(Decision { reference_id: reference_id.to_owned(), action, case_id, new: true }))
 }
 
@@ -245,7 +236,7 @@ async fn live_delay_ms(
     reference: &crate::store::references::Reference,
     evidence: &Evidence,
 ) -> Result<Option<i64>, HandleError> {
-    if reference.status != crate::references::ReferenceStatus::Live {
+    if reference.status != crate::domain::ReferenceStatus::Live {
         return Ok(None);
     }
     let Some(feed) = crate::live::store::get(deps.store.pool(), &reference.id).await? else {

@@ -9,9 +9,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use anyhow::Context as _;
 use fingerprints::CropVariant;
 
-use super::ReferenceSource;
 use super::index::FrameIndex;
 use super::jobs::{HashedReference, JobProgress, ReferenceHasher};
+use crate::domain::ReferenceSource;
 use crate::recognition::{self, FeatureFrame, Library, ReferenceFrame, ReferenceHashOptions};
 use crate::store::references::FrameRecord;
 

@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::index::IndexSync;
-use super::{ReferenceSource, ReferenceStatus};
+use crate::domain::{ReferenceSource, ReferenceStatus};
 use crate::recognition::FeatureFrame;
 use crate::store::Store;
 use crate::store::references::{self, FrameRecord};

@@ -13,9 +13,9 @@ use sha2::{Digest as _, Sha256};
 use zip::write::SimpleFileOptions;
 
 use super::{REFERENCE_STILL_TOLERANCE_MS, visible_case};
+use crate::domain::Policy;
 use crate::http::auth::Principal;
 use crate::http::{ApiError, AppState};
-use crate::references::Policy;
 use crate::store::cases::{Case, EvidenceRow};
 use crate::store::streams::{self, StreamMatch, StreamStatus};
 use crate::store::{now_ms, references, stills};

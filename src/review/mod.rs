@@ -11,7 +11,7 @@ pub mod retention;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::enforce::webhook::{Event, EventType};
+use crate::domain::{Event, EventType};
 use crate::http::auth::Principal;
 use crate::http::{ApiError, AppState};
 use crate::store::cases::{self, Case, CaseStatus, EvidenceRow};

@@ -4,7 +4,7 @@
 use sqlx::{Any, Row as _};
 
 use super::{new_id, now_ms};
-use crate::enforce::webhook::Event;
+use crate::domain::Event;
 
 /// Writes an event and one pending delivery per active webhook subscribed to its type. Run it
 /// in the decision's transaction: the event exists if and only if the decision does.

@@ -11,8 +11,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Executor, Row as _};
 
 use super::now_ms;
+use crate::domain::{Policy, ReferenceSource, ReferenceStatus};
 use crate::recognition::{FeatureFrame, decode_feature_frames, encode_feature_frames};
-use crate::references::{Policy, ReferenceSource, ReferenceStatus};
 
 /// Frames per stored chunk.
 pub const FRAMES_PER_CHUNK: usize = 4096;

@@ -4,7 +4,7 @@
 //! writes them.
 
 use crate::common::{TestApp, spawn_app, spawn_app_pg};
-use offside::references::{Policy, ReferenceSource, ReferenceStatus};
+use offside::domain::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::cases::{self, CaseStatus, EvidenceRow, HitTier, NewCase};
 use offside::store::keys::Role;
 use offside::store::references::{self, NewReference};

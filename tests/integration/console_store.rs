@@ -1,7 +1,7 @@
 //! The console's queries (sessions, the review queue) on SQLite and PostgreSQL alike.
 
 use crate::common::{Db, fresh};
-use offside::references::{Policy, ReferenceSource, ReferenceStatus};
+use offside::domain::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::keys::{self, Role};
 use offside::store::queue::{self, QueueFilter, QueueOrder};
 use offside::store::references::{self, NewReference};

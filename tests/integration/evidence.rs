@@ -301,8 +301,8 @@ async fn stills_go_with_the_retention_and_with_their_reference() {
 /// A live feed's reference, registered straight in the store, with a still for each of its
 /// first `seconds` of event time.
 async fn feed_with_stills(app: &TestApp, archive: bool, origin_ms: i64, seconds: i64) -> String {
+    use offside::domain::{Policy, ReferenceSource, ReferenceStatus};
     use offside::live::store::{NewFeed, insert};
-    use offside::references::{Policy, ReferenceSource, ReferenceStatus};
     use offside::store::references::{self, NewReference};
     let pool = app.store.pool();
     let id = offside::store::new_id();

@@ -10,6 +10,7 @@ use crate::common::{Db, TestEnv};
 
 use fingerprints::features::{FeatureConfig, LocalFeatures};
 use fingerprints::{CropVariant, DecodeLimits, decode_luma};
+use offside::domain::{Policy, ReferenceSource, ReferenceStatus};
 use offside::eval::{self, Query, QueryKind};
 use offside::recognition::{
     FeatureFrame, Library, RecognitionConfig, ReferenceHashOptions, Tiers, hash_reference_file,
@@ -17,7 +18,6 @@ use offside::recognition::{
 };
 use offside::references::engine::to_frame_record;
 use offside::references::index::IndexSync;
-use offside::references::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::references::{self, FEATURE_FRAMES_PER_CHUNK, NewReference};
 use offside::store::{Store, new_id};
 

@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Db, TestEnv};
 use fingerprints::features::VerifyConfig;
+use offside::domain::{Policy, ReferenceSource, ReferenceStatus};
 use offside::live::store::{self as feeds, NewFeed};
 use offside::live::{IngestOptions, LiveService, LiveWindow, SharedLiveLibrary};
 use offside::media::{KeyframeOptions, extract_keyframes};
 use offside::recognition::{KeyframeHashes, RecognitionConfig, StreamRecognizer, hash_keyframe};
-use offside::references::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::references::{self, NewReference};
 use offside::store::{Store, now_ms};
 use tokio_util::sync::CancellationToken;

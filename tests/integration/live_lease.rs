@@ -2,8 +2,8 @@
 //! and another takes it over once the holder stops renewing.
 
 use crate::common::{Db, TestEnv};
-use offside::live::store::{self as feeds, FeedStatus, Heartbeat, NewFeed};
-use offside::references::{Policy, ReferenceSource, ReferenceStatus};
+use offside::domain::{FeedStatus, Policy, ReferenceSource, ReferenceStatus};
+use offside::live::store::{self as feeds, Heartbeat, NewFeed};
 use offside::store::Store;
 use offside::store::references::{self, NewReference};
 

@@ -5,7 +5,7 @@
 //! API and in the console. README's permission matrix is this table.
 
 use crate::common::{Db, TestApp, WebhookReceiver, spawn_app_on};
-use offside::references::{Policy, ReferenceSource, ReferenceStatus};
+use offside::domain::{Policy, ReferenceSource, ReferenceStatus};
 use offside::store::cases::{self, CaseStatus, EvidenceRow, HitTier, NewCase};
 use offside::store::keys::{self, Role};
 use offside::store::references::{self, NewReference};

@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use crate::common::{query_keyframes, spawn_app};
+use offside::domain::{Policy, PolicyAction, ReferenceSource, ReferenceStatus};
 use offside::media::{STREAM_STILL_LONG_SIDE, Still, still_of_image};
-use offside::references::{Policy, PolicyAction, ReferenceSource, ReferenceStatus};
 use offside::store::cases::{self, CaseStatus, EvidenceRow, HitTier, NewCase};
 use offside::store::references::{self, NewReference};
 use offside::store::streams::{self, StreamMatch};

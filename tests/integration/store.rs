@@ -3,7 +3,7 @@
 
 use crate::common::{Db, fresh};
 use fingerprints::Hash256;
-use offside::references::{Policy, PolicyAction, ReferenceSource, ReferenceStatus};
+use offside::domain::{Policy, PolicyAction, ReferenceSource, ReferenceStatus};
 use offside::store::keys::{self, Role};
 use offside::store::references::{self, FrameRecord, NewReference};
 use offside::store::{Store, is_unique_violation, new_id, rights_holders};
