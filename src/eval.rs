@@ -20,9 +20,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::recognition::{
-    Library, REFERENCE_HASHING_VERSION, RecognitionConfig, ReferenceFrame, ReferenceHashOptions,
-    ReferenceHashes, StreamRecognizer, TierHits, Tiers, decode_feature_frames,
-    encode_feature_frames, hash_luma_pdq, hash_reference_file,
+    Library, REFERENCE_HASHING_VERSION, RecognitionConfig, ReferenceHashOptions, ReferenceHashes,
+    StreamRecognizer, TierHits, Tiers, decode_feature_frames, decode_frames, encode_feature_frames,
+    encode_frames, hash_luma_pdq, hash_reference_file,
 };
 use fingerprints::features::{FeatureConfig, LocalFeatures};
 use fingerprints::{DecodeLimits, decode_luma};
@@ -397,9 +397,8 @@ fn cache_key(path: &Path, opts: &ReferenceHashOptions) -> anyhow::Result<String>
     Ok(format!("{}.frames", hex::encode(&h.finalize()[..16])))
 }
 
-const FRAME_RECORD: usize = 8 + 32 + 1 + 1;
-
-/// A cache file: the PDQ frames' byte length (u64), the frames, then the feature frames.
+/// A cache file: the PDQ frames' byte length (u64), the frames in the one frame form
+/// ([`encode_frames`]), then the feature frames.
 fn encode_cached(hashes: &ReferenceHashes) -> Vec<u8> {
     let frames = encode_frames(&hashes.frames);
     let mut out = (frames.len() as u64).to_le_bytes().to_vec();
@@ -408,38 +407,18 @@ fn encode_cached(hashes: &ReferenceHashes) -> Vec<u8> {
     out
 }
 
+/// Reads what [`encode_cached`] wrote; `None` (hash the reference again) for a file that is
+/// torn, holds no PDQ frame, or names a crop variant this version does not know.
 fn decode_cached(bytes: &[u8]) -> Option<ReferenceHashes> {
     let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
-    let frames = decode_frames(bytes.get(8..8usize.checked_add(len)?)?)?;
+    let mut frames = Vec::new();
+    let unknown = decode_frames(bytes.get(8..8usize.checked_add(len)?)?, &mut frames).ok()?;
+    if frames.is_empty() || unknown > 0 {
+        return None;
+    }
     let mut features = Vec::new();
     decode_feature_frames(&bytes[8 + len..], &mut features).ok()?;
     Some(ReferenceHashes { frames, features, stills: Vec::new() })
-}
-
-fn encode_frames(frames: &[ReferenceFrame]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(frames.len() * FRAME_RECORD);
-    for f in frames {
-        out.extend_from_slice(&f.ts_ms.to_le_bytes());
-        out.extend_from_slice(&f.hash.to_bytes());
-        out.push(f.quality);
-        out.push(f.variant.to_u8());
-    }
-    out
-}
-
-fn decode_frames(bytes: &[u8]) -> Option<Vec<ReferenceFrame>> {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(FRAME_RECORD) {
-        return None;
-    }
-    bytes
-        .chunks_exact(FRAME_RECORD)
-        .map(|r| {
-            let ts_ms = i64::from_le_bytes(r[..8].try_into().ok()?);
-            let hash = fingerprints::Hash256::from_bytes(r[8..40].try_into().ok()?);
-            let variant = fingerprints::CropVariant::from_u8(r[41])?;
-            Some(ReferenceFrame { ts_ms, hash, quality: r[40], variant })
-        })
-        .collect()
 }
 
 /// What one choice of tiers decided for a query.
@@ -1043,6 +1022,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recognition::ReferenceFrame;
 
     #[test]
     fn percentiles_use_the_nearest_rank() {
@@ -1053,7 +1033,7 @@ mod tests {
     }
 
     #[test]
-    fn cached_frames_round_trip() {
+    fn cached_hashes_round_trip_and_a_torn_or_empty_file_is_a_miss() {
         let mut hash = fingerprints::Hash256::default();
         hash.set_bit(7);
         let frames = vec![ReferenceFrame {
@@ -1062,7 +1042,10 @@ mod tests {
             quality: 88,
             variant: fingerprints::CropVariant::Square,
         }];
-        assert_eq!(decode_frames(&encode_frames(&frames)), Some(frames));
-        assert_eq!(decode_frames(&[1, 2, 3]), None);
+        let hashes = ReferenceHashes { frames, ..ReferenceHashes::default() };
+        let bytes = encode_cached(&hashes);
+        assert_eq!(decode_cached(&bytes), Some(hashes));
+        assert_eq!(decode_cached(&bytes[..20]), None);
+        assert_eq!(decode_cached(&encode_cached(&ReferenceHashes::default())), None);
     }
 }

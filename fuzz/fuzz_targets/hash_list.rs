@@ -8,9 +8,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use offside::http::references::{HashLines, parse_hash_line};
-use offside::store::references::FrameRecord;
+use offside::recognition::ReferenceFrame;
 
-fn import(body: &[u8], chunk: usize) -> Result<Vec<FrameRecord>, String> {
+fn import(body: &[u8], chunk: usize) -> Result<Vec<ReferenceFrame>, String> {
     let mut lines = HashLines::default();
     for piece in body.chunks(chunk) {
         lines.feed(piece)?;

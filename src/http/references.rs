@@ -22,8 +22,9 @@ use super::auth::Principal;
 use super::error::{ApiError, Json, Path, Query};
 use crate::domain::{FeedStatus, Policy, ReferenceSource, ReferenceStatus};
 use crate::live::store::{self as live_store, LiveFeed};
+use crate::recognition::ReferenceFrame;
 use crate::store::keys::Role;
-use crate::store::references::{self, FrameRecord, NewReference, Reference};
+use crate::store::references::{self, NewReference, Reference};
 use crate::store::{audit, new_id, rights_holders};
 
 /// Routes answered within the request timeout.
@@ -831,7 +832,7 @@ pub(crate) async fn replace_policy(
 }
 
 /// Parses one hash line `TS_MS,HEX64[,QUALITY]` (public for the fuzz target).
-pub fn parse_hash_line(line: &str) -> Result<FrameRecord, String> {
+pub fn parse_hash_line(line: &str) -> Result<ReferenceFrame, String> {
     let mut parts = line.split(',').map(str::trim);
     let ts = parts.next().unwrap_or_default();
     let ts_ms: i64 =
@@ -852,7 +853,7 @@ pub fn parse_hash_line(line: &str) -> Result<FrameRecord, String> {
     if parts.next().is_some() {
         return Err("too many fields (expected TS_MS,HEX64[,QUALITY])".to_owned());
     }
-    Ok(FrameRecord { ts_ms, hash, quality, variant: fingerprints::CropVariant::Full.to_u8() })
+    Ok(ReferenceFrame { ts_ms, hash, quality, variant: fingerprints::CropVariant::Full })
 }
 
 /// An incremental parser of a hash-line body that arrives in chunks: complete lines are parsed
@@ -864,7 +865,7 @@ pub struct HashLines {
     pending: Vec<u8>,
     /// Lines seen so far, for messages.
     line_no: u64,
-    frames: Vec<FrameRecord>,
+    frames: Vec<ReferenceFrame>,
 }
 
 impl HashLines {
@@ -885,7 +886,7 @@ impl HashLines {
     }
 
     /// Parses the last line (a body need not end with a newline) and returns the frames.
-    pub fn finish(mut self) -> Result<Vec<FrameRecord>, String> {
+    pub fn finish(mut self) -> Result<Vec<ReferenceFrame>, String> {
         let tail = std::mem::take(&mut self.pending);
         if !tail.is_empty() {
             self.line(&tail)?;

@@ -19,16 +19,16 @@
 //!   padding bytes at the end (u8, 0 or 1), the PDQ records, the feature frames as
 //!   [`encode_feature_frames`] packs them (their times are air times), the padding. The one
 //!   zero byte of padding is added when the body would otherwise be a whole number of
-//!   [`RECORD_BYTES`], so a process still on the first form refuses it as torn instead of
+//!   [`FRAME_BYTES`], so a process still on the first form refuses it as torn instead of
 //!   reading features as hashes.
 //! - [`CONTENT_TYPE_V1`] (accepted from processes not yet upgraded): PDQ records only.
 //!
-//! A PDQ record is [`RECORD_BYTES`] bytes: time i64 LE, 32 hash bytes, quality, crop variant.
+//! A PDQ record is a [`ReferenceFrame`] at its air time (Unix ms) in the one frame form,
+//! [`FRAME_BYTES`] bytes ([`encode_frames`]: time i64 LE, 32 hash bytes, quality, crop variant).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use fingerprints::{CropVariant, Hash256};
 use futures::StreamExt as _;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -39,13 +39,13 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::index::{LiveFrame, SharedLiveLibrary};
+use super::index::SharedLiveLibrary;
 use crate::queue::QueueError;
 use crate::queue::backoff::Backoff;
-use crate::recognition::{FeatureFrame, decode_feature_frames, encode_feature_frames};
-
-/// Bytes per frame on the wire.
-pub const RECORD_BYTES: usize = 8 + 32 + 1 + 1;
+use crate::recognition::{
+    FRAME_BYTES, FeatureFrame, ReferenceFrame, decode_feature_frames, decode_frames,
+    encode_feature_frames, encode_frames,
+};
 
 /// Content type of the first wire form: PDQ records only.
 pub const CONTENT_TYPE_V1: &str = "application/vnd.offside.live-frames";
@@ -65,44 +65,27 @@ pub struct FrameBatch {
     /// The feed's retention.
     pub retention_ms: i64,
     /// The frames.
-    pub frames: Vec<LiveFrame>,
+    pub frames: Vec<ReferenceFrame>,
     /// Feature frames (the geometric tier), each at its air time (Unix ms).
     pub features: Vec<FeatureFrame>,
 }
 
-/// Packs frames for the wire.
-pub fn encode_frames(frames: &[LiveFrame]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(frames.len() * RECORD_BYTES);
-    for f in frames {
-        out.extend_from_slice(&f.time_ms.to_le_bytes());
-        out.extend_from_slice(&f.hash.to_bytes());
-        out.push(f.quality);
-        out.push(f.variant.to_u8());
+/// The PDQ records of a body; `None` when they are torn or name a crop variant this version
+/// does not know (a batch is all or nothing).
+fn decode_records(body: &[u8]) -> Option<Vec<ReferenceFrame>> {
+    let mut frames = Vec::new();
+    match decode_frames(body, &mut frames) {
+        Ok(0) => Some(frames),
+        _ => None,
     }
-    out
-}
-
-/// Unpacks frames; `None` when the body is not whole records or names an unknown variant.
-pub fn decode_frames(body: &[u8]) -> Option<Vec<LiveFrame>> {
-    if !body.len().is_multiple_of(RECORD_BYTES) {
-        return None;
-    }
-    body.chunks_exact(RECORD_BYTES)
-        .map(|r| {
-            let time_ms = i64::from_le_bytes(r[..8].try_into().ok()?);
-            let hash = Hash256::from_bytes(r[8..40].try_into().ok()?);
-            let variant = CropVariant::from_u8(r[41])?;
-            Some(LiveFrame { time_ms, hash, quality: r[40], variant })
-        })
-        .collect()
 }
 
 /// Packs a batch's frames and feature frames in the second wire form ([`CONTENT_TYPE_V2`]).
-pub fn encode_body(frames: &[LiveFrame], features: &[FeatureFrame]) -> Vec<u8> {
+pub fn encode_body(frames: &[ReferenceFrame], features: &[FeatureFrame]) -> Vec<u8> {
     let records = encode_frames(frames);
     let features = encode_feature_frames(features);
     let padding =
-        u8::from((V2_HEADER_BYTES + records.len() + features.len()).is_multiple_of(RECORD_BYTES));
+        u8::from((V2_HEADER_BYTES + records.len() + features.len()).is_multiple_of(FRAME_BYTES));
     let count = u32::try_from(frames.len()).unwrap_or(u32::MAX);
     let mut out =
         Vec::with_capacity(V2_HEADER_BYTES + records.len() + features.len() + usize::from(padding));
@@ -120,23 +103,23 @@ pub fn encode_body(frames: &[LiveFrame], features: &[FeatureFrame]) -> Vec<u8> {
 pub fn decode_body(
     content_type: Option<&str>,
     body: &[u8],
-) -> Option<(Vec<LiveFrame>, Vec<FeatureFrame>)> {
+) -> Option<(Vec<ReferenceFrame>, Vec<FeatureFrame>)> {
     match content_type {
-        None | Some(CONTENT_TYPE_V1) => Some((decode_frames(body)?, Vec::new())),
+        None | Some(CONTENT_TYPE_V1) => Some((decode_records(body)?, Vec::new())),
         Some(CONTENT_TYPE_V2) => {
             let count = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
             let padding = usize::from(*body.get(4)?);
             let unpadded = body.len().checked_sub(padding)?;
-            if padding != usize::from(unpadded.is_multiple_of(RECORD_BYTES))
+            if padding != usize::from(unpadded.is_multiple_of(FRAME_BYTES))
                 || body[unpadded..].iter().any(|&b| b != 0)
             {
                 return None;
             }
             let records_end = usize::try_from(count)
                 .ok()?
-                .checked_mul(RECORD_BYTES)?
+                .checked_mul(FRAME_BYTES)?
                 .checked_add(V2_HEADER_BYTES)?;
-            let frames = decode_frames(body.get(V2_HEADER_BYTES..records_end)?)?;
+            let frames = decode_records(body.get(V2_HEADER_BYTES..records_end)?)?;
             let mut features = Vec::new();
             decode_feature_frames(body.get(records_end..unpadded)?, &mut features).ok()?;
             Some((frames, features))
@@ -356,17 +339,18 @@ impl LiveFanout {
 mod tests {
     use super::*;
     use fingerprints::features::{Descriptor, Keypoint, LocalFeatures};
+    use fingerprints::{CropVariant, Hash256};
 
-    fn frames() -> Vec<LiveFrame> {
+    fn frames() -> Vec<ReferenceFrame> {
         vec![
-            LiveFrame {
-                time_ms: 1_700_000_000_123,
+            ReferenceFrame {
+                ts_ms: 1_700_000_000_123,
                 hash: Hash256([1, 2, 3, u64::MAX]),
                 quality: 77,
                 variant: CropVariant::Square,
             },
-            LiveFrame {
-                time_ms: -5,
+            ReferenceFrame {
+                ts_ms: -5,
                 hash: Hash256::default(),
                 quality: 50,
                 variant: CropVariant::Full,
@@ -390,8 +374,8 @@ mod tests {
     fn frames_survive_the_wire_form_and_torn_bodies_are_refused() {
         let frames = frames();
         let body = encode_frames(&frames);
-        assert_eq!(decode_frames(&body), Some(frames.clone()));
-        assert_eq!(decode_frames(&body[..body.len() - 1]), None);
+        assert_eq!(decode_records(&body), Some(frames.clone()));
+        assert_eq!(decode_records(&body[..body.len() - 1]), None);
         // The first form still arrives from processes not yet upgraded.
         assert_eq!(decode_body(Some(CONTENT_TYPE_V1), &body), Some((frames, Vec::new())));
     }
@@ -418,11 +402,12 @@ mod tests {
     fn a_reader_of_the_first_form_never_takes_a_second_form_body_for_hashes() {
         let mut padded = 0;
         for records in 0..3 {
-            for n in 0..RECORD_BYTES {
-                let frames: Vec<LiveFrame> = frames().into_iter().cycle().take(records).collect();
+            for n in 0..FRAME_BYTES {
+                let frames: Vec<ReferenceFrame> =
+                    frames().into_iter().cycle().take(records).collect();
                 let features = [feature_frame(0, n)];
                 let body = encode_body(&frames, &features);
-                assert_eq!(decode_frames(&body), None, "{records} records, {n} features");
+                assert_eq!(decode_records(&body), None, "{records} records, {n} features");
                 assert_eq!(
                     decode_body(Some(CONTENT_TYPE_V2), &body),
                     Some((frames, features.to_vec()))

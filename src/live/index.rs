@@ -20,33 +20,23 @@
 use std::collections::{BTreeSet, HashMap};
 
 use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
-use fingerprints::{CropVariant, Hash256, Hit, LiveIndex, broadness_weight};
+use fingerprints::{CropVariant, Hit, LiveIndex, broadness_weight};
 
 use crate::recognition::weights::{
     AMBIGUITY_BITS, count_u32, detail_weight, feature_hits, merge_tiers,
 };
-use crate::recognition::{FeatureFrame, HitTier, KeyframeHashes, RecognitionConfig, Tiers};
-
-/// One hashed frame of a live feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LiveFrame {
-    /// When the frame aired (was decoded by the ingest), Unix ms.
-    pub time_ms: i64,
-    /// PDQ hash of the frame or of one of its crops.
-    pub hash: Hash256,
-    /// PDQ quality, 0–100.
-    pub quality: u8,
-    /// Which part of the frame was hashed.
-    pub variant: CropVariant,
-}
+use crate::recognition::{
+    FeatureFrame, HitTier, KeyframeHashes, RecognitionConfig, ReferenceFrame, Tiers,
+};
 
 /// What the ingest makes of one decoded frame of a feed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LiveBatch {
-    /// Its PDQ hashes that were kept (full frame, inner picture, crops; pruned, may be empty).
-    pub frames: Vec<LiveFrame>,
+    /// Its PDQ hashes that were kept (full frame, inner picture, crops; pruned, may be empty),
+    /// each at the frame's air time (Unix ms).
+    pub frames: Vec<ReferenceFrame>,
     /// Its local features, when the frame was sampled for the geometric tier: `ts_ms` is the
-    /// air time (Unix ms), the [`LiveFrame::time_ms`] its PDQ hashes get.
+    /// air time (Unix ms), the time its PDQ hashes get.
     pub features: Option<FeatureFrame>,
     /// A still of the frame (its `ts_ms` the air time, Unix ms), one per second of the feed,
     /// for reviewers; stored by the ingesting process, not sent to other processes.
@@ -162,10 +152,16 @@ impl LiveLibrary {
 
     /// Adds frames of feed `id`, registering the feed (with its origin and retention) on first
     /// sight. Frames may come from any process: the feed's settings travel with them.
-    pub fn insert(&mut self, id: &str, origin_ms: i64, retention_ms: i64, frames: &[LiveFrame]) {
+    pub fn insert(
+        &mut self,
+        id: &str,
+        origin_ms: i64,
+        retention_ms: i64,
+        frames: &[ReferenceFrame],
+    ) {
         let feed = self.feed(id, origin_ms, retention_ms);
         for f in frames {
-            feed.index.insert(frame_id(f.quality, f.variant), f.hash, f.time_ms);
+            feed.index.insert(frame_id(f.quality, f.variant), f.hash, f.ts_ms);
         }
     }
 
@@ -365,6 +361,7 @@ impl LiveWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fingerprints::Hash256;
 
     pub(super) fn h(bits: &[usize]) -> Hash256 {
         let mut x = Hash256::default();
@@ -374,8 +371,8 @@ mod tests {
         x
     }
 
-    pub(super) fn frame(time_ms: i64, hash: Hash256) -> LiveFrame {
-        LiveFrame { time_ms, hash, quality: 90, variant: CropVariant::Full }
+    pub(super) fn frame(ts_ms: i64, hash: Hash256) -> ReferenceFrame {
+        ReferenceFrame { ts_ms, hash, quality: 90, variant: CropVariant::Full }
     }
 
     fn query(hash: Hash256) -> KeyframeHashes {
@@ -419,7 +416,7 @@ mod tests {
     fn a_static_shot_aired_for_many_seconds_weighs_less_than_a_unique_frame() {
         let mut live = LiveLibrary::new();
         let still = h(&[5, 6]);
-        let frames: Vec<LiveFrame> = (0..200).map(|i| frame(i * 100, still)).collect();
+        let frames: Vec<ReferenceFrame> = (0..200).map(|i| frame(i * 100, still)).collect();
         live.insert("feed", 0, 3_600_000, &frames);
         live.insert("other", 0, 3_600_000, &[frame(1_000, h(&(100..140).collect::<Vec<_>>()))]);
         let hits = live.lookup(&query(still), 22_000, LiveWindow::default(), 4, 1000);

@@ -23,15 +23,15 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::LiveInput;
 use super::fanout::{FrameBatch, LiveFanout};
-use super::index::{LiveBatch, LiveFrame, SharedLiveLibrary};
+use super::index::{LiveBatch, SharedLiveLibrary};
 use super::store::{self as feeds, Heartbeat, LiveFeed};
 use crate::domain::FeedStatus;
 use crate::media::{InputOptions, LIVE_PROBE, LumaOptions, MediaError, Still, decode_luma_frames};
 use crate::net::OutboundPolicy;
 use crate::net::ffmpeg::{FeedUrlError, FfmpegInput};
 use crate::queue::backoff::Backoff;
-use crate::recognition::{FeatureFrame, FeatureSampler, FramePruner};
-use crate::store::references::{self, FrameRecord};
+use crate::recognition::{FeatureFrame, FeatureSampler, FramePruner, ReferenceFrame};
+use crate::store::references;
 use crate::store::stills;
 use crate::store::{Store, now_ms};
 
@@ -507,7 +507,7 @@ fn ffmpeg_input(raw: &str, read_timeout: Duration) -> String {
 struct IngestState {
     beat: Heartbeat,
     /// Frames and feature frames (event times) not yet written, when the feed is archived.
-    archive: Option<(Vec<FrameRecord>, Vec<FeatureFrame>)>,
+    archive: Option<(Vec<ReferenceFrame>, Vec<FeatureFrame>)>,
     /// Stills (event times) not yet written; written at every heartbeat, archived or not (the
     /// stills retention prunes them past the feed's retention unless it is archived).
     stills: Vec<Still>,
@@ -533,19 +533,19 @@ impl IngestState {
                 .push(Still { ts_ms: still.ts_ms - feed.origin_ms, jpeg: still.jpeg.clone() });
         }
         if let Some((frames, features)) = &mut self.archive {
-            frames.extend(batch.frames.iter().map(|f| FrameRecord {
-                ts_ms: f.time_ms - feed.origin_ms,
-                hash: f.hash,
-                quality: f.quality,
-                variant: f.variant.to_u8(),
-            }));
+            frames.extend(
+                batch
+                    .frames
+                    .iter()
+                    .map(|f| ReferenceFrame { ts_ms: f.ts_ms - feed.origin_ms, ..*f }),
+            );
             // The archived reference gets the geometric tier too, on the event timeline.
             features.extend(batch.features.iter().map(|f| FeatureFrame {
                 ts_ms: f.ts_ms - feed.origin_ms,
                 features: f.features.clone(),
             }));
         }
-        let Some(newest) = batch.frames.iter().map(|f| f.time_ms).max() else { return };
+        let Some(newest) = batch.frames.iter().map(|f| f.ts_ms).max() else { return };
         self.beat.frames_added += 1;
         self.beat.last_frame_at = Some(newest);
     }
@@ -722,15 +722,12 @@ fn decode_feed(
 /// The batch of one decoded frame that aired at `time_ms`.
 fn live_batch(
     time_ms: i64,
-    kept: Vec<crate::recognition::ReferenceFrame>,
+    kept: Vec<ReferenceFrame>,
     features: Option<LocalFeatures>,
     still: Option<Vec<u8>>,
 ) -> LiveBatch {
     LiveBatch {
-        frames: kept
-            .into_iter()
-            .map(|f| LiveFrame { time_ms, hash: f.hash, quality: f.quality, variant: f.variant })
-            .collect(),
+        frames: kept.into_iter().map(|f| ReferenceFrame { ts_ms: time_ms, ..f }).collect(),
         features: features.map(|features| FeatureFrame { ts_ms: time_ms, features }),
         still: still.map(|jpeg| Still { ts_ms: time_ms, jpeg }),
     }

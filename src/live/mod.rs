@@ -21,7 +21,7 @@ pub mod store;
 
 use std::path::Path;
 
-pub use index::{LiveFrame, LiveLibrary, LiveWindow, SharedLiveLibrary};
+pub use index::{LiveLibrary, LiveWindow, SharedLiveLibrary};
 pub use ingest::{IngestOptions, LiveService};
 
 use crate::net::OutboundPolicy;

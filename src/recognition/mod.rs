@@ -1,6 +1,9 @@
 //! Recognition: the service's glue over `fingerprints`, and the one decision rule.
 //!
 //! - [`hash_keyframe`]: query side, keyframe bytes to the hashes we look up ([`KeyframeHashes`]).
+//! - [`ReferenceFrame`], [`FeatureFrame`]: the frames of every source (file references, live
+//!   feeds) and their one byte form ([`encode_frames`], [`encode_feature_frames`]) for the
+//!   database, the live fanout and the evaluation cache.
 //! - [`hash_reference_file`]: reference side, a video file densely hashed into
 //!   [`ReferenceFrame`]s (full frame plus centre crops, low-detail frames skipped,
 //!   near-duplicates pruned) and, in the same pass, [`FeatureFrame`]s sampled once a second.
@@ -12,21 +15,24 @@
 //!
 //! Everything here is synchronous and CPU-bound: call it from a blocking thread.
 
+mod frame;
 mod keyframe;
 mod library;
 mod reference;
 mod stream;
 pub(crate) mod weights;
 
+pub use frame::{
+    CorruptFeatures, FRAME_BYTES, FeatureFrame, ReferenceFrame, TornFrames, decode_feature_frames,
+    decode_frames, encode_feature_frames, encode_frames,
+};
 pub use keyframe::{
     KeyframeHashes, MIN_QUALITY, QueryHash, QueryView, hash_keyframe, hash_luma, hash_luma_pdq,
 };
 pub use library::{Library, LibraryStats, TierHits};
 pub use reference::{
-    CorruptFeatures, FeatureFrame, FeatureSampler, FramePruner, HashProgress,
-    REFERENCE_HASHING_VERSION, ReferenceFrame, ReferenceHashOptions, ReferenceHashes,
-    decode_feature_frames, encode_feature_frames, hash_reference_file, hash_reference_image,
-    reference_frames_of,
+    FeatureSampler, FramePruner, HashProgress, REFERENCE_HASHING_VERSION, ReferenceHashOptions,
+    ReferenceHashes, hash_reference_file, hash_reference_image, reference_frames_of,
 };
 pub use stream::{HitTier, Match, RecognitionConfig, StreamRecognizer, Tiers};
 pub use weights::FEATURE_HITS_PER_REFERENCE;

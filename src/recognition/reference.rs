@@ -4,11 +4,12 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use anyhow::Context as _;
-use fingerprints::features::{Descriptor, FeatureConfig, Keypoint, LocalFeatures};
+use fingerprints::features::{FeatureConfig, LocalFeatures};
 use fingerprints::{
     CropVariant, DecodeLimits, Hash256, Luma, centre_crop, decode_luma, inner_pictures, pdq,
 };
 
+use super::{FeatureFrame, ReferenceFrame};
 use crate::media::{
     LumaOptions, REFERENCE_STILL_LONG_SIDE, Still, decode_luma_frames, probe, still_of_image,
 };
@@ -16,28 +17,6 @@ use crate::media::{
 /// Version of what [`hash_reference_file`] computes; bumped whenever the same file and options
 /// would give different frames, so stored or cached reference hashes can be recognised as stale.
 pub const REFERENCE_HASHING_VERSION: u32 = 5;
-
-/// One indexed reference frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReferenceFrame {
-    /// Time of the frame in the reference, in ms.
-    pub ts_ms: i64,
-    /// PDQ hash of the frame (or of its crop).
-    pub hash: Hash256,
-    /// PDQ quality, 0-100.
-    pub quality: u8,
-    /// Which part of the frame was hashed.
-    pub variant: CropVariant,
-}
-
-/// The local features of one sampled reference frame (the geometric tier).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeatureFrame {
-    /// Time of the frame in the reference, in ms.
-    pub ts_ms: i64,
-    /// Its features, extracted with [`ReferenceHashOptions::features`].
-    pub features: LocalFeatures,
-}
 
 /// Everything indexed for one reference: PDQ frames and sampled feature frames.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -257,99 +236,6 @@ pub fn hash_reference_file(
     Ok(ReferenceHashes { frames, features, stills })
 }
 
-/// Bytes of one stored feature: x and y in quarter pixels (u16 each), pyramid level, corner
-/// strength (u32), descriptor (32 bytes).
-const FEATURE_BYTES: usize = 2 + 2 + 1 + 4 + 32;
-/// Bytes of a stored feature frame's header: time (i64), working width and height (u16 each),
-/// feature count (u16).
-const FEATURE_FRAME_HEADER: usize = 8 + 2 + 2 + 2;
-
-/// Why stored feature frames could not be read back.
-#[derive(Debug, thiserror::Error)]
-#[error("stored feature frames are corrupt at byte {0}")]
-pub struct CorruptFeatures(pub usize);
-
-/// Packs feature frames for storage (the database, the eval cache): per frame a 14-byte
-/// header and 41 bytes per feature, little-endian. Positions keep a quarter pixel, far below
-/// the verifier's 6-pixel inlier threshold.
-pub fn encode_feature_frames(frames: &[FeatureFrame]) -> Vec<u8> {
-    let total: usize =
-        frames.iter().map(|f| FEATURE_FRAME_HEADER + f.features.len() * FEATURE_BYTES).sum();
-    let mut out = Vec::with_capacity(total);
-    let u16_of = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped to u16's range
-    let quarter = |v: f32| (v * 4.0).round().clamp(0.0, f32::from(u16::MAX)) as u16;
-    for f in frames {
-        // At most u16::MAX features per frame are stored; extraction budgets are in hundreds.
-        let n = f.features.len().min(usize::from(u16::MAX));
-        out.extend_from_slice(&f.ts_ms.to_le_bytes());
-        out.extend_from_slice(&u16_of(f.features.width()).to_le_bytes());
-        out.extend_from_slice(&u16_of(f.features.height()).to_le_bytes());
-        out.extend_from_slice(&u16_of(u32::try_from(n).unwrap_or(u32::MAX)).to_le_bytes());
-        for (k, d) in f.features.keypoints().iter().zip(f.features.descriptors()).take(n) {
-            out.extend_from_slice(&quarter(k.x).to_le_bytes());
-            out.extend_from_slice(&quarter(k.y).to_le_bytes());
-            out.push(k.level);
-            out.extend_from_slice(&k.response.to_le_bytes());
-            for w in d.0 {
-                out.extend_from_slice(&w.to_le_bytes());
-            }
-        }
-    }
-    out
-}
-
-/// Reads what [`encode_feature_frames`] wrote, appending to `out`.
-///
-/// # Errors
-/// [`CorruptFeatures`] when the bytes end mid-frame.
-pub fn decode_feature_frames(
-    bytes: &[u8],
-    out: &mut Vec<FeatureFrame>,
-) -> Result<(), CorruptFeatures> {
-    let mut at = 0usize;
-    let take = |at: &mut usize, n: usize| -> Result<&[u8], CorruptFeatures> {
-        let s = bytes.get(*at..*at + n).ok_or(CorruptFeatures(*at))?;
-        *at += n;
-        Ok(s)
-    };
-    let u16_at = |s: &[u8], i: usize| u16::from_le_bytes([s[i], s[i + 1]]);
-    while at < bytes.len() {
-        let h = take(&mut at, FEATURE_FRAME_HEADER)?;
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&h[..8]);
-        let (width, height, n) = (u16_at(h, 8), u16_at(h, 10), usize::from(u16_at(h, 12)));
-        let body = take(&mut at, n * FEATURE_BYTES)?;
-        let mut keypoints = Vec::with_capacity(n);
-        let mut descriptors = Vec::with_capacity(n);
-        for r in body.chunks_exact(FEATURE_BYTES) {
-            keypoints.push(Keypoint {
-                x: f32::from(u16_at(r, 0)) / 4.0,
-                y: f32::from(u16_at(r, 2)) / 4.0,
-                level: r[4],
-                response: u32::from_le_bytes([r[5], r[6], r[7], r[8]]),
-            });
-            let mut words = [0u64; 4];
-            for (w, b) in words.iter_mut().zip(r[9..].chunks_exact(8)) {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                *w = u64::from_le_bytes(a);
-            }
-            descriptors.push(Descriptor(words));
-        }
-        out.push(FeatureFrame {
-            ts_ms: i64::from_le_bytes(ts),
-            features: LocalFeatures::from_parts(
-                u32::from(width),
-                u32::from(height),
-                keypoints,
-                descriptors,
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// Which frames get local features, as reference hashing and live ingest pick them: the first
 /// frame at or after each whole multiple of the interval (stream time). The grid stays anchored
 /// on whole intervals whatever the frame rate, so a frame a little late does not shift every
@@ -446,29 +332,6 @@ mod tests {
         assert!(p.keep(0, 80, &hash_with_bits(9)));
         // Compared with the last kept frame, not the last seen one.
         assert!(!p.keep(0, 120, &hash_with_bits(12)));
-    }
-
-    #[test]
-    fn feature_frames_survive_storage_to_a_quarter_pixel() {
-        let features = LocalFeatures::from_parts(
-            480,
-            270,
-            vec![
-                Keypoint { x: 12.25, y: 200.5, level: 0, response: 77 },
-                Keypoint { x: 479.0, y: 0.0, level: 4, response: 1 << 20 },
-            ],
-            vec![Descriptor([1, 2, 3, u64::MAX]), Descriptor([u64::MAX, 0, 5, 6])],
-        );
-        let frames = vec![
-            FeatureFrame { ts_ms: 1000, features },
-            FeatureFrame { ts_ms: 2000, features: LocalFeatures::default() },
-        ];
-        let bytes = encode_feature_frames(&frames);
-        let mut back = Vec::new();
-        decode_feature_frames(&bytes, &mut back).unwrap();
-        assert_eq!(back, frames);
-        let mut torn = Vec::new();
-        assert!(decode_feature_frames(&bytes[..bytes.len() - 1], &mut torn).is_err());
     }
 
     #[test]

@@ -7,13 +7,11 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use anyhow::Context as _;
-use fingerprints::CropVariant;
 
 use super::index::FrameIndex;
 use super::jobs::{HashedReference, JobProgress, ReferenceHasher};
 use crate::domain::ReferenceSource;
 use crate::recognition::{self, FeatureFrame, Library, ReferenceFrame, ReferenceHashOptions};
-use crate::store::references::FrameRecord;
 
 /// The library every part of a process shares: jobs and the index sync write it, workers read
 /// it. Lookups take the read lock; writers hold the write lock only while inserting.
@@ -24,13 +22,11 @@ pub type SharedLibrary = Arc<RwLock<Library>>;
 const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl FrameIndex for RwLock<Library> {
-    fn insert_reference(&self, id: &str, frames: &[FrameRecord], features: &[FeatureFrame]) {
-        let frames: Vec<ReferenceFrame> =
-            frames.iter().filter_map(|f| to_reference_frame(*f)).collect();
+    fn insert_reference(&self, id: &str, frames: &[ReferenceFrame], features: &[FeatureFrame]) {
         // A poisoned lock means a panic mid-update elsewhere; the library is still usable
         // (at worst one reference is partly indexed and is replaced on the next sync).
         let mut library = self.write().unwrap_or_else(PoisonError::into_inner);
-        if let Err(err) = library.insert_reference(id, &frames, features) {
+        if let Err(err) = library.insert_reference(id, frames, features) {
             tracing::error!(reference_id = id, error = %format!("{err:#}"), "could not index reference");
         }
     }
@@ -38,21 +34,6 @@ impl FrameIndex for RwLock<Library> {
     fn remove_reference(&self, id: &str) {
         self.write().unwrap_or_else(PoisonError::into_inner).remove_reference(id);
     }
-}
-
-/// Converts a stored frame; frames with a crop variant this version does not know are skipped.
-pub fn to_reference_frame(f: FrameRecord) -> Option<ReferenceFrame> {
-    Some(ReferenceFrame {
-        ts_ms: f.ts_ms,
-        hash: f.hash,
-        quality: f.quality,
-        variant: CropVariant::from_u8(f.variant)?,
-    })
-}
-
-/// Converts a computed frame for storage.
-pub fn to_frame_record(f: &ReferenceFrame) -> FrameRecord {
-    FrameRecord { ts_ms: f.ts_ms, hash: f.hash, quality: f.quality, variant: f.variant.to_u8() }
 }
 
 /// Hashes reference files with the recognition core.
@@ -109,7 +90,7 @@ impl ReferenceHasher for RecognitionHasher {
             }
         };
         Ok(HashedReference {
-            frames: hashes.frames.iter().map(to_frame_record).collect(),
+            frames: hashes.frames,
             features: hashes.features,
             stills: hashes.stills,
         })

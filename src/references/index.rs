@@ -14,14 +14,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::recognition::FeatureFrame;
+use crate::recognition::{FeatureFrame, ReferenceFrame};
 use crate::store::Store;
-use crate::store::references::{self, FrameRecord};
+use crate::store::references;
 
 /// An in-memory index of reference frames, keyed by reference id (the recognition library).
 pub trait FrameIndex: Send + Sync + 'static {
     /// Adds (or replaces) every frame and feature frame of a reference.
-    fn insert_reference(&self, id: &str, frames: &[FrameRecord], features: &[FeatureFrame]);
+    fn insert_reference(&self, id: &str, frames: &[ReferenceFrame], features: &[FeatureFrame]);
     /// Removes a reference; unknown ids are ignored.
     fn remove_reference(&self, id: &str);
 }
@@ -68,7 +68,7 @@ impl IndexSync {
 
     /// Loads a reference's frames and feature frames now (a job in this process just
     /// finished).
-    pub fn add(&self, id: &str, frames: &[FrameRecord], features: &[FeatureFrame]) {
+    pub fn add(&self, id: &str, frames: &[ReferenceFrame], features: &[FeatureFrame]) {
         self.index.insert_reference(id, frames, features);
         self.lock().insert(id.to_owned(), i64::try_from(frames.len()).unwrap_or(i64::MAX));
         self.publish_gauges();

@@ -20,16 +20,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::index::IndexSync;
 use crate::domain::{ReferenceSource, ReferenceStatus};
-use crate::recognition::FeatureFrame;
+use crate::recognition::{FeatureFrame, ReferenceFrame};
 use crate::store::Store;
-use crate::store::references::{self, FrameRecord};
+use crate::store::references;
 use crate::store::stills;
 
 /// What a hasher made of a reference file: PDQ frames and sampled feature frames.
 #[derive(Debug, Clone, Default)]
 pub struct HashedReference {
     /// PDQ frames, as stored.
-    pub frames: Vec<FrameRecord>,
+    pub frames: Vec<ReferenceFrame>,
     /// Local features of sampled frames (the geometric tier); may be empty.
     pub features: Vec<FeatureFrame>,
     /// Stills for reviewers; may be empty.

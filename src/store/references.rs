@@ -1,37 +1,23 @@
 //! References and their frames.
 //!
 //! Frames are stored packed: one row of `reference_frame_chunks` holds up to
-//! [`FRAMES_PER_CHUNK`] fixed-size records of [`FRAME_RECORD_BYTES`] bytes (timestamp, hash,
-//! quality, crop variant). A worker loads a library of millions of frames by reading a few
+//! [`FRAMES_PER_CHUNK`] frames in the one frame form ([`crate::recognition::encode_frames`]:
+//! timestamp, hash, quality, crop variant). A worker loads a library of millions of frames by reading a few
 //! thousand rows instead of millions, and appending frames (hash import) never rewrites old ones.
 
-use fingerprints::Hash256;
 use sqlx::any::AnyRow;
 // Dynamic SQL here only splices the constant column list; values always go through binds.
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Executor, Row as _};
 
 use super::now_ms;
 use crate::domain::{Policy, ReferenceSource, ReferenceStatus};
-use crate::recognition::{FeatureFrame, decode_feature_frames, encode_feature_frames};
+use crate::recognition::{
+    FeatureFrame, ReferenceFrame, decode_feature_frames, decode_frames, encode_feature_frames,
+    encode_frames,
+};
 
 /// Frames per stored chunk.
 pub const FRAMES_PER_CHUNK: usize = 4096;
-/// Bytes per packed frame: i64 timestamp, 32 hash bytes, quality, crop variant.
-pub const FRAME_RECORD_BYTES: usize = 8 + 32 + 1 + 1;
-
-/// One stored reference frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameRecord {
-    /// Position in the reference, milliseconds from its start.
-    pub ts_ms: i64,
-    /// The frame's PDQ hash.
-    pub hash: Hash256,
-    /// PDQ quality, 0–100.
-    pub quality: u8,
-    /// The crop variant the hash was computed on (`CropVariant::to_u8`).
-    pub variant: u8,
-}
-
 /// A reference as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reference {
@@ -298,7 +284,7 @@ pub async fn delete<'e>(db: impl Executor<'e, Database = Any>, id: &str) -> sqlx
 pub async fn append_frames(
     conn: &mut AnyConnection,
     id: &str,
-    frames: &[FrameRecord],
+    frames: &[ReferenceFrame],
 ) -> sqlx::Result<i64> {
     write_chunks(conn, id, frames).await?;
     let now = now_ms();
@@ -319,7 +305,7 @@ pub async fn append_frames(
 async fn write_chunks(
     conn: &mut AnyConnection,
     id: &str,
-    frames: &[FrameRecord],
+    frames: &[ReferenceFrame],
 ) -> sqlx::Result<()> {
     let chunks = frames.chunks(FRAMES_PER_CHUNK).map(|c| (c.len(), encode_frames(c)));
     append_chunks(conn, "reference_frame_chunks", id, chunks).await
@@ -369,7 +355,7 @@ async fn append_chunks(
 pub async fn append_archive_frames(
     conn: &mut AnyConnection,
     id: &str,
-    frames: &[FrameRecord],
+    frames: &[ReferenceFrame],
 ) -> sqlx::Result<()> {
     write_chunks(conn, id, frames).await
 }
@@ -429,7 +415,7 @@ pub async fn clear_frames(conn: &mut AnyConnection, id: &str) -> sqlx::Result<()
 pub async fn load_frames<'e>(
     db: impl Executor<'e, Database = Any>,
     id: &str,
-) -> sqlx::Result<Vec<FrameRecord>> {
+) -> sqlx::Result<Vec<ReferenceFrame>> {
     let rows =
         sqlx::query("SELECT data FROM reference_frame_chunks WHERE reference_id = $1 ORDER BY seq")
             .bind(id)
@@ -438,7 +424,9 @@ pub async fn load_frames<'e>(
     let mut frames = Vec::new();
     for row in rows {
         let data: Vec<u8> = row.try_get(0)?;
-        decode_frames(&data, &mut frames)?;
+        // Frames of a crop variant this version does not know (a newer version wrote them)
+        // are skipped: they cannot be indexed here.
+        decode_frames(&data, &mut frames).map_err(decode_err)?;
     }
     Ok(frames)
 }
@@ -482,42 +470,4 @@ pub async fn load_features<'e>(
         decode_feature_frames(&data, &mut frames).map_err(decode_err)?;
     }
     Ok(frames)
-}
-
-fn encode_frames(frames: &[FrameRecord]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(frames.len() * FRAME_RECORD_BYTES);
-    for frame in frames {
-        out.extend_from_slice(&frame.ts_ms.to_le_bytes());
-        out.extend_from_slice(&frame.hash.to_bytes());
-        out.push(frame.quality);
-        out.push(frame.variant);
-    }
-    out
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "stored frame chunk of {0} bytes is not a whole number of {FRAME_RECORD_BYTES}-byte records"
-)]
-struct TornChunk(usize);
-
-fn decode_frames(data: &[u8], out: &mut Vec<FrameRecord>) -> sqlx::Result<()> {
-    if !data.len().is_multiple_of(FRAME_RECORD_BYTES) {
-        return Err(decode_err(TornChunk(data.len())));
-    }
-    for record in data.chunks_exact(FRAME_RECORD_BYTES) {
-        let (ts, rest) = record.split_at(8);
-        let (hash, rest) = rest.split_at(32);
-        let mut ts_bytes = [0_u8; 8];
-        ts_bytes.copy_from_slice(ts);
-        let mut hash_bytes = [0_u8; 32];
-        hash_bytes.copy_from_slice(hash);
-        out.push(FrameRecord {
-            ts_ms: i64::from_le_bytes(ts_bytes),
-            hash: Hash256::from_bytes(hash_bytes),
-            quality: rest[0],
-            variant: rest[1],
-        });
-    }
-    Ok(())
 }

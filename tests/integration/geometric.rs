@@ -16,7 +16,6 @@ use offside::recognition::{
     FeatureFrame, Library, RecognitionConfig, ReferenceHashOptions, Tiers, hash_reference_file,
     reference_frames_of,
 };
-use offside::references::engine::to_frame_record;
 use offside::references::index::IndexSync;
 use offside::store::references::{self, FEATURE_FRAMES_PER_CHUNK, NewReference};
 use offside::store::{Store, new_id};
@@ -183,10 +182,9 @@ async fn feature_frames_round_trip_through_the_database_into_the_index(db: Db) {
             }
         })
         .collect();
-    let records: Vec<_> = hashes.frames.iter().map(to_frame_record).collect();
     let mut tx = store.pool().begin().await.expect("begin");
     references::append_features(&mut tx, &id, &many).await.expect("append features");
-    references::append_frames(&mut tx, &id, &records).await.expect("append frames");
+    references::append_frames(&mut tx, &id, &hashes.frames).await.expect("append frames");
     tx.commit().await.expect("commit");
     assert_eq!(references::load_features(store.pool(), &id).await.expect("load"), quantised);
 

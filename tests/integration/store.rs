@@ -4,18 +4,20 @@
 use crate::common::{Db, fresh};
 use fingerprints::Hash256;
 use offside::domain::{Policy, PolicyAction, ReferenceSource, ReferenceStatus};
+use offside::recognition::ReferenceFrame;
 use offside::store::keys::{self, Role};
-use offside::store::references::{self, FrameRecord, NewReference};
+use offside::store::references::{self, NewReference};
 use offside::store::{Store, is_unique_violation, new_id, rights_holders};
 
-fn frame(i: u32) -> FrameRecord {
+fn frame(i: u32) -> ReferenceFrame {
     let mut hash = Hash256::default();
     for bit in 0..256 {
         if (bit * 7 + i as usize).is_multiple_of(3) {
             hash.set_bit(bit);
         }
     }
-    FrameRecord { ts_ms: i64::from(i) * 40, hash, quality: (i % 101) as u8, variant: (i % 4) as u8 }
+    let variant = fingerprints::CropVariant::ALL[i as usize % 4];
+    ReferenceFrame { ts_ms: i64::from(i) * 40, hash, quality: (i % 101) as u8, variant }
 }
 
 async fn new_reference(store: &Store, owner: Option<&str>, status: ReferenceStatus) -> String {
@@ -102,8 +104,8 @@ async fn frames_round_trip_through_chunks_in_order(db: Db) {
     let (_env, store) = fresh(db).await;
     let id = new_reference(&store, None, ReferenceStatus::Ready).await;
     // More than one chunk, then an append.
-    let first: Vec<FrameRecord> = (0..5000).map(frame).collect();
-    let second: Vec<FrameRecord> = (5000..5010).map(frame).collect();
+    let first: Vec<ReferenceFrame> = (0..5000).map(frame).collect();
+    let second: Vec<ReferenceFrame> = (5000..5010).map(frame).collect();
     let mut conn = store.pool().acquire().await.expect("conn");
     assert_eq!(references::append_frames(&mut conn, &id, &first).await.expect("append"), 5000);
     assert_eq!(references::append_frames(&mut conn, &id, &second).await.expect("append"), 5010);
