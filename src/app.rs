@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::references::engine::{RecognitionHasher, SharedLibrary};
+use crate::recognition::SharedLibrary;
+use crate::references::engine::RecognitionHasher;
 use crate::references::index::IndexSync;
 use crate::references::jobs::{self, JobRunner, ReferenceHasher};
 use crate::store::Store;
@@ -53,7 +54,6 @@ pub struct App {
     state: AppState,
     listener: Option<TcpListener>,
     runner: Arc<JobRunner>,
-    live: crate::live::SharedLiveLibrary,
     instance: String,
     metrics_listener: Option<TcpListener>,
 }
@@ -121,8 +121,7 @@ impl App {
         };
         // Names this process in live feed leases (`ingested_by`) and in the live fanout.
         let instance = format!("offside-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        let live = crate::live::SharedLiveLibrary::default();
-        Ok(Self { mode, state, listener, runner, live, instance, metrics_listener })
+        Ok(Self { mode, state, listener, runner, instance, metrics_listener })
     }
 
     /// The address `/metrics` is also served on (`--metrics-listen`), if any.
@@ -133,11 +132,6 @@ impl App {
     /// The address the HTTP API listens on (`None` for workers).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
-    /// This process's live library (the recent frames of live reference feeds).
-    pub fn live(&self) -> &crate::live::SharedLiveLibrary {
-        &self.live
     }
 
     /// The name this process holds live feed leases under (`ingested_by` of a live reference).
@@ -155,7 +149,7 @@ impl App {
     /// # Errors
     /// When the HTTP server fails.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let Self { mode, state, listener, runner, live, instance, metrics_listener } = self;
+        let Self { mode, state, listener, runner, instance, metrics_listener } = self;
         let mut tasks: JoinSet<()> = JoinSet::new();
         if let Some(listener) = metrics_listener {
             tasks.spawn(crate::telemetry::serve_metrics(listener, cancel.clone()));
@@ -170,15 +164,8 @@ impl App {
         ));
         // Keyframe workers, in both modes: one consumer per core, each with its own prefetch.
         let recognition = crate::recognition::RecognitionConfig::default();
-        let mut deps = crate::pipeline::Deps::new(
-            state.store.clone(),
-            Arc::new(crate::pipeline::LibraryLookup {
-                library: state.library.clone(),
-                config: recognition.clone(),
-                live: Some(live.clone()),
-            }),
-            recognition,
-        );
+        let mut deps =
+            crate::pipeline::Deps::new(state.store.clone(), state.library.clone(), recognition);
         deps.outbox_wake = Arc::clone(&state.outbox_wake);
         // Live reference feeds: every process may ingest a feed (one at a time per feed, by
         // lease) and every process matches against all of them. With RabbitMQ, frames reach the
@@ -192,12 +179,12 @@ impl App {
         });
         if let Some(fanout) = &fanout {
             let fanout = Arc::clone(fanout);
-            let (live, cancel) = (live.clone(), cancel.clone());
-            tasks.spawn(async move { fanout.run_consumer(live, cancel).await });
+            let (library, cancel) = (state.library.clone(), cancel.clone());
+            tasks.spawn(async move { fanout.run_consumer(library, cancel).await });
         }
         let live_service = Arc::new(crate::live::LiveService::new(
             state.store.clone(),
-            live.clone(),
+            state.library.clone(),
             fanout,
             instance,
             crate::live::IngestOptions {

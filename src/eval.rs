@@ -574,10 +574,10 @@ pub fn run_query(
         // hashing above left only those), the geometric tier the features.
         let mut tier_hits = TierHits::default();
         let t = Instant::now();
-        tier_hits.pdq = library.lookup_pdq(&hashes, cfg.radius, cfg.max_hits_per_keyframe);
+        tier_hits.pdq = library.lookup_pdq(&hashes, cfg.radius, cfg.max_hits_per_keyframe, None);
         cost.pdq_lookup_ms += ms(t);
         let t = Instant::now();
-        tier_hits.features = library.lookup_features(&hashes);
+        tier_hits.features = library.lookup_features(&hashes, None);
         cost.features_lookup_ms += ms(t);
         for (tiers, recognizer, outcome) in &mut runs {
             let hits = tier_hits.select(*tiers);

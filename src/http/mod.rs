@@ -39,7 +39,7 @@ use utoipa::OpenApi as _;
 pub use error::ApiError;
 
 use crate::config::Config;
-use crate::references::engine::SharedLibrary;
+use crate::recognition::SharedLibrary;
 use crate::references::index::IndexSync;
 use crate::references::jobs::Jobs;
 use crate::store::Store;

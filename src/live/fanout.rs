@@ -39,11 +39,10 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::index::SharedLiveLibrary;
 use crate::queue::QueueError;
 use crate::queue::backoff::Backoff;
 use crate::recognition::{
-    FRAME_BYTES, FeatureFrame, ReferenceFrame, decode_feature_frames, decode_frames,
+    FRAME_BYTES, FeatureFrame, ReferenceFrame, SharedLibrary, decode_feature_frames, decode_frames,
     encode_feature_frames, encode_frames,
 };
 
@@ -244,7 +243,7 @@ impl LiveFanout {
 
     /// Consumes every process's batches into `library` until `cancel` fires, reconnecting
     /// with backoff whenever the broker goes away.
-    pub async fn run_consumer(&self, library: SharedLiveLibrary, cancel: CancellationToken) {
+    pub async fn run_consumer(&self, library: SharedLibrary, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             let consumed = tokio::select! {
@@ -263,7 +262,7 @@ impl LiveFanout {
 
     async fn consume_once(
         &self,
-        library: &SharedLiveLibrary,
+        library: &SharedLibrary,
         cancel: &CancellationToken,
     ) -> Result<(), QueueError> {
         let (connection, channel) = self.open("offside-live-consumer").await?;
@@ -329,8 +328,7 @@ impl LiveFanout {
                 continue;
             };
             let mut library = library.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            library.insert(&id, origin, retention, &frames);
-            library.insert_features(&id, origin, retention, &features);
+            library.insert_live(&id, origin, retention, &frames, &features);
         }
     }
 }

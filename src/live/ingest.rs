@@ -1,7 +1,8 @@
-//! [`LiveService`]: claims live feeds, ingests them, keeps this process's live library current.
+//! [`LiveService`]: claims live feeds, ingests them, keeps the live feeds of this process's library
+//! current.
 //!
 //! Every process runs one. Each second it reads the feed rows: feeds it does not know any more
-//! (deleted) leave its live library, frames past their retention expire, and every feed whose
+//! (deleted) leave its library, frames past their retention expire, and every feed whose
 //! event is on and whose lease is free (or expired: its holder died) is claimed and ingested
 //! here. The ingest decodes on a blocking thread and hands each frame's hashes (and, once a
 //! second, its local features) to the async side, which makes them matchable at once (this process's library directly; other processes
@@ -23,14 +24,15 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::LiveInput;
 use super::fanout::{FrameBatch, LiveFanout};
-use super::index::{LiveBatch, SharedLiveLibrary};
 use super::store::{self as feeds, Heartbeat, LiveFeed};
 use crate::domain::FeedStatus;
 use crate::media::{InputOptions, LIVE_PROBE, LumaOptions, MediaError, Still, decode_luma_frames};
 use crate::net::OutboundPolicy;
 use crate::net::ffmpeg::{FeedUrlError, FfmpegInput};
 use crate::queue::backoff::Backoff;
-use crate::recognition::{FeatureFrame, FeatureSampler, FramePruner, ReferenceFrame};
+use crate::recognition::{
+    FeatureFrame, FeatureSampler, FramePruner, LiveWindow, ReferenceFrame, SharedLibrary,
+};
 use crate::store::references;
 use crate::store::stills;
 use crate::store::{Store, now_ms};
@@ -95,10 +97,24 @@ impl Default for IngestOptions {
     }
 }
 
+/// What the ingest makes of one decoded frame of a feed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveBatch {
+    /// Its PDQ hashes that were kept (full frame, inner picture, crops; pruned, may be empty),
+    /// each at the frame's air time (Unix ms).
+    pub frames: Vec<ReferenceFrame>,
+    /// Its local features, when the frame was sampled for the geometric tier: `ts_ms` is the
+    /// air time (Unix ms), the time its PDQ hashes get.
+    pub features: Option<FeatureFrame>,
+    /// A still of the frame (its `ts_ms` the air time, Unix ms), one per second of the feed,
+    /// for reviewers; stored by the ingesting process, not sent to other processes.
+    pub still: Option<crate::media::Still>,
+}
+
 /// Claims and ingests live feeds; keeps the process's live library in step with the database.
 pub struct LiveService {
     store: Store,
-    library: SharedLiveLibrary,
+    library: SharedLibrary,
     fanout: Option<Arc<LiveFanout>>,
     instance: String,
     options: IngestOptions,
@@ -129,7 +145,7 @@ impl LiveService {
     /// A service for this process; `instance` names it in leases (unique per process).
     pub fn new(
         store: Store,
-        library: SharedLiveLibrary,
+        library: SharedLibrary,
         fanout: Option<Arc<LiveFanout>>,
         instance: impl Into<String>,
         options: IngestOptions,
@@ -175,18 +191,18 @@ impl LiveService {
         {
             let mut library =
                 self.library.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for id in library.feed_ids() {
+            for id in library.live_ids() {
                 // Deleted feeds stop matching; archived ones are ordinary references now.
                 let keep = all
                     .iter()
                     .any(|f| f.reference_id == id && !(f.archive && f.status == FeedStatus::Ended));
                 if !keep {
-                    library.remove(&id);
+                    library.remove_live(&id);
                 }
             }
             // The window the workers look up with (`pipeline`): feature frames beyond its
             // reach go.
-            library.expire(now, crate::live::LiveWindow::default());
+            library.expire_live(now, LiveWindow::default());
         }
         for feed in all {
             if feed.status == FeedStatus::Ended || running.contains_key(&feed.reference_id) {
@@ -423,11 +439,12 @@ impl LiveService {
 
     /// Makes frames matchable: this process's library at once, every other one via the fanout.
     async fn publish(&self, feed: &LiveFeed, batch: &LiveBatch) {
-        self.library.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert_batch(
+        self.library.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert_live(
             &feed.reference_id,
             feed.origin_ms,
             feed.retention_ms,
-            batch,
+            &batch.frames,
+            batch.features.as_slice(),
         );
         if let Some(fanout) = &self.fanout {
             let batch = FrameBatch {

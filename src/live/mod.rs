@@ -9,20 +9,21 @@
 //!   hashes frames densely with wall-clock times like reference frames (and samples one frame
 //!   a second for local features, the geometric tier), reconnects with backoff, ends the feed
 //!   at `ends_at` and archives it (both tiers) on request.
-//! - [`index`]: [`index::LiveLibrary`], the per-process index of recent live frames (PDQ hashes
-//!   and feature frames) that the worker's lookup searches by wall-clock alignment.
-//! - [`fanout`]: with RabbitMQ, frames reach every process's live library through a fanout
+//! - The frames themselves go into the process's one recognition library
+//!   ([`crate::recognition::Library::insert_live`]): a feed is a time-windowed source of it,
+//!   searched by wall-clock alignment ([`crate::recognition::LiveQuery`]).
+//! - [`fanout`]: with RabbitMQ, frames reach every process's library through a fanout
 //!   exchange; embedded, the ingest writes the in-process library directly.
 
 pub mod fanout;
-pub mod index;
 pub mod ingest;
+#[cfg(test)]
+mod library_tests;
 pub mod store;
 
 use std::path::Path;
 
-pub use index::{LiveLibrary, LiveWindow, SharedLiveLibrary};
-pub use ingest::{IngestOptions, LiveService};
+pub use ingest::{IngestOptions, LiveBatch, LiveService};
 
 use crate::net::OutboundPolicy;
 use crate::net::ffmpeg::FeedUrlError;

@@ -32,7 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::media::{STREAM_STILL_LONG_SIDE, Still, still_of_image};
 use crate::queue::{DeliveryStream, KeyframeMessage, KeyframeQueue, Payload, QueueMessage};
-use crate::recognition::{HitTier, KeyframeHashes, RecognitionConfig, hash_keyframe};
+use crate::recognition::{
+    HitTier, KeyframeHashes, LiveQuery, RecognitionConfig, SharedLibrary, hash_keyframe,
+};
 use crate::store::Store;
 use crate::store::streams::{self, ReferenceHit, StoredHit, StreamStatus};
 
@@ -40,27 +42,13 @@ use crate::store::streams::{self, ReferenceHit, StoredHit, StreamStatus};
 /// keyframe on a long pirate stream; evidence older than this cannot join a new run anyway.
 pub const EVIDENCE_WINDOW_MS: i64 = 10 * 60 * 1000;
 
-/// Looks a keyframe's hashes up in the reference library: `(reference id, hit, tier)`.
-/// Implemented over `recognition::Library`; tests use a fixed table.
-pub trait Lookup: Send + Sync + 'static {
-    /// The hits of one keyframe.
-    fn lookup(&self, hashes: &KeyframeHashes) -> Vec<(String, Hit, HitTier)>;
-
-    /// The hits of one keyframe captured at `at_ms` (Unix ms): what [`Lookup::lookup`] finds
-    /// plus, where live feeds are indexed, what they aired shortly before `at_ms`.
-    fn lookup_at(&self, hashes: &KeyframeHashes, at_ms: i64) -> Vec<(String, Hit, HitTier)> {
-        let _ = at_ms;
-        self.lookup(hashes)
-    }
-}
-
 /// What the worker needs.
 #[derive(Clone)]
 pub struct Deps {
     /// The database.
     pub store: Store,
-    /// The reference library.
-    pub lookup: Arc<dyn Lookup>,
+    /// The recognition library: file references and live feeds.
+    pub library: SharedLibrary,
     /// The decision rule (radius, matcher thresholds): the one `offside eval` measures.
     pub recognition: RecognitionConfig,
     /// Wakes the webhook delivery loop after a decision (same process).
@@ -71,10 +59,10 @@ pub struct Deps {
 
 impl Deps {
     /// Dependencies with an empty stream-status cache.
-    pub fn new(store: Store, lookup: Arc<dyn Lookup>, recognition: RecognitionConfig) -> Self {
+    pub fn new(store: Store, library: SharedLibrary, recognition: RecognitionConfig) -> Self {
         Deps {
             store,
-            lookup,
+            library,
             recognition,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             status_cache: Arc::new(Mutex::new(HashMap::new())),
@@ -242,7 +230,7 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
         return Ok(Outcome::Dropped);
     }
     let payload = k.payload().map_err(|e| HandleError::Permanent(e.to_string()))?;
-    let lookup = Arc::clone(&deps.lookup);
+    let (library, config) = (Arc::clone(&deps.library), deps.recognition.clone());
     let (stream_id, ts_ms) = (k.stream_id.clone(), k.ts_ms);
     // Live references are aligned by wall-clock time: the capture time when the platform sent
     // one, else now (arrival).
@@ -259,7 +247,7 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
         if !hashes.carries_evidence() {
             return Ok(None);
         }
-        let hits = lookup.lookup_at(&hashes, at_ms);
+        let hits = lookup(&library, &config, &hashes, at_ms);
         // A keyframe with hits gets its still made here, on the blocking thread; whether the
         // stream keeps it is decided with the hits' commit. Keyframes without hits cost nothing.
         let still = if hits.is_empty() {
@@ -504,46 +492,22 @@ pub async fn run_consumer(queue: Arc<dyn KeyframeQueue>, deps: Deps, cancel: Can
     }
 }
 
-/// [`Lookup`] over the process's shared reference library.
-pub struct LibraryLookup {
-    /// The library the index sync keeps current.
-    pub library: crate::references::engine::SharedLibrary,
-    /// Radius, hit cap and tiers (the same rule `offside eval` measures).
-    pub config: crate::recognition::RecognitionConfig,
-    /// Live feeds' recent frames, searched by wall-clock alignment ([`Lookup::lookup_at`]).
-    pub live: Option<crate::live::SharedLiveLibrary>,
-}
-
-impl Lookup for LibraryLookup {
-    /// The configured tiers' hits in the reference library.
-    fn lookup(&self, hashes: &KeyframeHashes) -> Vec<(String, Hit, HitTier)> {
-        let library = self.library.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tiers = self.config.tiers;
-        library
-            .lookup_tiers(hashes, self.config.radius, self.config.max_hits_per_keyframe, tiers)
-            .select_tiered(tiers)
-            .into_iter()
-            .filter_map(|(h, tier)| {
-                library.reference_id(h.reference).map(|id| (id.to_owned(), h, tier))
-            })
-            .collect()
-    }
-
-    /// The configured tiers' hits in the reference library and in the live feeds' windows;
-    /// the live geometric tier verifies with the library's thresholds.
-    fn lookup_at(&self, hashes: &KeyframeHashes, at_ms: i64) -> Vec<(String, Hit, HitTier)> {
-        let mut hits = self.lookup(hashes);
-        if let Some(live) = &self.live {
-            let verify = self
-                .library
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .verify_config()
-                .clone();
-            let live = live.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let window = crate::live::LiveWindow::default();
-            hits.extend(live.lookup_tiers(hashes, at_ms, window, &self.config, &verify));
-        }
-        hits
-    }
+/// The configured tiers' hits of a keyframe captured at `at_ms` (Unix ms) in the library: its
+/// file references and what its live feeds aired in the default window before `at_ms`, as
+/// `(reference id, hit, tier)`.
+fn lookup(
+    library: &SharedLibrary,
+    config: &RecognitionConfig,
+    hashes: &KeyframeHashes,
+    at_ms: i64,
+) -> Vec<(String, Hit, HitTier)> {
+    let library = library.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    library
+        .lookup(hashes, config, Some(LiveQuery::at(at_ms)))
+        .select_tiered(config.tiers)
+        .into_iter()
+        .filter_map(|(h, tier)| {
+            library.reference_id(h.reference).map(|id| (id.to_owned(), h, tier))
+        })
+        .collect()
 }

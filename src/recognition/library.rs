@@ -1,15 +1,30 @@
-//! [`Library`]: every reference frame in one Hamming index (the PDQ tier) and every sampled
-//! reference frame's local features in one feature index (the geometric tier), with the
-//! metadata a hit needs. Both tiers turn a keyframe into ordinary [`Hit`]s, so one temporal
-//! matcher and one decision rule cover both.
+//! [`Library`]: every source of reference frames in one place, looked up one way.
+//!
+//! A file reference's frames sit in one Hamming index (the PDQ tier) and its sampled frames'
+//! local features in one feature index (the geometric tier). A live feed is a time-windowed
+//! source of the same library: its recent frames, kept for the feed's retention in an index of
+//! its own, are searched only over what it aired in the window a keyframe's capture time allows
+//! ([`LiveQuery`]). Every source's matches become ordinary [`Hit`]s of the real reference
+//! (its interned number), weighed by one rule and merged tier with tier by one rule, so one
+//! temporal matcher and one decision rule cover files and live feeds alike.
+//!
+//! Live feeds: a keyframe captured at `t` can only show what a feed aired shortly before, so a
+//! lookup searches each feed's frames aired in `[t - max_delay - tolerance, t + tolerance]`:
+//! re-streams trailing the feed by 0 to `max_delay` match, while the same picture aired an hour
+//! ago (a replay, a slate) does not. A live hit's `reference_ts_ms` is the frame's air time
+//! minus the feed's origin (time zero of the event), the timeline the archived reference gets;
+//! a re-stream trailing the feed by a delay `d` therefore produces hits at a constant offset,
+//! which is exactly what the temporal matcher accumulates. Feature frames of a feed, a few KB
+//! each, are kept only as long as a lookup can reach them ([`LiveWindow::reach_ms`]); PDQ
+//! frames for the feed's retention.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
-use fingerprints::{CropVariant, HammingIndex, Hit, broadness_weight};
+use fingerprints::{CropVariant, HammingIndex, Hit, LiveIndex, broadness_weight};
 
 use super::weights::{AMBIGUITY_BITS, count_u32, detail_weight, feature_hits, merge_tiers};
-use super::{FeatureFrame, HitTier, KeyframeHashes, ReferenceFrame, Tiers};
+use super::{FeatureFrame, HitTier, KeyframeHashes, RecognitionConfig, ReferenceFrame, Tiers};
 
 /// What the index id of a frame stands for.
 #[derive(Debug, Clone, Copy)]
@@ -27,17 +42,122 @@ struct FeatureMeta {
     ts_ms: i64,
 }
 
+/// The indexed frames of a file reference.
 #[derive(Debug, Clone)]
-struct ReferenceEntry {
-    number: u64,
+struct FileEntry {
     frame_ids: Vec<u32>,
     feature_ids: Vec<u32>,
 }
 
-/// A keyframe's hits, tier by tier.
+/// How live lookups are aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveWindow {
+    /// The longest delay between a feed and a re-stream that still matches (ms).
+    pub max_delay_ms: i64,
+    /// Slack on both ends of the window for clock differences between the platform that
+    /// stamps `captured_at_ms` and the ingesting process (ms).
+    pub tolerance_ms: i64,
+}
+
+impl Default for LiveWindow {
+    /// Delays up to two minutes, two seconds of clock slack.
+    fn default() -> Self {
+        Self { max_delay_ms: 120_000, tolerance_ms: 2_000 }
+    }
+}
+
+impl LiveWindow {
+    /// How long before now a lookup with this window may still need a frame: the window's
+    /// whole span for a keyframe captured now, and as much again for keyframes that reach a
+    /// worker late (a queue backlog; beyond that, live matching is moot anyway).
+    pub fn reach_ms(self) -> i64 {
+        2 * (self.max_delay_ms + 2 * self.tolerance_ms)
+    }
+
+    /// The air times `[at - max_delay - tolerance, at + tolerance]` a keyframe captured at
+    /// `at_ms` may show.
+    fn bounds(self, at_ms: i64) -> (i64, i64) {
+        (
+            at_ms.saturating_sub(self.max_delay_ms + self.tolerance_ms),
+            at_ms.saturating_add(self.tolerance_ms),
+        )
+    }
+}
+
+/// The live part of a lookup: the keyframe's capture time (Unix ms) and the window of air
+/// times around it that live feeds are searched in. A lookup without one searches file
+/// references only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveQuery {
+    /// When the keyframe was captured (Unix ms).
+    pub at_ms: i64,
+    /// The window of air times searched.
+    pub window: LiveWindow,
+}
+
+impl LiveQuery {
+    /// A keyframe captured at `at_ms`, searched with the default window.
+    pub fn at(at_ms: i64) -> Self {
+        Self { at_ms, window: LiveWindow::default() }
+    }
+}
+
+/// A live feed's recent frames: PDQ frames in a time-windowed index (its retention), feature
+/// frames with their air times.
+struct LiveSource {
+    origin_ms: i64,
+    index: LiveIndex,
+    /// The geometric tier: one frame per sampled second, all in one group.
+    features: FeatureIndex,
+    /// Air time of each feature frame, by its id in [`LiveSource::features`].
+    feature_times: HashMap<u32, i64>,
+    /// The same, ordered by air time, for expiry and the window.
+    feature_order: BTreeSet<(i64, u32)>,
+    next_feature_id: u32,
+}
+
+impl std::fmt::Debug for LiveSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSource")
+            .field("origin_ms", &self.origin_ms)
+            .field("frames", &self.index.len())
+            .field("feature_frames", &self.feature_times.len())
+            .finish()
+    }
+}
+
+impl LiveSource {
+    fn new(origin_ms: i64, retention_ms: i64) -> Self {
+        Self {
+            origin_ms,
+            index: LiveIndex::new(retention_ms),
+            features: FeatureIndex::default(),
+            feature_times: HashMap::new(),
+            feature_order: BTreeSet::new(),
+            next_feature_id: 0,
+        }
+    }
+
+    /// Whether a feature frame aired in `[from, to]`.
+    fn has_feature_frames_between(&self, from: i64, to: i64) -> bool {
+        self.feature_order.range((from, 0)..=(to, u32::MAX)).next().is_some()
+    }
+}
+
+/// The id a live frame is stored under in its feed's [`LiveIndex`]: quality and crop variant
+/// are all a hit needs besides the time, so they are the id (`quality << 8 | variant`).
+fn live_frame_id(quality: u8, variant: CropVariant) -> u32 {
+    (u32::from(quality) << 8) | u32::from(variant.to_u8())
+}
+
+fn live_id_quality(id: u32) -> u8 {
+    u8::try_from(id >> 8).unwrap_or(u8::MAX)
+}
+
+/// A keyframe's hits, tier by tier, on interned reference numbers ([`Library::reference_id`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TierHits {
-    /// Hits of the PDQ tier (Hamming index).
+    /// Hits of the PDQ tier (Hamming indexes).
     pub pdq: Vec<Hit>,
     /// Hits of the geometric tier (verified feature frames).
     pub features: Vec<Hit>,
@@ -56,13 +176,7 @@ impl TierHits {
         match tiers {
             Tiers::Pdq => tagged(&self.pdq, HitTier::Pdq),
             Tiers::Features => tagged(&self.features, HitTier::Features),
-            Tiers::Both => {
-                let keyed = |hits: &[Hit]| hits.iter().map(|h| (h.reference, *h)).collect();
-                merge_tiers(keyed(&self.pdq), keyed(&self.features))
-                    .into_iter()
-                    .map(|(_, h, tier)| (h, tier))
-                    .collect()
-            }
+            Tiers::Both => merge_tiers(&self.pdq, &self.features),
         }
     }
 }
@@ -70,23 +184,24 @@ impl TierHits {
 /// Sizes of a [`Library`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LibraryStats {
-    /// References held.
+    /// File references held.
     pub references: usize,
-    /// Frames indexed (all variants).
+    /// Frames indexed (all variants) of file references.
     pub frames: usize,
     /// Heap bytes of the Hamming index.
     pub index_bytes: usize,
-    /// Feature frames indexed (the geometric tier).
+    /// Feature frames indexed (the geometric tier) of file references.
     pub feature_frames: usize,
     /// Heap bytes of the feature index.
     pub feature_bytes: usize,
 }
 
-/// The in-memory index of all references.
+/// The in-memory index of all references: file references and live feeds.
 ///
 /// References are keyed by the service's id strings; the matcher works with numbers, so each
 /// id is interned to a `u64` ([`Hit::reference`]) that stays stable while the reference is
-/// held. Not internally synchronised: share it behind an `RwLock` (lookups take `&self`).
+/// held (as a file reference, a live feed or both: an archived feed is both while it airs).
+/// Not internally synchronised: share it as a [`SharedLibrary`] (lookups take `&self`).
 #[derive(Debug, Default)]
 pub struct Library {
     index: HammingIndex,
@@ -96,10 +211,17 @@ pub struct Library {
     feature_frames: Vec<Option<FeatureMeta>>,
     free_feature_ids: Vec<u32>,
     verify: VerifyConfig,
-    references: HashMap<String, ReferenceEntry>,
+    files: HashMap<u64, FileEntry>,
+    live: HashMap<u64, LiveSource>,
+    numbers: HashMap<String, u64>,
     names: HashMap<u64, String>,
     next_number: u64,
 }
+
+/// The library every part of a process shares: reference jobs, the index sync and the live
+/// ingest write it, workers read it. Lookups take the read lock; writers hold the write lock
+/// only while inserting.
+pub type SharedLibrary = std::sync::Arc<std::sync::RwLock<Library>>;
 
 impl Library {
     /// An empty library.
@@ -112,12 +234,34 @@ impl Library {
         Self { verify, ..Self::default() }
     }
 
-    /// The geometric tier's acceptance thresholds.
+    /// The geometric tier's acceptance thresholds (file references and live feeds alike).
     pub fn verify_config(&self) -> &VerifyConfig {
         &self.verify
     }
 
-    /// Adds (or replaces) the PDQ frames and feature frames of reference `id`.
+    /// The number of reference `id`, interned on first sight.
+    fn intern(&mut self, id: &str) -> u64 {
+        if let Some(&n) = self.numbers.get(id) {
+            return n;
+        }
+        self.next_number += 1;
+        let n = self.next_number;
+        self.numbers.insert(id.to_owned(), n);
+        self.names.insert(n, id.to_owned());
+        n
+    }
+
+    /// Forgets the number of a reference held neither as a file nor as a live feed.
+    fn release(&mut self, number: u64) {
+        if !self.files.contains_key(&number)
+            && !self.live.contains_key(&number)
+            && let Some(id) = self.names.remove(&number)
+        {
+            self.numbers.remove(&id);
+        }
+    }
+
+    /// Adds (or replaces) the PDQ frames and feature frames of file reference `id`.
     ///
     /// # Errors
     /// When an index would exceed `u32::MAX` frames.
@@ -127,21 +271,22 @@ impl Library {
         frames: &[ReferenceFrame],
         features: &[FeatureFrame],
     ) -> anyhow::Result<()> {
-        self.remove_reference(id);
-        self.next_number += 1;
-        let number = self.next_number;
-        // The feature index groups frames by a u32; numbers only repeat after 2^32 insertions,
+        self.remove_file(id);
+        let number = self.intern(id);
+        // The feature index groups frames by a u32; numbers only repeat after 2^32 references,
         // by which time the earlier holder of the number is long gone.
         #[allow(clippy::cast_possible_truncation)]
         let group = number as u32;
-        let mut frame_ids = Vec::with_capacity(frames.len());
-        let mut feature_ids = Vec::with_capacity(features.len());
+        let mut entry = FileEntry {
+            frame_ids: Vec::with_capacity(frames.len()),
+            feature_ids: Vec::with_capacity(features.len()),
+        };
         for f in features {
             let fid = next_id(&mut self.free_feature_ids, &mut self.feature_frames)?;
             self.feature_frames[fid as usize] =
                 Some(FeatureMeta { reference: number, ts_ms: f.ts_ms });
             self.features.insert(fid, group, f.ts_ms, &f.features);
-            feature_ids.push(fid);
+            entry.feature_ids.push(fid);
         }
         for f in frames {
             let fid = next_id(&mut self.free_ids, &mut self.frames)?;
@@ -152,16 +297,17 @@ impl Library {
                 variant: f.variant,
             });
             self.index.insert(fid, f.hash);
-            frame_ids.push(fid);
+            entry.frame_ids.push(fid);
         }
-        self.names.insert(number, id.to_owned());
-        self.references.insert(id.to_owned(), ReferenceEntry { number, frame_ids, feature_ids });
+        self.files.insert(number, entry);
         Ok(())
     }
 
-    /// Removes reference `id`; returns whether it was held.
-    pub fn remove_reference(&mut self, id: &str) -> bool {
-        let Some(entry) = self.references.remove(id) else { return false };
+    /// Removes the file frames of reference `id`, keeping its number when a live feed still
+    /// holds it; returns whether they were held.
+    fn remove_file(&mut self, id: &str) -> bool {
+        let Some(&number) = self.numbers.get(id) else { return false };
+        let Some(entry) = self.files.remove(&number) else { return false };
         for fid in entry.frame_ids {
             self.index.remove(fid);
             self.frames[fid as usize] = None;
@@ -172,13 +318,21 @@ impl Library {
             self.feature_frames[fid as usize] = None;
             self.free_feature_ids.push(fid);
         }
-        self.names.remove(&entry.number);
         true
     }
 
-    /// Whether reference `id` is held.
+    /// Removes file reference `id` (its live feed, if any, stays); returns whether it was held.
+    pub fn remove_reference(&mut self, id: &str) -> bool {
+        let removed = self.remove_file(id);
+        if let Some(&number) = self.numbers.get(id) {
+            self.release(number);
+        }
+        removed
+    }
+
+    /// Whether file reference `id` is held.
     pub fn contains(&self, id: &str) -> bool {
-        self.references.contains_key(id)
+        self.numbers.get(id).is_some_and(|n| self.files.contains_key(n))
     }
 
     /// The id string of an interned reference number ([`Hit::reference`]).
@@ -188,13 +342,13 @@ impl Library {
 
     /// The interned number of reference `id`.
     pub fn reference_number(&self, id: &str) -> Option<u64> {
-        self.references.get(id).map(|e| e.number)
+        self.numbers.get(id).copied()
     }
 
-    /// Sizes, for logs and metrics.
+    /// Sizes of the file references, for logs and metrics.
     pub fn stats(&self) -> LibraryStats {
         LibraryStats {
-            references: self.references.len(),
+            references: self.files.len(),
             frames: self.index.len(),
             index_bytes: self.index.memory_bytes(),
             feature_frames: self.features.frames(),
@@ -202,77 +356,188 @@ impl Library {
         }
     }
 
-    /// Both tiers' hits of a keyframe together ([`TierHits::select`] with [`Tiers::Both`]):
-    /// what the service feeds the matcher.
-    pub fn lookup(&self, keyframe: &KeyframeHashes, radius: u32, max_hits: usize) -> Vec<Hit> {
-        self.lookup_tiers(keyframe, radius, max_hits, Tiers::Both).select(Tiers::Both)
+    /// Adds frames and feature frames of live feed `id`, each at its air time (Unix ms),
+    /// registering the feed (with its origin and retention) on first sight. Frames may come
+    /// from any process: the feed's settings travel with them.
+    pub fn insert_live(
+        &mut self,
+        id: &str,
+        origin_ms: i64,
+        retention_ms: i64,
+        frames: &[ReferenceFrame],
+        features: &[FeatureFrame],
+    ) {
+        let number = self.intern(id);
+        let feed =
+            self.live.entry(number).or_insert_with(|| LiveSource::new(origin_ms, retention_ms));
+        feed.origin_ms = origin_ms;
+        for f in frames {
+            feed.index.insert(live_frame_id(f.quality, f.variant), f.hash, f.ts_ms);
+        }
+        for f in features {
+            if f.features.is_empty() {
+                continue;
+            }
+            // Ids are only reused after 2^32 frames, 136 years of one frame per second; by
+            // then the frame that held the id is long expired.
+            let fid = feed.next_feature_id;
+            feed.next_feature_id = fid.wrapping_add(1);
+            feed.features.insert(fid, 0, f.ts_ms, &f.features);
+            if let Some(old) = feed.feature_times.insert(fid, f.ts_ms) {
+                feed.feature_order.remove(&(old, fid));
+            }
+            feed.feature_order.insert((f.ts_ms, fid));
+        }
     }
 
-    /// The hits of each tier in `tiers` (the other tier's list stays empty, and is not
-    /// computed): [`Library::lookup_pdq`] and [`Library::lookup_features`].
-    pub fn lookup_tiers(
+    /// Forgets live feed `id` (deleted or ended); returns whether it was known. Its file
+    /// frames, if any, stay.
+    pub fn remove_live(&mut self, id: &str) -> bool {
+        let Some(&number) = self.numbers.get(id) else { return false };
+        let removed = self.live.remove(&number).is_some();
+        self.release(number);
+        removed
+    }
+
+    /// Whether live feed `id` is known.
+    pub fn contains_live(&self, id: &str) -> bool {
+        self.numbers.get(id).is_some_and(|n| self.live.contains_key(n))
+    }
+
+    /// The ids of the live feeds known.
+    pub fn live_ids(&self) -> Vec<String> {
+        self.live.keys().filter_map(|n| self.names.get(n).cloned()).collect()
+    }
+
+    /// PDQ frames held over all live feeds.
+    pub fn live_frames(&self) -> usize {
+        self.live.values().map(|f| f.index.len()).sum()
+    }
+
+    /// Feature frames (the geometric tier) held over all live feeds.
+    pub fn live_feature_frames(&self) -> usize {
+        self.live.values().map(|f| f.feature_times.len()).sum()
+    }
+
+    /// Drops live frames older than each feed's retention at `now_ms`, and live feature frames
+    /// that no lookup with `window` can reach any more ([`LiveWindow::reach_ms`]). PDQ frames
+    /// cost 64 bytes each and stay for the retention; a feature frame costs a few KB (a 2-hour
+    /// feed held about 54 MB of them in every process) and is only ever verified inside the
+    /// window.
+    pub fn expire_live(&mut self, now_ms: i64, window: LiveWindow) {
+        for feed in self.live.values_mut() {
+            feed.index.expire(now_ms);
+            // Kept: air time >= now - the shorter of the retention and the window's reach.
+            let keep_ms = feed.index.retention_ms().min(window.reach_ms());
+            let cutoff = now_ms.saturating_sub(keep_ms);
+            let kept = feed.feature_order.split_off(&(cutoff, 0));
+            for (_, fid) in std::mem::replace(&mut feed.feature_order, kept) {
+                feed.features.remove(fid);
+                feed.feature_times.remove(&fid);
+            }
+        }
+    }
+
+    /// The hits of the tiers `config` asks for (the other tier's list stays empty, and is not
+    /// computed): [`Library::lookup_pdq`] and [`Library::lookup_features`], with live feeds
+    /// searched when `live` is given. The PDQ tier looks up the keyframe's views of usable
+    /// quality (none for a flat or black frame); the geometric tier its features, whatever its
+    /// PDQ quality (a dark shot can hold plenty of corners).
+    pub fn lookup(
         &self,
         keyframe: &KeyframeHashes,
-        radius: u32,
-        max_hits: usize,
-        tiers: Tiers,
+        config: &RecognitionConfig,
+        live: Option<LiveQuery>,
     ) -> TierHits {
         TierHits {
-            pdq: if tiers == Tiers::Features {
+            pdq: if config.tiers == Tiers::Features {
                 Vec::new()
             } else {
-                self.lookup_pdq(keyframe, radius, max_hits)
+                self.lookup_pdq(keyframe, config.radius, config.max_hits_per_keyframe, live)
             },
-            features: if tiers == Tiers::Pdq { Vec::new() } else { self.lookup_features(keyframe) },
+            features: if config.tiers == Tiers::Pdq {
+                Vec::new()
+            } else {
+                self.lookup_features(keyframe, live)
+            },
         }
     }
 
     /// The geometric tier: the keyframe's local features (and their mirror) against every
-    /// indexed feature frame, verified by a RANSAC similarity fit. Each reference contributes
-    /// its [`FEATURE_HITS_PER_REFERENCE`](super::FEATURE_HITS_PER_REFERENCE) strongest
-    /// verified frames, at [`Verified::distance`] (at most 24, within PDQ's radius, so the
-    /// matcher's distance threshold treats a verified frame as a good match). A keyframe
-    /// verifying frames of several references cannot tell them apart: each weighs 1/N, as on
-    /// the PDQ tier (the live feeds' geometric tier applies the same rule). A keyframe without
-    /// features (known only by its hash) has no hits here.
-    pub fn lookup_features(&self, keyframe: &KeyframeHashes) -> Vec<Hit> {
-        let Some(features) = &keyframe.features else { return Vec::new() };
-        if features.is_empty() || self.features.is_empty() {
+    /// file reference's feature frames and, with `live`, every feed's feature frames aired in
+    /// the window, verified by a RANSAC similarity fit. Each reference contributes its
+    /// [`FEATURE_HITS_PER_REFERENCE`](super::FEATURE_HITS_PER_REFERENCE) strongest verified
+    /// frames, at [`Verified::distance`] (at most 24, within PDQ's radius, so the matcher's
+    /// distance threshold treats a verified frame as a good match). A keyframe verifying frames
+    /// of several references cannot tell them apart: each weighs 1/N, as on the PDQ tier. A
+    /// keyframe without features (known only by its hash) has no hits here.
+    pub fn lookup_features(&self, keyframe: &KeyframeHashes, live: Option<LiveQuery>) -> Vec<Hit> {
+        let Some(features) = keyframe.features.as_ref().filter(|f| !f.is_empty()) else {
             return Vec::new();
+        };
+        let mut verified: Vec<(u64, i64, Verified)> = Vec::new();
+        if !self.features.is_empty() {
+            verified.extend(self.features.query(features, &self.verify).into_iter().filter_map(
+                |v| {
+                    let meta = self.feature_frames.get(v.frame as usize).copied()??;
+                    Some((meta.reference, meta.ts_ms, v))
+                },
+            ));
         }
-        let verified: Vec<(u64, i64, Verified)> = self
-            .features
-            .query(features, &self.verify)
-            .into_iter()
-            .filter_map(|v| {
-                let meta = self.feature_frames.get(v.frame as usize).copied()??;
-                Some((meta.reference, meta.ts_ms, v))
-            })
-            .collect();
+        if let Some(live) = live {
+            let (from, to) = live.window.bounds(live.at_ms);
+            for (&number, feed) in &self.live {
+                if !feed.has_feature_frames_between(from, to) {
+                    continue;
+                }
+                for v in feed.features.query_between(features, &self.verify, from, to) {
+                    let Some(&aired) = feed.feature_times.get(&v.frame) else { continue };
+                    verified.push((number, aired - feed.origin_ms, v));
+                }
+            }
+        }
         feature_hits(verified, &self.verify)
-            .into_iter()
-            .map(|(reference, hit)| Hit { reference, ..hit })
-            .collect()
     }
 
-    /// The PDQ tier: looks up every hash of a keyframe within `radius` bits and returns one [`Hit`] per
-    /// matched (reference, reference time), at its smallest distance over query views and
-    /// crop variants, closest first, at most `max_hits`.
+    /// The PDQ tier: looks up every hash of a keyframe within `radius` bits in the file
+    /// references and, with `live`, in what every feed aired in the window, and returns one
+    /// [`Hit`] per matched (reference, reference time), at its smallest distance over query
+    /// views and crop variants, closest first, at most `max_hits`.
     ///
     /// Weights down-rate frames that match too broadly, from what this very lookup found: a
     /// keyframe matching frames of several references cannot tell them apart (each gets 1/N),
-    /// and one matching hundreds of frames about equally well (black, a slate, a logo) says
-    /// little about any of them ([`broadness_weight`] over the hits within a few bits of the
-    /// closest). Reference frames of low detail (PDQ quality near the 50
-    /// floor, whose hash bits are partly noise) weigh up to half less.
-    pub fn lookup_pdq(&self, keyframe: &KeyframeHashes, radius: u32, max_hits: usize) -> Vec<Hit> {
+    /// and one matching hundreds of frames about equally well (black, a slate, a logo, a static
+    /// shot aired for many seconds) says little about any of them ([`broadness_weight`] over
+    /// the hits within a few bits of the closest). Reference frames of low detail (PDQ quality
+    /// near the 50 floor, whose hash bits are partly noise) weigh up to half less.
+    pub fn lookup_pdq(
+        &self,
+        keyframe: &KeyframeHashes,
+        radius: u32,
+        max_hits: usize,
+        live: Option<LiveQuery>,
+    ) -> Vec<Hit> {
         let mut best: HashMap<(u64, i64), (u32, u8)> = HashMap::new();
+        let mut found = |key: (u64, i64), distance: u32, quality: u8| {
+            let slot = best.entry(key).or_insert((u32::MAX, 0));
+            if distance < slot.0 {
+                *slot = (distance, quality);
+            }
+        };
         for q in &keyframe.hashes {
             for m in self.index.search(&q.hash, radius) {
                 let Some(Some(meta)) = self.frames.get(m.id as usize) else { continue };
-                let slot = best.entry((meta.reference, meta.ts_ms)).or_insert((u32::MAX, 0));
-                if m.distance < slot.0 {
-                    *slot = (m.distance, meta.quality);
+                found((meta.reference, meta.ts_ms), m.distance, meta.quality);
+            }
+        }
+        if let Some(live) = live {
+            let (from, to) = live.window.bounds(live.at_ms);
+            for (&number, feed) in &self.live {
+                for q in &keyframe.hashes {
+                    for m in feed.index.search(&q.hash, radius, from, to) {
+                        let key = (number, m.time_ms - feed.origin_ms);
+                        found(key, m.distance, live_id_quality(m.id));
+                    }
                 }
             }
         }
@@ -302,9 +567,9 @@ impl Library {
         hits
     }
 
-    /// The crop variant and time of an indexed frame, for diagnostics.
+    /// The crop variant and time of an indexed frame of file reference `id`, for diagnostics.
     pub fn frames_of(&self, id: &str) -> Vec<(i64, CropVariant)> {
-        self.references.get(id).map_or_else(Vec::new, |e| {
+        self.numbers.get(id).and_then(|n| self.files.get(n)).map_or_else(Vec::new, |e| {
             e.frame_ids
                 .iter()
                 .filter_map(|fid| self.frames[*fid as usize].map(|m| (m.ts_ms, m.variant)))
@@ -342,6 +607,12 @@ mod tests {
         ReferenceFrame { ts_ms, hash, quality: 100, variant: CropVariant::Full }
     }
 
+    /// Both tiers' hits of a file lookup with `radius`.
+    fn lookup(lib: &Library, keyframe: &KeyframeHashes, radius: u32) -> Vec<Hit> {
+        let config = RecognitionConfig { radius, max_hits_per_keyframe: 100, ..Default::default() };
+        lib.lookup(keyframe, &config, None).select(Tiers::Both)
+    }
+
     fn query(hash: Hash256) -> KeyframeHashes {
         KeyframeHashes {
             hashes: vec![QueryHash { hash, view: QueryView::Full, quality: 100 }],
@@ -358,7 +629,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let hits = lib.lookup(&query(h(&[1, 2])), 10, 100);
+        let hits = lookup(&lib, &query(h(&[1, 2])), 10);
         assert_eq!(hits.len(), 1);
         assert_eq!(lib.reference_id(hits[0].reference), Some("a"));
         assert_eq!((hits[0].reference_ts_ms, hits[0].distance, hits[0].weight), (0, 1, 1.0));
@@ -369,7 +640,7 @@ mod tests {
         let mut lib = Library::new();
         lib.insert_reference("a", &[rf(0, h(&[1]))], &[]).unwrap();
         lib.insert_reference("b", &[rf(5000, h(&[2]))], &[]).unwrap();
-        let hits = lib.lookup(&query(h(&[])), 4, 100);
+        let hits = lookup(&lib, &query(h(&[])), 4);
         assert_eq!(hits.len(), 2);
         assert!(hits.iter().all(|x| x.weight == 0.5));
     }
@@ -381,7 +652,7 @@ mod tests {
         lib.insert_reference("b", &[rf(0, h(&[2]))], &[]).unwrap();
         assert!(lib.remove_reference("a"));
         assert!(!lib.remove_reference("a"));
-        let hits = lib.lookup(&query(h(&[])), 4, 100);
+        let hits = lookup(&lib, &query(h(&[])), 4);
         assert_eq!(hits.len(), 1);
         assert_eq!(lib.reference_id(hits[0].reference), Some("b"));
         lib.insert_reference("c", &[rf(0, h(&[3]))], &[]).unwrap();
@@ -395,6 +666,86 @@ mod tests {
         lib.insert_reference("a", &[rf(0, h(&[1])), rf(40, h(&[2]))], &[]).unwrap();
         lib.insert_reference("a", &[rf(80, h(&[200]))], &[]).unwrap();
         assert_eq!(lib.stats().frames, 1);
-        assert!(lib.lookup(&query(h(&[1])), 1, 100).is_empty());
+        assert!(lookup(&lib, &query(h(&[1])), 1).is_empty());
+    }
+
+    #[test]
+    fn a_keyframe_matches_what_the_feed_aired_up_to_two_minutes_before_its_capture() {
+        let mut live = Library::new();
+        let origin = 1_000_000;
+        let scene = h(&[1, 2, 3]);
+        live.insert_live("feed", origin, 7_200_000, &[rf(origin + 30_000, scene)], &[]);
+        let at = |at_ms| Some(LiveQuery::at(at_ms));
+        // Ten seconds later: a hit, on the event timeline.
+        let hits = live.lookup_pdq(&query(scene), 8, 100, at(origin + 40_000));
+        assert_eq!(hits.len(), 1);
+        assert_eq!(live.reference_id(hits[0].reference), Some("feed"));
+        assert_eq!(hits[0].reference_ts_ms, 30_000);
+        // Two minutes plus the slack later: still; three minutes later: no longer.
+        assert_eq!(live.lookup_pdq(&query(scene), 8, 100, at(origin + 151_000)).len(), 1);
+        assert!(live.lookup_pdq(&query(scene), 8, 100, at(origin + 210_000)).is_empty());
+        // Before it aired (beyond the clock slack): nothing to match yet.
+        assert!(live.lookup_pdq(&query(scene), 8, 100, at(origin + 20_000)).is_empty());
+        // A lookup without a capture time searches file references only.
+        assert!(live.lookup_pdq(&query(scene), 8, 100, None).is_empty());
+    }
+
+    #[test]
+    fn frames_expire_after_the_feed_retention_and_deleted_feeds_stop_matching() {
+        let mut live = Library::new();
+        let scene = h(&[7]);
+        live.insert_live("short", 0, 60_000, &[rf(10_000, scene)], &[]);
+        live.insert_live("long", 0, 3_600_000, &[rf(10_000, scene)], &[]);
+        let window = LiveWindow { max_delay_ms: 1_000_000, tolerance_ms: 0 };
+        live.expire_live(100_000, window);
+        let q = Some(LiveQuery { at_ms: 100_000, window });
+        let hits = live.lookup_pdq(&query(scene), 0, 100, q);
+        let ids: Vec<_> = hits.iter().filter_map(|h| live.reference_id(h.reference)).collect();
+        assert_eq!(ids, vec!["long"]);
+        assert!(live.remove_live("long"));
+        assert!(live.lookup_pdq(&query(scene), 0, 100, q).is_empty());
+    }
+
+    #[test]
+    fn a_static_shot_aired_for_many_seconds_weighs_less_than_a_unique_frame() {
+        let mut live = Library::new();
+        let still = h(&[5, 6]);
+        let frames: Vec<ReferenceFrame> = (0..200).map(|i| rf(i * 100, still)).collect();
+        live.insert_live("feed", 0, 3_600_000, &frames, &[]);
+        let other = h(&(100..140).collect::<Vec<_>>());
+        live.insert_live("other", 0, 3_600_000, &[rf(1_000, other)], &[]);
+        let at = Some(LiveQuery::at(22_000));
+        let hits = live.lookup_pdq(&query(still), 4, 1000, at);
+        assert_eq!(hits.len(), 200);
+        assert!(hits.iter().all(|hit| hit.weight < 0.5), "{hits:?}");
+        let unique = live.lookup_pdq(&query(other), 4, 100, at);
+        assert_eq!(unique.len(), 1);
+        assert!((unique[0].weight - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_live_feed_and_a_file_reference_are_one_library_weighed_by_one_rule() {
+        let mut lib = Library::new();
+        let scene = h(&[1, 2, 3]);
+        lib.insert_reference("file", &[rf(5_000, scene)], &[]).unwrap();
+        lib.insert_live("feed", 1_000_000, 3_600_000, &[rf(1_010_000, scene)], &[]);
+        // Without a capture time, the file alone, at full weight.
+        let hits = lib.lookup_pdq(&query(scene), 4, 100, None);
+        assert_eq!(hits.len(), 1);
+        assert!((hits[0].weight - 1.0).abs() < 1e-6);
+        // With one, both: the keyframe cannot tell them apart, each weighs half.
+        let hits = lib.lookup_pdq(&query(scene), 4, 100, Some(LiveQuery::at(1_020_000)));
+        let mut found: Vec<_> = hits
+            .iter()
+            .map(|h| (lib.reference_id(h.reference).unwrap(), h.reference_ts_ms, h.weight))
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(b.0));
+        assert_eq!(found, [("feed", 10_000, 0.5), ("file", 5_000, 0.5)]);
+        // Removing the file keeps the feed and its number.
+        let number = lib.reference_number("feed");
+        assert!(lib.remove_reference("file"));
+        assert!(lib.contains_live("feed") && !lib.contains("file"));
+        assert_eq!(lib.reference_number("feed"), number);
+        assert_eq!(lib.reference_number("file"), None);
     }
 }

@@ -8,8 +8,10 @@
 //!   [`ReferenceFrame`]s (full frame plus centre crops, low-detail frames skipped,
 //!   near-duplicates pruned) and, in the same pass, [`FeatureFrame`]s sampled once a second.
 //! - [`Library`]: every reference's frames in one Hamming index (the PDQ tier) and its
-//!   sampled frames' local features in one feature index (the geometric tier); a lookup turns
-//!   a keyframe's hashes and features into weighted [`Hit`]s for the temporal matcher.
+//!   sampled frames' local features in one feature index (the geometric tier), and every live
+//!   feed's recent frames as a time-windowed source of the same library ([`LiveQuery`]); one
+//!   lookup turns a keyframe's hashes and features into weighted [`Hit`]s for the temporal
+//!   matcher.
 //! - [`StreamRecognizer`]: one stream's matcher plus [`RecognitionConfig`], the decision rule
 //!   that both `offside eval` and the worker apply, so the evaluation measures what runs.
 //!
@@ -29,7 +31,7 @@ pub use frame::{
 pub use keyframe::{
     KeyframeHashes, MIN_QUALITY, QueryHash, QueryView, hash_keyframe, hash_luma, hash_luma_pdq,
 };
-pub use library::{Library, LibraryStats, TierHits};
+pub use library::{Library, LibraryStats, LiveQuery, LiveWindow, SharedLibrary, TierHits};
 pub use reference::{
     FeatureSampler, FramePruner, HashProgress, REFERENCE_HASHING_VERSION, ReferenceHashOptions,
     ReferenceHashes, hash_reference_file, hash_reference_image, reference_frames_of,

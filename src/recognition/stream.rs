@@ -129,12 +129,7 @@ impl StreamRecognizer {
     /// frame); the geometric tier its features, whatever its PDQ quality (a dark shot can
     /// hold plenty of corners).
     pub fn lookup(&self, library: &Library, keyframe: &KeyframeHashes) -> TierHits {
-        library.lookup_tiers(
-            keyframe,
-            self.cfg.radius,
-            self.cfg.max_hits_per_keyframe,
-            self.cfg.tiers,
-        )
+        library.lookup(keyframe, &self.cfg, None)
     }
 
     /// Adds hits from another source (local features, a live reference window) for the

@@ -1,8 +1,7 @@
-//! The prior weights of hits, shared by the reference library and the live index so that a
-//! frame of a file reference and a frame of a live feed weigh the same.
+//! The prior weights of hits and the merge of the two tiers, one rule for every source of the
+//! [`super::Library`] (file references and live feeds).
 
 use std::collections::HashMap;
-use std::hash::Hash;
 
 use fingerprints::Hit;
 use fingerprints::features::{Verified, VerifyConfig};
@@ -29,61 +28,53 @@ pub(crate) fn detail_weight(quality: u8) -> f32 {
 }
 
 /// The geometric tier's hits of one keyframe, from its verified frames as
-/// `(reference, reference time, verification)`; the reference is whatever its caller keys
-/// references by (the library's interned number, a live feed's id). Each reference keeps its
+/// `(reference, reference time, verification)`. Each reference keeps its
 /// [`FEATURE_HITS_PER_REFERENCE`] strongest verified frames, each at [`Verified::distance`]
 /// (at most 24, within PDQ's radius, so the matcher's distance threshold treats a verified
 /// frame as a good match). A keyframe verifying frames of several references cannot tell them
-/// apart: each weighs 1/N, as on the PDQ tier. The hits' own `reference` is left 0 for the
-/// caller to fill; closest first, then by reference and time.
-pub(crate) fn feature_hits<K: Copy + Ord + Hash>(
-    mut verified: Vec<(K, i64, Verified)>,
+/// apart: each weighs 1/N, as on the PDQ tier. Closest first, then by reference and time.
+pub(crate) fn feature_hits(
+    mut verified: Vec<(u64, i64, Verified)>,
     verify: &VerifyConfig,
-) -> Vec<(K, Hit)> {
+) -> Vec<Hit> {
     verified
         .sort_by(|a, b| a.0.cmp(&b.0).then(b.2.weight.total_cmp(&a.2.weight)).then(a.1.cmp(&b.1)));
-    let mut per_reference: HashMap<K, usize> = HashMap::new();
+    let mut per_reference: HashMap<u64, usize> = HashMap::new();
     verified.retain(|(reference, _, _)| {
         let n = per_reference.entry(*reference).or_insert(0);
         *n += 1;
         *n <= FEATURE_HITS_PER_REFERENCE
     });
     let weight = 1.0 / per_reference.len().max(1) as f32;
-    let mut hits: Vec<(K, Hit)> = verified
+    let mut hits: Vec<Hit> = verified
         .into_iter()
-        .map(|(reference, reference_ts_ms, v)| {
-            let hit = Hit { reference: 0, reference_ts_ms, distance: v.distance(verify), weight };
-            (reference, hit)
+        .map(|(reference, reference_ts_ms, v)| Hit {
+            reference,
+            reference_ts_ms,
+            distance: v.distance(verify),
+            weight,
         })
         .collect();
-    hits.sort_unstable_by(|(a, x), (b, y)| {
-        (x.distance, a, x.reference_ts_ms).cmp(&(y.distance, b, y.reference_ts_ms))
-    });
+    hits.sort_unstable_by_key(|h| (h.distance, h.reference, h.reference_ts_ms));
     hits
 }
 
 /// Both tiers' hits of one keyframe as one list, each with the tier that produced it: where
 /// the PDQ tier and the geometric tier hit the same reference at the same time, the closer hit
 /// stands for both (PDQ on a tie); closest first, then by reference and time.
-pub(crate) fn merge_tiers<K: Clone + Ord + Hash>(
-    pdq: Vec<(K, Hit)>,
-    features: Vec<(K, Hit)>,
-) -> Vec<(K, Hit, HitTier)> {
-    let mut best: HashMap<(K, i64), (Hit, HitTier)> = HashMap::new();
+pub(crate) fn merge_tiers(pdq: &[Hit], features: &[Hit]) -> Vec<(Hit, HitTier)> {
+    let mut best: HashMap<(u64, i64), (Hit, HitTier)> = HashMap::new();
     let tiered = pdq
-        .into_iter()
-        .map(|(k, h)| (k, h, HitTier::Pdq))
-        .chain(features.into_iter().map(|(k, h)| (k, h, HitTier::Features)));
-    for (reference, h, tier) in tiered {
-        let slot = best.entry((reference, h.reference_ts_ms)).or_insert((h, tier));
+        .iter()
+        .map(|h| (*h, HitTier::Pdq))
+        .chain(features.iter().map(|h| (*h, HitTier::Features)));
+    for (h, tier) in tiered {
+        let slot = best.entry((h.reference, h.reference_ts_ms)).or_insert((h, tier));
         if h.distance < slot.0.distance {
             *slot = (h, tier);
         }
     }
-    let mut hits: Vec<(K, Hit, HitTier)> =
-        best.into_iter().map(|((k, _), (h, tier))| (k, h, tier)).collect();
-    hits.sort_unstable_by(|(a, x, _), (b, y, _)| {
-        (x.distance, a, x.reference_ts_ms).cmp(&(y.distance, b, y.reference_ts_ms))
-    });
+    let mut hits: Vec<(Hit, HitTier)> = best.into_values().collect();
+    hits.sort_unstable_by_key(|(h, _)| (h.distance, h.reference, h.reference_ts_ms));
     hits
 }

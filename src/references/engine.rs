@@ -1,40 +1,19 @@
 //! The recognition core behind the reference jobs and the index: hashing uploads with
 //! [`crate::recognition::hash_reference_file`] / [`crate::recognition::hash_reference_image`]
-//! and keeping frames in the shared [`Library`].
+//! for the reference jobs.
 
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
 
 use anyhow::Context as _;
 
-use super::index::FrameIndex;
 use super::jobs::{HashedReference, JobProgress, ReferenceHasher};
 use crate::domain::ReferenceSource;
-use crate::recognition::{self, FeatureFrame, Library, ReferenceFrame, ReferenceHashOptions};
-
-/// The library every part of a process shares: jobs and the index sync write it, workers read
-/// it. Lookups take the read lock; writers hold the write lock only while inserting.
-pub type SharedLibrary = Arc<RwLock<Library>>;
+use crate::recognition::{self, ReferenceHashOptions};
 
 /// Images larger than this are refused before being read into memory: a real still picture
 /// is a few megabytes, and decoding is bounded by the decoder's own pixel limits anyway.
 const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
-
-impl FrameIndex for RwLock<Library> {
-    fn insert_reference(&self, id: &str, frames: &[ReferenceFrame], features: &[FeatureFrame]) {
-        // A poisoned lock means a panic mid-update elsewhere; the library is still usable
-        // (at worst one reference is partly indexed and is replaced on the next sync).
-        let mut library = self.write().unwrap_or_else(PoisonError::into_inner);
-        if let Err(err) = library.insert_reference(id, frames, features) {
-            tracing::error!(reference_id = id, error = %format!("{err:#}"), "could not index reference");
-        }
-    }
-
-    fn remove_reference(&self, id: &str) {
-        self.write().unwrap_or_else(PoisonError::into_inner).remove_reference(id);
-    }
-}
 
 /// Hashes reference files with the recognition core.
 #[derive(Debug)]

@@ -8,27 +8,19 @@
 //! than an event log means a missed notification can never leave an index wrong for long.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::recognition::{FeatureFrame, ReferenceFrame};
+use crate::recognition::{FeatureFrame, ReferenceFrame, SharedLibrary};
 use crate::store::Store;
 use crate::store::references;
 
-/// An in-memory index of reference frames, keyed by reference id (the recognition library).
-pub trait FrameIndex: Send + Sync + 'static {
-    /// Adds (or replaces) every frame and feature frame of a reference.
-    fn insert_reference(&self, id: &str, frames: &[ReferenceFrame], features: &[FeatureFrame]);
-    /// Removes a reference; unknown ids are ignored.
-    fn remove_reference(&self, id: &str);
-}
-
 /// The index plus what this process believes it holds.
 pub struct IndexSync {
-    index: Arc<dyn FrameIndex>,
+    library: SharedLibrary,
     /// Reference id -> frame count loaded.
     loaded: Mutex<HashMap<String, i64>>,
     wake: Notify,
@@ -41,9 +33,9 @@ impl std::fmt::Debug for IndexSync {
 }
 
 impl IndexSync {
-    /// Wraps an (empty) index.
-    pub fn new(index: Arc<dyn FrameIndex>) -> Self {
-        Self { index, loaded: Mutex::new(HashMap::new()), wake: Notify::new() }
+    /// Wraps an (empty) library.
+    pub fn new(library: SharedLibrary) -> Self {
+        Self { library, loaded: Mutex::new(HashMap::new()), wake: Notify::new() }
     }
 
     /// The number of references loaded.
@@ -63,20 +55,26 @@ impl IndexSync {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
         // A panic while holding this lock leaves a plain map behind, still consistent.
-        self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.loaded.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Loads a reference's frames and feature frames now (a job in this process just
     /// finished).
     pub fn add(&self, id: &str, frames: &[ReferenceFrame], features: &[FeatureFrame]) {
-        self.index.insert_reference(id, frames, features);
+        // A poisoned lock means a panic mid-update elsewhere; the library is still usable
+        // (at worst one reference is partly indexed and is replaced on the next sync).
+        let mut library = self.library.write().unwrap_or_else(PoisonError::into_inner);
+        if let Err(err) = library.insert_reference(id, frames, features) {
+            tracing::error!(reference_id = id, error = %format!("{err:#}"), "could not index reference");
+        }
+        drop(library);
         self.lock().insert(id.to_owned(), i64::try_from(frames.len()).unwrap_or(i64::MAX));
         self.publish_gauges();
     }
 
     /// Drops a reference now (it was deleted in this process).
     pub fn remove(&self, id: &str) {
-        self.index.remove_reference(id);
+        self.library.write().unwrap_or_else(PoisonError::into_inner).remove_reference(id);
         self.lock().remove(id);
         self.publish_gauges();
     }

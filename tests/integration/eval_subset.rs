@@ -68,7 +68,8 @@ fn without_the_mirrored_hash_a_mirrored_stream_would_be_missed() {
         hashes.hashes.retain(|h| h.view == offside::recognition::QueryView::Full);
         // The geometric tier handles mirrors by itself; this guards the PDQ tier.
         hashes.features = None;
-        full_only_hits += usize::from(!library.lookup(&hashes, cfg.radius, 256).is_empty());
+        full_only_hits +=
+            usize::from(!library.lookup(&hashes, &cfg, None).select(cfg.tiers).is_empty());
     }
     assert_eq!(full_only_hits, 0);
     assert!(eval::run_query(&library, &cfg, &query).unwrap().detected());

@@ -9,7 +9,7 @@
 //! - the CPU this process spent (user + system, from `/proc/self/stat`) per wall second;
 //! - time to flag: once the minute has aired, pirates trailing the feed by ten seconds start at
 //!   every other second of it and send a 480p keyframe every 2 s; each goes through the lookup
-//!   the worker makes for live feeds (`LiveLibrary::lookup_tiers`, both tiers, at the keyframe's
+//!   the worker makes for live feeds (`Library::lookup` with a `LiveQuery`, both tiers, at the keyframe's
 //!   capture time) and the default decision rule. It prints how many are flagged within
 //!   `min_match_seconds` + 2 s of their first keyframe, and the median and p90 of the stream
 //!   time it took; the same from their first usable keyframe, and over their usable keyframes
@@ -25,12 +25,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{Db, TestEnv};
-use fingerprints::features::VerifyConfig;
 use offside::domain::{Policy, ReferenceSource, ReferenceStatus};
 use offside::live::store::{self as feeds, NewFeed};
-use offside::live::{IngestOptions, LiveService, LiveWindow, SharedLiveLibrary};
+use offside::live::{IngestOptions, LiveService};
 use offside::media::{KeyframeOptions, extract_keyframes};
-use offside::recognition::{KeyframeHashes, RecognitionConfig, StreamRecognizer, hash_keyframe};
+use offside::recognition::{
+    KeyframeHashes, LiveQuery, RecognitionConfig, SharedLibrary, StreamRecognizer, Tiers,
+    hash_keyframe,
+};
 use offside::store::references::{self, NewReference};
 use offside::store::{Store, now_ms};
 use tokio_util::sync::CancellationToken;
@@ -131,7 +133,7 @@ async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
     )
     .await
     .unwrap();
-    let library = SharedLiveLibrary::default();
+    let library = SharedLibrary::default();
     let service = Arc::new(LiveService::new(
         store.clone(),
         library.clone(),
@@ -169,18 +171,13 @@ async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
         let aired = aired_at + position;
         loop {
             let now = now_ms();
-            let hits = library.read().unwrap().lookup_tiers(
-                hashes,
-                now,
-                LiveWindow::default(),
-                &RecognitionConfig::default(),
-                &VerifyConfig::default(),
-            );
+            let hits = library
+                .read()
+                .unwrap()
+                .lookup(hashes, &RecognitionConfig::default(), Some(LiveQuery::at(now)))
+                .select(Tiers::Both);
             // A hit on this position of the feed (not on a similar frame elsewhere).
-            if hits
-                .iter()
-                .any(|(_, h, _)| (-500..=5_000).contains(&(h.reference_ts_ms + origin - aired)))
-            {
+            if hits.iter().any(|h| (-500..=5_000).contains(&(h.reference_ts_ms + origin - aired))) {
                 eprintln!("position {position} ms matchable {} ms after it aired", now - aired);
                 latencies.push(now - aired);
                 break;
@@ -237,12 +234,11 @@ fn pirate_keyframes(feed: &Path) -> Vec<(i64, KeyframeHashes)> {
 /// and the default rule; prints the figures and returns each pirate's time to flag (stream ms
 /// from its first keyframe), `None` when it was not flagged within its keyframes.
 fn time_to_flag(
-    library: &SharedLiveLibrary,
+    library: &SharedLibrary,
     keyframes: &[(i64, KeyframeHashes)],
     aired_at: i64,
 ) -> Vec<Option<i64>> {
     let cfg = RecognitionConfig::default();
-    let verify = VerifyConfig::default();
     let min_seconds = cfg.matcher.min_matched_seconds;
     let library = library.read().unwrap();
     let at = |position: i64| keyframes.iter().find(|(ts, _)| *ts >= position).map(|(_, k)| k);
@@ -265,11 +261,8 @@ fn time_to_flag(
             first_usable.get_or_insert(stream_ts);
             usable += 1;
             let captured_at = aired_at + start + stream_ts + PIRATE_DELAY_MS;
-            let hits: Vec<_> = library
-                .lookup_tiers(hashes, captured_at, LiveWindow::default(), &cfg, &verify)
-                .into_iter()
-                .map(|(_, hit, _)| hit)
-                .collect();
+            let hits =
+                library.lookup(hashes, &cfg, Some(LiveQuery::at(captured_at))).select(cfg.tiers);
             trace.push(format!(
                 "{stream_ts}: PDQ quality {:?}, {} features, hits at reference ms {:?}",
                 hashes.hashes.iter().map(|h| h.quality).max(),

@@ -14,9 +14,8 @@ use crate::common::live::{
     air_udp, dev_clip, encode_feed, ffmpeg, free_udp_port, json_of, pirate_keyframes,
 };
 use crate::common::spawn_app;
-use offside::live::LiveWindow;
 use offside::recognition::{
-    KeyframeHashes, RecognitionConfig, StreamRecognizer, Tiers, hash_keyframe,
+    KeyframeHashes, LiveQuery, RecognitionConfig, StreamRecognizer, Tiers, hash_keyframe,
 };
 use offside::store::keys::Role;
 use offside::store::now_ms;
@@ -69,16 +68,13 @@ struct Sent {
 /// how many hits the tiers gave.
 fn decides_with(app: &crate::common::TestApp, sent: &[Sent], tiers: Tiers) -> (bool, usize) {
     let config = RecognitionConfig { tiers, ..RecognitionConfig::default() };
-    let verify = app.library.read().unwrap().verify_config().clone();
-    let live = app.live.read().unwrap();
+    let library = app.library.read().unwrap();
     let mut recognizer = StreamRecognizer::new(config.clone());
     let mut hits = 0;
     for s in sent {
-        let found: Vec<_> = live
-            .lookup_tiers(&s.hashes, s.captured_at_ms, LiveWindow::default(), &config, &verify)
-            .into_iter()
-            .map(|(_, hit, _)| hit)
-            .collect();
+        let found = library
+            .lookup(&s.hashes, &config, Some(LiveQuery::at(s.captured_at_ms)))
+            .select(config.tiers);
         hits += found.len();
         recognizer.observe_hits(s.stream_ts_ms, &found);
     }
@@ -192,7 +188,7 @@ async fn a_restream_in_a_streamer_layout_is_flagged_against_a_live_feed_by_its_l
         "live geometric e2e: offset {offset} ms (delay {DELAY_MS} ms), flagged after {} keyframes; \
          PDQ {pdq_hits} hits, features {feature_hits} hits; {} feature frames held; match {matched}",
         sent.len(),
-        app.live.read().unwrap().feature_frames(),
+        app.library.read().unwrap().live_feature_frames(),
     );
     tokio::time::timeout(Duration::from_secs(20), app.stop()).await.expect("the app stops");
 }

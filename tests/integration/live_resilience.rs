@@ -160,8 +160,8 @@ async fn a_worker_that_ingests_nothing_flags_a_restream_of_a_feed_another_proces
     let mut worker = Worker::start_with(&app, |c| c.keyframe_workers = None).await;
     let (_sender, aired_at) = air_udp(Path::new(feed_ts()), port).await;
     let crossed = eventually(Duration::from_secs(15), "feed frames in the worker", || async {
-        let live = worker.live.read().unwrap();
-        (live.contains(&id) && !live.is_empty()).then(|| live.len())
+        let library = worker.library.read().unwrap();
+        (library.contains_live(&id) && library.live_frames() > 0).then(|| library.live_frames())
     })
     .await;
 
@@ -207,14 +207,14 @@ async fn a_worker_that_ingests_nothing_flags_a_restream_of_a_feed_another_proces
     assert_ne!(app.instance, worker.instance);
     assert_eq!(live["status"], "live", "{live:#}");
     let in_worker = eventually(Duration::from_secs(10), "more frames in the worker", || async {
-        let n = worker.live.read().unwrap().len();
+        let n = worker.library.read().unwrap().live_frames();
         (n > crossed).then_some(n)
     })
     .await;
     // The geometric tier's feature frames (one per second of feed) cross it as well.
     let feature_frames =
         eventually(Duration::from_secs(5), "feature frames in the worker", || async {
-            let n = worker.live.read().unwrap().feature_frames();
+            let n = worker.library.read().unwrap().live_feature_frames();
             (n > 0).then_some(n)
         })
         .await;
@@ -314,7 +314,7 @@ async fn when_the_ingesting_process_dies_another_takes_its_feed_over_once_the_le
     .await;
     let taken_after = killed.elapsed();
     assert!(
-        second.live.read().unwrap().contains(&id),
+        second.library.read().unwrap().contains_live(&id),
         "the second process indexes the feed it took over"
     );
     eprintln!(
@@ -342,7 +342,7 @@ async fn a_pulled_feed_goes_live(protocol: &str, url: &str, mut server: Sender) 
         l["status"] == "live" && frames(l) > frames(&first) + FLOWING
     })
     .await;
-    assert!(app.live.read().unwrap().contains(&id), "the feed's frames are matchable");
+    assert!(app.library.read().unwrap().contains_live(&id), "the feed's frames are matchable");
     eprintln!(
         "{protocol}: live with {} frames after {first_after:?}, {} after {:?}, reconnects {} \
          ({})",

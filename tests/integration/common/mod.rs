@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use offside::app::{App, Mode};
 use offside::config::{Config, LogFormat, SecretUrl};
-use offside::live::SharedLiveLibrary;
-use offside::references::engine::SharedLibrary;
+use offside::recognition::SharedLibrary;
 use offside::store::Store;
 use offside::store::keys::{self, Role};
 use reqwest::multipart::{Form, Part};
@@ -144,9 +143,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub admin_key: String,
     pub store: Store,
+    /// This process's recognition library (file references and live feeds).
     pub library: SharedLibrary,
-    /// This process's live library (recent frames of live feeds).
-    pub live: SharedLiveLibrary,
     /// The name this process holds live feed leases under (`ingested_by`).
     pub instance: String,
     /// Shared by the apps of one deployment ([`TestApp::sibling`]).
@@ -186,7 +184,6 @@ async fn start(env: Arc<TestEnv>, config: Config, admin_key: Option<String>) -> 
     let address = format!("http://{}", app.local_addr().expect("listening"));
     let store = app.state().store.clone();
     let library = app.state().library.clone();
-    let live = app.live().clone();
     let instance = app.instance().to_owned();
     let admin_key = match admin_key {
         Some(key) => key,
@@ -206,7 +203,6 @@ async fn start(env: Arc<TestEnv>, config: Config, admin_key: Option<String>) -> 
         admin_key,
         store,
         library,
-        live,
         instance,
         env,
         config,
@@ -441,8 +437,8 @@ pub async fn spawn_app_amqp() -> TestApp {
 /// An `offside worker` of the same deployment as `app` (same database, broker and prefix),
 /// running in this process with its own reference index, matchers and consumers.
 pub struct Worker {
-    /// The worker's live library (frames of every feed, through the live fanout).
-    pub live: SharedLiveLibrary,
+    /// The worker's library (its live feeds' frames come through the live fanout).
+    pub library: SharedLibrary,
     /// The name the worker holds live feed leases under.
     pub instance: String,
     cancel: CancellationToken,
@@ -456,12 +452,12 @@ impl Worker {
         let mut config = app.config.clone();
         tweak(&mut config);
         let built = App::build(config, Mode::Worker).await.expect("worker builds");
-        let live = built.live().clone();
+        let library = built.state().library.clone();
         let instance = built.instance().to_owned();
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(built.run(cancel.clone()));
         Worker {
-            live,
+            library,
             instance,
             _stop_on_drop: cancel.clone().drop_guard(),
             cancel,
