@@ -20,12 +20,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::recognition::{
-    Library, REFERENCE_HASHING_VERSION, RecognitionConfig, ReferenceHashOptions, ReferenceHashes,
-    StreamRecognizer, TierHits, Tiers, decode_feature_frames, decode_frames, encode_feature_frames,
-    encode_frames, hash_luma_pdq, hash_reference_file,
+    KeyframeCost, Library, REFERENCE_HASHING_VERSION, RecognitionConfig, ReferenceHashOptions,
+    ReferenceHashes, StreamRecognizer, Tiers, decode_feature_frames, decode_frames,
+    encode_feature_frames, encode_frames, hash_keyframe_timed, hash_reference_file, lookup_timed,
 };
-use fingerprints::features::{FeatureConfig, LocalFeatures};
-use fingerprints::{DecodeLimits, decode_luma};
 
 /// Arguments of `offside eval`.
 #[derive(Debug, Clone, clap::Args)]
@@ -433,47 +431,6 @@ pub struct TierOutcome {
     pub keyframes_hit: usize,
 }
 
-/// Time spent per step on a query's keyframes (ms, summed; one thread).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct KeyframeCost {
-    /// Keyframes timed.
-    pub keyframes: usize,
-    /// JPEG decoding to luma (shared by both tiers).
-    pub decode_ms: f64,
-    /// PDQ hashes (full, mirror, content rectangle).
-    pub pdq_hash_ms: f64,
-    /// PDQ index lookup.
-    pub pdq_lookup_ms: f64,
-    /// Local feature extraction.
-    pub features_extract_ms: f64,
-    /// Feature index lookup and geometric verification.
-    pub features_lookup_ms: f64,
-}
-
-impl KeyframeCost {
-    fn add(&mut self, o: &KeyframeCost) {
-        self.keyframes += o.keyframes;
-        self.decode_ms += o.decode_ms;
-        self.pdq_hash_ms += o.pdq_hash_ms;
-        self.pdq_lookup_ms += o.pdq_lookup_ms;
-        self.features_extract_ms += o.features_extract_ms;
-        self.features_lookup_ms += o.features_lookup_ms;
-    }
-
-    /// The same times per keyframe.
-    pub fn per_keyframe(&self) -> KeyframeCost {
-        let n = self.keyframes.max(1) as f64;
-        KeyframeCost {
-            keyframes: self.keyframes,
-            decode_ms: self.decode_ms / n,
-            pdq_hash_ms: self.pdq_hash_ms / n,
-            pdq_lookup_ms: self.pdq_lookup_ms / n,
-            features_extract_ms: self.features_extract_ms / n,
-            features_lookup_ms: self.features_lookup_ms / n,
-        }
-    }
-}
-
 /// What happened to one query.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryOutcome {
@@ -543,7 +500,7 @@ pub fn run_query(
     cfg: &RecognitionConfig,
     query: &Query,
 ) -> anyhow::Result<QueryOutcome> {
-    let expected = query.reference.as_deref().and_then(|r| library.reference_number(r));
+    let expected = query.reference.as_deref();
     let mut runs: Vec<(Tiers, StreamRecognizer, TierOutcome)> = ALL_TIERS
         .iter()
         .map(|&t| {
@@ -554,41 +511,24 @@ pub fn run_query(
             )
         })
         .collect();
+    // Both tiers are looked up once; each choice of tiers selects its hits from them.
+    let both = RecognitionConfig { tiers: Tiers::Both, ..cfg.clone() };
     let mut cost = KeyframeCost::default();
-    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
     for (ts_ms, path) in &query.keyframes {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        // hash_keyframe's steps, one at a time so each tier's cost can be told apart.
-        let t = Instant::now();
-        let Ok(luma) = decode_luma(&bytes, &DecodeLimits::default()) else { continue };
-        cost.decode_ms += ms(t);
-        let t = Instant::now();
-        let mut hashes = hash_luma_pdq(&luma);
-        cost.pdq_hash_ms += ms(t);
-        let t = Instant::now();
-        hashes.features = Some(LocalFeatures::extract(&luma, &FeatureConfig::query()));
-        cost.features_extract_ms += ms(t);
-        cost.keyframes += 1;
-        // As StreamRecognizer::lookup: the PDQ tier looks up the views of usable quality (the
-        // hashing above left only those), the geometric tier the features.
-        let mut tier_hits = TierHits::default();
-        let t = Instant::now();
-        tier_hits.pdq = library.lookup_pdq(&hashes, cfg.radius, cfg.max_hits_per_keyframe, None);
-        cost.pdq_lookup_ms += ms(t);
-        let t = Instant::now();
-        tier_hits.features = library.lookup_features(&hashes, None);
-        cost.features_lookup_ms += ms(t);
+        let Some(hashes) = hash_keyframe_timed(&bytes, &mut cost) else { continue };
+        let tier_hits = lookup_timed(library, &hashes, &both, None, &mut cost);
         for (tiers, recognizer, outcome) in &mut runs {
-            let hits = tier_hits.select(*tiers);
-            recognizer.observe_hits(*ts_ms, &hits);
+            let hits = library.keyframe_hits(&tier_hits, *tiers);
+            recognizer.observe(*ts_ms, &hits);
             let hit = match expected {
-                Some(r) => hits.iter().any(|h| h.reference == r),
+                Some(r) => hits.iter().any(|h| h.reference_id == r),
                 None => !hits.is_empty(),
             };
             outcome.keyframes_hit += usize::from(hit);
             if outcome.flagged_as.is_none()
-                && let Some(m) = recognizer.decision(library)
+                && let Some(m) = recognizer.decision()
             {
                 outcome.flagged_as = Some(m.reference_id);
                 outcome.ttd_s = Some(*ts_ms as f64 / 1000.0);

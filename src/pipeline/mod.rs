@@ -7,15 +7,16 @@
 //! Per-stream evidence lives in the database (`stream_hits`), not in one worker's memory: any
 //! worker may take any keyframe of a stream (see [`crate::queue`]), and a worker that dies loses
 //! nothing. Only keyframes with index hits write anything, so negative traffic costs one cached
-//! status read. The evidence is computed by the one decision rule `offside eval` measures
-//! ([`crate::recognition::RecognitionConfig`]: one [`StreamMatcher`] per stream over every
-//! reference's hits, so a keyframe's vote is split between references exactly as in the
-//! evaluation), with the reference policy's `min_match_seconds` on top.
+//! status read. A keyframe is hashed ([`crate::recognition::hash_keyframe`]) and looked up
+//! ([`crate::recognition::Library::hits`]) by the very functions `offside eval` runs, and the
+//! evidence is computed by the one recogniser it runs ([`StreamRecognizer`]: one per stream
+//! over every reference's hits, so a keyframe's vote is split between references exactly as in
+//! the evaluation), with the reference policy (`min_match_seconds`, accounts, window) on top.
 //!
 //! Replaying a stream's stored hits on every keyframe would cost O(n) per keyframe, O(n²) over
-//! a long stream. So each process keeps the stream's matcher in memory with the stream's
+//! a long stream. So each process keeps the stream's recogniser in memory with the stream's
 //! `hit_version`: when this worker's commit bumped the version from exactly the one it holds,
-//! nobody else added hits in between and the keyframe is fed to the cached matcher; otherwise
+//! nobody else added hits in between and the keyframe is fed to the cached recogniser; otherwise
 //! (another worker took keyframes, a keyframe arrived out of order, a restart) the stored hits
 //! are replayed in stream order. Both paths give the same evidence. The decision itself is made
 //! at most once per (stream, reference) by the `stream_matches` unique constraint, inside the
@@ -27,13 +28,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fingerprints::{Evidence, Hit, StreamMatcher};
+use fingerprints::Evidence;
 use tokio_util::sync::CancellationToken;
 
 use crate::media::{STREAM_STILL_LONG_SIDE, Still, still_of_image};
 use crate::queue::{DeliveryStream, KeyframeMessage, KeyframeQueue, Payload, QueueMessage};
 use crate::recognition::{
-    HitTier, KeyframeHashes, LiveQuery, RecognitionConfig, SharedLibrary, hash_keyframe,
+    KeyframeHashes, KeyframeHit, LiveQuery, RecognitionConfig, SharedLibrary, StreamRecognizer,
+    hash_keyframe,
 };
 use crate::store::Store;
 use crate::store::streams::{self, ReferenceHit, StoredHit, StreamStatus};
@@ -54,7 +56,7 @@ pub struct Deps {
     /// Wakes the webhook delivery loop after a decision (same process).
     pub outbox_wake: Arc<tokio::sync::Notify>,
     status_cache: Arc<Mutex<HashMap<String, (StreamStatus, Instant)>>>,
-    matchers: Arc<Mutex<HashMap<String, CachedMatcher>>>,
+    recognizers: Arc<Mutex<HashMap<String, CachedRecognizer>>>,
 }
 
 impl Deps {
@@ -66,7 +68,7 @@ impl Deps {
             recognition,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             status_cache: Arc::new(Mutex::new(HashMap::new())),
-            matchers: Arc::new(Mutex::new(HashMap::new())),
+            recognizers: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
@@ -76,63 +78,41 @@ impl Deps {
 const STATUS_TTL: Duration = Duration::from_secs(1);
 /// Most streams whose status is cached; beyond it the cache is cleared (cheap to refill).
 const STATUS_CACHE_MAX: usize = 100_000;
-/// Most streams whose matcher is kept in memory; beyond it the cache is cleared (a miss costs
-/// one replay from the database).
-const MATCHER_CACHE_MAX: usize = 10_000;
+/// Most streams whose recogniser is kept in memory; beyond it the cache is cleared (a miss
+/// costs one replay from the database).
+const RECOGNIZER_CACHE_MAX: usize = 10_000;
 
-/// One stream's matcher as of a `hit_version`.
-struct CachedMatcher {
+/// One stream's recogniser as of a `hit_version`.
+struct CachedRecognizer {
     version: i64,
     latest_ts_ms: i64,
-    matcher: StreamMatcher,
-    /// Reference ids by the matcher's numeric reference (its index here).
-    references: Vec<String>,
+    recognizer: StreamRecognizer,
 }
 
-impl CachedMatcher {
+impl CachedRecognizer {
     fn new(recognition: &RecognitionConfig) -> Self {
-        CachedMatcher {
+        CachedRecognizer {
             version: 0,
             latest_ts_ms: i64::MIN,
-            matcher: StreamMatcher::new(recognition.matcher.clone()),
-            references: Vec::new(),
+            recognizer: StreamRecognizer::new(recognition.clone()),
         }
     }
 
-    /// Feeds one keyframe's hits (all references) to the matcher.
+    /// Feeds one keyframe's stored hits (all references) to the recogniser: with the weights
+    /// as stored, so the cached and the replayed path see the same numbers.
     fn observe(&mut self, stream_ts_ms: i64, hits: &[ReferenceHit]) {
-        let frame: Vec<Hit> = hits
+        let hits: Vec<KeyframeHit> = hits
             .iter()
-            .map(|h| {
-                let reference = match self.references.iter().position(|r| *r == h.reference_id) {
-                    Some(i) => i,
-                    None => {
-                        self.references.push(h.reference_id.clone());
-                        self.references.len() - 1
-                    }
-                };
-                Hit {
-                    reference: reference as u64,
-                    reference_ts_ms: h.hit.reference_ts_ms,
-                    distance: h.hit.distance,
-                    weight: h.hit.weight,
-                }
+            .map(|h| KeyframeHit {
+                reference_id: h.reference_id.clone(),
+                reference_ts_ms: h.hit.reference_ts_ms,
+                distance: h.hit.distance,
+                weight: h.hit.weight,
+                tier: h.hit.tier,
             })
             .collect();
-        self.matcher.observe(stream_ts_ms, &frame);
+        self.recognizer.observe(stream_ts_ms, &hits);
         self.latest_ts_ms = self.latest_ts_ms.max(stream_ts_ms);
-    }
-
-    /// Every candidate's evidence, best first, with its reference id.
-    fn evidence(&self) -> Vec<(String, Evidence)> {
-        self.matcher
-            .evidence()
-            .into_iter()
-            .filter_map(|e| {
-                let id = usize::try_from(e.reference).ok().and_then(|i| self.references.get(i))?;
-                Some((id.clone(), e))
-            })
-            .collect()
     }
 }
 
@@ -247,7 +227,11 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
         if !hashes.carries_evidence() {
             return Ok(None);
         }
-        let hits = lookup(&library, &config, &hashes, at_ms);
+        let hits = library.read().unwrap_or_else(std::sync::PoisonError::into_inner).hits(
+            &hashes,
+            &config,
+            Some(LiveQuery::at(at_ms)),
+        );
         // A keyframe with hits gets its still made here, on the blocking thread; whether the
         // stream keeps it is decided with the hits' commit. Keyframes without hits cost nothing.
         let still = if hits.is_empty() {
@@ -266,14 +250,14 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
 
     let hits: Vec<ReferenceHit> = hits
         .into_iter()
-        .map(|(reference_id, h, tier)| ReferenceHit {
-            reference_id,
+        .map(|h| ReferenceHit {
+            reference_id: h.reference_id,
             hit: StoredHit {
                 stream_ts_ms: k.ts_ms,
                 reference_ts_ms: h.reference_ts_ms,
                 distance: h.distance,
                 weight: streams::stored_weight(h.weight),
-                tier: Some(tier),
+                tier: h.tier,
             },
         })
         .collect();
@@ -288,10 +272,9 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
         keeps_still,
     )
     .await?;
-    let evidence = evidence_after(deps, &k.stream_id, version, k.ts_ms, &hits).await?;
-    let cfg = &deps.recognition.matcher;
+    let candidates = candidates_after(deps, &k.stream_id, version, k.ts_ms, &hits).await?;
     // A keyframe that may decide keeps its still whatever the keep rule says, before deciding.
-    let may_decide = evidence.iter().any(|(_, e)| e.is_conclusive_after(cfg, 0.0));
+    let may_decide = !candidates.is_empty();
     if let Some(still) = still.filter(|_| may_decide && !kept) {
         let mut conn = deps.store.pool().acquire().await?;
         crate::store::stills::insert_stream_still(&mut conn, &k.stream_id, &still).await?;
@@ -300,8 +283,9 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
         metrics::counter!("offside_stream_stills_total").increment(1);
     }
 
-    // The decision rule, as `StreamRecognizer::decision_with`: the best evidence first, each
-    // judged under its reference's policy; one decision per reference.
+    // The recogniser's candidates, best first, each judged under its reference's policy
+    // (`decide::check_policy`: its `min_match_seconds`, accounts and window); one decision
+    // per reference.
     let mut done: std::collections::HashSet<String> =
         streams::matches(deps.store.pool(), &k.stream_id)
             .await?
@@ -311,10 +295,8 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
     let mut references: HashMap<String, Option<crate::store::references::Reference>> =
         HashMap::new();
     let mut decisions = Vec::new();
-    for (reference_id, evidence) in evidence {
-        // Cheap pre-check before reading the policy: every policy needs the rule's keyframes
-        // and score.
-        if done.contains(&reference_id) || !evidence.is_conclusive_after(cfg, 0.0) {
+    for (reference_id, evidence) in candidates {
+        if done.contains(&reference_id) {
             continue;
         }
         let reference = match references.get(&reference_id) {
@@ -362,17 +344,18 @@ fn still_of(stream_id: &str, ts_ms: i64, image: &[u8]) -> Option<Still> {
     }
 }
 
-/// The stream's evidence after the keyframe at `ts_ms` whose `hits` were committed as
-/// `version`: from the cached matcher when it is exactly one version behind and the keyframe
-/// is not older than what it has seen, else by replaying the stored hits.
-async fn evidence_after(
+/// The stream's candidates ([`StreamRecognizer::candidates`]) after the keyframe at `ts_ms`
+/// whose `hits` were committed as `version`: from the cached recogniser when it is exactly one
+/// version behind and the keyframe is not older than what it has seen, else by replaying the
+/// stored hits.
+async fn candidates_after(
     deps: &Deps,
     stream_id: &str,
     version: i64,
     ts_ms: i64,
     hits: &[ReferenceHit],
 ) -> Result<Vec<(String, Evidence)>, HandleError> {
-    let cached = lock(&deps.matchers).remove(stream_id);
+    let cached = lock(&deps.recognizers).remove(stream_id);
     let state = match cached {
         Some(mut c) if c.version + 1 == version && ts_ms >= c.latest_ts_ms => {
             c.observe(ts_ms, hits);
@@ -388,7 +371,7 @@ async fn evidence_after(
                 ts_ms.saturating_add(EVIDENCE_WINDOW_MS),
             )
             .await?;
-            let mut c = CachedMatcher::new(&deps.recognition);
+            let mut c = CachedRecognizer::new(&deps.recognition);
             for frame in stored.chunk_by(|a, b| a.hit.stream_ts_ms == b.hit.stream_ts_ms) {
                 c.observe(frame[0].hit.stream_ts_ms, frame);
             }
@@ -397,9 +380,9 @@ async fn evidence_after(
             c
         }
     };
-    let evidence = state.evidence();
-    let mut cache = lock(&deps.matchers);
-    if cache.len() >= MATCHER_CACHE_MAX {
+    let candidates = state.recognizer.candidates();
+    let mut cache = lock(&deps.recognizers);
+    if cache.len() >= RECOGNIZER_CACHE_MAX {
         cache.clear();
     }
     // Another task of this process may have cached a newer state meanwhile: keep the newer.
@@ -409,7 +392,7 @@ async fn evidence_after(
             cache.insert(stream_id.to_owned(), state);
         }
     }
-    Ok(evidence)
+    Ok(candidates)
 }
 
 /// Receives, handles and settles messages until `cancel` fires.
@@ -490,24 +473,4 @@ pub async fn run_consumer(queue: Arc<dyn KeyframeQueue>, deps: Deps, cancel: Can
             tracing::warn!(error = %e, "settling a delivery failed; the broker will redeliver it");
         }
     }
-}
-
-/// The configured tiers' hits of a keyframe captured at `at_ms` (Unix ms) in the library: its
-/// file references and what its live feeds aired in the default window before `at_ms`, as
-/// `(reference id, hit, tier)`.
-fn lookup(
-    library: &SharedLibrary,
-    config: &RecognitionConfig,
-    hashes: &KeyframeHashes,
-    at_ms: i64,
-) -> Vec<(String, Hit, HitTier)> {
-    let library = library.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    library
-        .lookup(hashes, config, Some(LiveQuery::at(at_ms)))
-        .select_tiered(config.tiers)
-        .into_iter()
-        .filter_map(|(h, tier)| {
-            library.reference_id(h.reference).map(|id| (id.to_owned(), h, tier))
-        })
-        .collect()
 }

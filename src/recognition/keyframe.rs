@@ -88,8 +88,19 @@ impl KeyframeHashes {
 /// The decoder's [`fingerprints::Error`]: corrupt or truncated data, an unsupported format, or
 /// dimensions beyond [`DecodeLimits::default`].
 pub fn hash_keyframe(bytes: &[u8]) -> Result<KeyframeHashes, fingerprints::Error> {
-    let luma = decode_luma(bytes, &DecodeLimits::default())?;
-    Ok(hash_luma(&luma))
+    Ok(hash_luma(&decode_keyframe(bytes)?))
+}
+
+/// A keyframe's luma, within [`DecodeLimits::default`].
+pub(crate) fn decode_keyframe(bytes: &[u8]) -> Result<Luma, fingerprints::Error> {
+    decode_luma(bytes, &DecodeLimits::default())
+}
+
+/// The local features of a whole keyframe ([`FeatureConfig::query`]), bars included: the
+/// verifier fits a similarity, so a picture inside bars or a window matches at its own scale
+/// and position.
+pub(crate) fn query_features(luma: &Luma) -> LocalFeatures {
+    LocalFeatures::extract(luma, &FeatureConfig::query())
 }
 
 /// Hashes a decoded keyframe: the whole frame and its mirror (one DCT gives both), each of
@@ -97,9 +108,7 @@ pub fn hash_keyframe(bytes: &[u8]) -> Result<KeyframeHashes, fingerprints::Error
 /// features.
 pub fn hash_luma(luma: &Luma) -> KeyframeHashes {
     let mut hashes = hash_luma_pdq(luma);
-    // Features of the whole frame, bars included: the verifier fits a similarity, so a
-    // picture inside bars or a window matches at its own scale and position.
-    hashes.features = Some(LocalFeatures::extract(luma, &FeatureConfig::query()));
+    hashes.features = Some(query_features(luma));
     hashes
 }
 

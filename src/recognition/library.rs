@@ -24,7 +24,9 @@ use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
 use fingerprints::{CropVariant, HammingIndex, Hit, LiveIndex, broadness_weight};
 
 use super::weights::{AMBIGUITY_BITS, count_u32, detail_weight, feature_hits, merge_tiers};
-use super::{FeatureFrame, HitTier, KeyframeHashes, RecognitionConfig, ReferenceFrame, Tiers};
+use super::{
+    FeatureFrame, HitTier, KeyframeHashes, KeyframeHit, RecognitionConfig, ReferenceFrame, Tiers,
+};
 
 /// What the index id of a frame stands for.
 #[derive(Debug, Clone, Copy)]
@@ -461,6 +463,34 @@ impl Library {
                 self.lookup_features(keyframe, live)
             },
         }
+    }
+
+    /// The hits of `tiers` in `hits` (both merged, or one tier's) by reference id: what a
+    /// [`super::StreamRecognizer`] observes.
+    pub fn keyframe_hits(&self, hits: &TierHits, tiers: Tiers) -> Vec<KeyframeHit> {
+        hits.select_tiered(tiers)
+            .into_iter()
+            .filter_map(|(h, tier)| {
+                Some(KeyframeHit {
+                    reference_id: self.reference_id(h.reference)?.to_owned(),
+                    reference_ts_ms: h.reference_ts_ms,
+                    distance: h.distance,
+                    weight: h.weight,
+                    tier: Some(tier),
+                })
+            })
+            .collect()
+    }
+
+    /// The configured tiers' hits of a keyframe by reference id ([`Library::lookup`] and
+    /// [`Library::keyframe_hits`]): what the worker looks up and stores.
+    pub fn hits(
+        &self,
+        keyframe: &KeyframeHashes,
+        config: &RecognitionConfig,
+        live: Option<LiveQuery>,
+    ) -> Vec<KeyframeHit> {
+        self.keyframe_hits(&self.lookup(keyframe, config, live), config.tiers)
     }
 
     /// The geometric tier: the keyframe's local features (and their mirror) against every

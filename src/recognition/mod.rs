@@ -13,10 +13,14 @@
 //!   lookup turns a keyframe's hashes and features into weighted [`Hit`]s for the temporal
 //!   matcher.
 //! - [`StreamRecognizer`]: one stream's matcher plus [`RecognitionConfig`], the decision rule
-//!   that both `offside eval` and the worker apply, so the evaluation measures what runs.
+//!   that both `offside eval` and the worker apply, so the evaluation measures what runs. The
+//!   worker keeps one per stream (cached, or replayed from its stored [`KeyframeHit`]s); eval
+//!   one per query, fed by [`hash_keyframe_timed`] and [`lookup_timed`] ([`KeyframeCost`]):
+//!   the steps of [`hash_keyframe`] and [`Library::lookup`], timed one by one.
 //!
 //! Everything here is synchronous and CPU-bound: call it from a blocking thread.
 
+mod cost;
 mod frame;
 mod keyframe;
 mod library;
@@ -24,6 +28,7 @@ mod reference;
 mod stream;
 pub(crate) mod weights;
 
+pub use cost::{KeyframeCost, hash_keyframe_timed, lookup_timed};
 pub use frame::{
     CorruptFeatures, FRAME_BYTES, FeatureFrame, ReferenceFrame, TornFrames, decode_feature_frames,
     decode_frames, encode_feature_frames, encode_frames,
@@ -36,7 +41,7 @@ pub use reference::{
     FeatureSampler, FramePruner, HashProgress, REFERENCE_HASHING_VERSION, ReferenceHashOptions,
     ReferenceHashes, hash_reference_file, hash_reference_image, reference_frames_of,
 };
-pub use stream::{HitTier, Match, RecognitionConfig, StreamRecognizer, Tiers};
+pub use stream::{HitTier, KeyframeHit, Match, RecognitionConfig, StreamRecognizer, Tiers};
 pub use weights::FEATURE_HITS_PER_REFERENCE;
 
 pub use fingerprints::{CropVariant, Evidence, Hit, MatcherConfig};

@@ -1,8 +1,6 @@
-//! The decision rule: one stream's keyframes against the library, until a conclusive match.
+//! The decision rule: one stream's keyframe hits, until a conclusive match.
 
 use fingerprints::{Evidence, Hit, MatcherConfig, StreamMatcher};
-
-use super::{KeyframeHashes, Library, TierHits};
 
 /// Which recognition tiers feed the matcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -83,27 +81,49 @@ impl Default for RecognitionConfig {
     }
 }
 
+/// One hit of a keyframe on a reference, by the reference's id: what [`Library::hits`] finds,
+/// what the worker stores, and what a [`StreamRecognizer`] observes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyframeHit {
+    /// The reference's id.
+    pub reference_id: String,
+    /// Time of the matching frame in the reference (a live feed's: on the event timeline).
+    pub reference_ts_ms: i64,
+    /// Hamming distance (a verified feature frame's [`fingerprints::features::Verified::distance`]).
+    pub distance: u32,
+    /// Prior weight (frames that match too broadly weigh less).
+    pub weight: f32,
+    /// The tier that produced it (`None` for a hit stored before tiers were recorded).
+    pub tier: Option<HitTier>,
+}
+
 /// A decided match: the stream is this reference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Match {
-    /// The reference's id in the library.
+    /// The reference's id.
     pub reference_id: String,
     /// The evidence that decided it.
     pub evidence: Evidence,
 }
 
-/// One stream's recognition state: feed it keyframes in (roughly) stream order.
+/// One stream's recognition state, the one decision rule of the worker and `offside eval`:
+/// feed it each keyframe's hits in (roughly) stream order, read the candidates back.
+///
+/// References are known by their ids; the temporal matcher works with numbers, so each id is
+/// numbered on first sight in this stream.
 #[derive(Debug, Clone)]
 pub struct StreamRecognizer {
     cfg: RecognitionConfig,
     matcher: StreamMatcher,
+    /// Reference ids by the matcher's number (the index here).
+    references: Vec<String>,
 }
 
 impl StreamRecognizer {
     /// A stream with no evidence yet.
     pub fn new(cfg: RecognitionConfig) -> Self {
         let matcher = StreamMatcher::new(cfg.matcher.clone());
-        Self { cfg, matcher }
+        Self { cfg, matcher, references: Vec::new() }
     }
 
     /// The configuration in use.
@@ -111,58 +131,63 @@ impl StreamRecognizer {
         &self.cfg
     }
 
-    /// Looks a keyframe up in `library` with the configured tiers and adds their hits to the
-    /// stream's evidence; returns the hits (empty for a keyframe below the quality floor).
-    pub fn observe(
-        &mut self,
-        library: &Library,
-        stream_ts_ms: i64,
-        keyframe: &KeyframeHashes,
-    ) -> Vec<Hit> {
-        let hits = self.lookup(library, keyframe).select(self.cfg.tiers);
-        self.matcher.observe(stream_ts_ms, &hits);
-        hits
+    /// Adds one keyframe's hits (all references, both tiers) to the stream's evidence.
+    pub fn observe(&mut self, stream_ts_ms: i64, hits: &[KeyframeHit]) {
+        let frame: Vec<Hit> = hits
+            .iter()
+            .map(|h| {
+                let reference = match self.references.iter().position(|r| *r == h.reference_id) {
+                    Some(i) => i,
+                    None => {
+                        self.references.push(h.reference_id.clone());
+                        self.references.len() - 1
+                    }
+                };
+                Hit {
+                    reference: reference as u64,
+                    reference_ts_ms: h.reference_ts_ms,
+                    distance: h.distance,
+                    weight: h.weight,
+                }
+            })
+            .collect();
+        self.matcher.observe(stream_ts_ms, &frame);
     }
 
-    /// The configured tiers' hits of a keyframe, tier by tier, without observing them. The
-    /// PDQ tier looks up the keyframe's views of usable quality (none for a flat or black
-    /// frame); the geometric tier its features, whatever its PDQ quality (a dark shot can
-    /// hold plenty of corners).
-    pub fn lookup(&self, library: &Library, keyframe: &KeyframeHashes) -> TierHits {
-        library.lookup(keyframe, &self.cfg, None)
+    /// Every candidate's evidence with its reference id, best first (for diagnostics and case
+    /// files).
+    pub fn evidence(&self) -> Vec<(String, Evidence)> {
+        self.matcher
+            .evidence()
+            .into_iter()
+            .filter_map(|e| {
+                let id = usize::try_from(e.reference).ok().and_then(|i| self.references.get(i))?;
+                Some((id.clone(), e))
+            })
+            .collect()
     }
 
-    /// Adds hits from another source (local features, a live reference window) for the
-    /// keyframe at `stream_ts_ms`.
-    pub fn observe_hits(&mut self, stream_ts_ms: i64, hits: &[Hit]) {
-        self.matcher.observe(stream_ts_ms, hits);
+    /// The candidates the rule may decide on, best first: evidence with the rule's keyframes
+    /// and score. Which of them decides, and when, is up to each reference's
+    /// `min_match_seconds` (a policy): [`StreamRecognizer::decision_with`], or the worker's
+    /// policy check.
+    pub fn candidates(&self) -> Vec<(String, Evidence)> {
+        let cfg = &self.cfg.matcher;
+        self.evidence().into_iter().filter(|(_, e)| e.is_conclusive_after(cfg, 0.0)).collect()
     }
 
-    /// The decision under the configured rule: the best conclusive evidence whose reference
-    /// is still in `library`.
-    pub fn decision(&self, library: &Library) -> Option<Match> {
-        self.decision_with(library, |_| None)
+    /// The decision under the configured rule: the best conclusive evidence.
+    pub fn decision(&self) -> Option<Match> {
+        self.decision_with(|_| None)
     }
 
     /// The decision with a per-reference `min_match_seconds` (a reference policy); `None` from
     /// `min_seconds` keeps the configured default.
-    pub fn decision_with(
-        &self,
-        library: &Library,
-        min_seconds: impl Fn(&str) -> Option<f64>,
-    ) -> Option<Match> {
+    pub fn decision_with(&self, min_seconds: impl Fn(&str) -> Option<f64>) -> Option<Match> {
         let cfg = &self.cfg.matcher;
-        self.matcher.evidence().into_iter().find_map(|evidence| {
-            let id = library.reference_id(evidence.reference)?;
-            let secs = min_seconds(id).unwrap_or(cfg.min_matched_seconds);
-            evidence
-                .is_conclusive_after(cfg, secs)
-                .then(|| Match { reference_id: id.to_owned(), evidence })
+        self.candidates().into_iter().find_map(|(id, evidence)| {
+            let secs = min_seconds(&id).unwrap_or(cfg.min_matched_seconds);
+            evidence.is_conclusive_after(cfg, secs).then_some(Match { reference_id: id, evidence })
         })
-    }
-
-    /// All current evidence, best first (for diagnostics and case files).
-    pub fn evidence(&self) -> Vec<Evidence> {
-        self.matcher.evidence()
     }
 }

@@ -23,8 +23,9 @@ fn rule_decides_at(
     let mut recognizer = StreamRecognizer::new(RecognitionConfig::default());
     for (ts, jpeg) in frames {
         let hashes = hash_keyframe(jpeg).expect("fixture keyframe hashes");
-        recognizer.observe(&library, *ts, &hashes);
-        if let Some(m) = recognizer.decision_with(&library, |_| Some(min_seconds)) {
+        let hits = library.hits(&hashes, recognizer.config(), None);
+        recognizer.observe(*ts, &hits);
+        if let Some(m) = recognizer.decision_with(|_| Some(min_seconds)) {
             return Some((m.reference_id, *ts));
         }
     }

@@ -30,8 +30,7 @@ use offside::live::store::{self as feeds, NewFeed};
 use offside::live::{IngestOptions, LiveService};
 use offside::media::{KeyframeOptions, extract_keyframes};
 use offside::recognition::{
-    KeyframeHashes, LiveQuery, RecognitionConfig, SharedLibrary, StreamRecognizer, Tiers,
-    hash_keyframe,
+    KeyframeHashes, LiveQuery, RecognitionConfig, SharedLibrary, StreamRecognizer, hash_keyframe,
 };
 use offside::store::references::{self, NewReference};
 use offside::store::{Store, now_ms};
@@ -171,11 +170,11 @@ async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
         let aired = aired_at + position;
         loop {
             let now = now_ms();
-            let hits = library
-                .read()
-                .unwrap()
-                .lookup(hashes, &RecognitionConfig::default(), Some(LiveQuery::at(now)))
-                .select(Tiers::Both);
+            let hits = library.read().unwrap().hits(
+                hashes,
+                &RecognitionConfig::default(),
+                Some(LiveQuery::at(now)),
+            );
             // A hit on this position of the feed (not on a similar frame elsewhere).
             if hits.iter().any(|h| (-500..=5_000).contains(&(h.reference_ts_ms + origin - aired))) {
                 eprintln!("position {position} ms matchable {} ms after it aired", now - aired);
@@ -261,19 +260,18 @@ fn time_to_flag(
             first_usable.get_or_insert(stream_ts);
             usable += 1;
             let captured_at = aired_at + start + stream_ts + PIRATE_DELAY_MS;
-            let hits =
-                library.lookup(hashes, &cfg, Some(LiveQuery::at(captured_at))).select(cfg.tiers);
+            let hits = library.hits(hashes, &cfg, Some(LiveQuery::at(captured_at)));
             trace.push(format!(
                 "{stream_ts}: PDQ quality {:?}, {} features, hits at reference ms {:?}",
                 hashes.hashes.iter().map(|h| h.quality).max(),
                 hashes.features.as_ref().map_or(0, |f| f.len()),
                 hits.iter().map(|h| h.reference_ts_ms).collect::<Vec<_>>()
             ));
-            recognizer.observe_hits(stream_ts, &hits);
+            recognizer.observe(stream_ts, &hits);
             if recognizer
                 .evidence()
                 .iter()
-                .any(|e| e.is_conclusive_after(&cfg.matcher, min_seconds))
+                .any(|(_, e)| e.is_conclusive_after(&cfg.matcher, min_seconds))
             {
                 flagged = Some((stream_ts, stream_ts - first_usable.unwrap_or(0), usable));
                 break;

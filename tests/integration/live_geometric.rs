@@ -72,16 +72,14 @@ fn decides_with(app: &crate::common::TestApp, sent: &[Sent], tiers: Tiers) -> (b
     let mut recognizer = StreamRecognizer::new(config.clone());
     let mut hits = 0;
     for s in sent {
-        let found = library
-            .lookup(&s.hashes, &config, Some(LiveQuery::at(s.captured_at_ms)))
-            .select(config.tiers);
+        let found = library.hits(&s.hashes, &config, Some(LiveQuery::at(s.captured_at_ms)));
         hits += found.len();
-        recognizer.observe_hits(s.stream_ts_ms, &found);
+        recognizer.observe(s.stream_ts_ms, &found);
     }
     let flagged = recognizer
         .evidence()
         .iter()
-        .any(|e| e.is_conclusive_after(&config.matcher, MIN_MATCH_SECONDS));
+        .any(|(_, e)| e.is_conclusive_after(&config.matcher, MIN_MATCH_SECONDS));
     (flagged, hits)
 }
 
