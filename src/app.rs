@@ -19,7 +19,7 @@ use crate::http::{self, AppState};
 use crate::recognition::SharedLibrary;
 use crate::references::engine::RecognitionHasher;
 use crate::references::index::IndexSync;
-use crate::references::jobs::{self, JobRunner, ReferenceHasher};
+use crate::references::jobs::{self, JobRunner};
 use crate::store::Store;
 
 /// What the process runs.
@@ -36,7 +36,7 @@ pub enum Mode {
 #[derive(Clone)]
 pub struct Engine {
     /// Hashes uploaded reference files.
-    pub hasher: Arc<dyn ReferenceHasher>,
+    pub hasher: Arc<RecognitionHasher>,
     /// The in-memory index of every reference's frames, shared with the workers.
     pub library: SharedLibrary,
 }

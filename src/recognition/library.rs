@@ -236,11 +236,6 @@ impl Library {
         Self { verify, ..Self::default() }
     }
 
-    /// The geometric tier's acceptance thresholds (file references and live feeds alike).
-    pub fn verify_config(&self) -> &VerifyConfig {
-        &self.verify
-    }
-
     /// The number of reference `id`, interned on first sight.
     fn intern(&mut self, id: &str) -> u64 {
         if let Some(&n) = self.numbers.get(id) {

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::jobs::{HashedReference, JobProgress, ReferenceHasher};
+use super::jobs::JobProgress;
 use crate::domain::ReferenceSource;
-use crate::recognition::{self, ReferenceHashOptions};
+use crate::recognition::{self, ReferenceHashOptions, ReferenceHashes};
 
 /// Images larger than this are refused before being read into memory: a real still picture
 /// is a few megabytes, and decoding is bounded by the decoder's own pixel limits anyway.
@@ -36,14 +36,20 @@ impl Default for RecognitionHasher {
 /// a second of it, at about 10 KB a still (36 MB per reference hour at most).
 pub const STILL_INTERVAL_MS: i64 = 1000;
 
-impl ReferenceHasher for RecognitionHasher {
-    fn hash_file(
+impl RecognitionHasher {
+    /// Hashes a video (or, for [`ReferenceSource::Image`], a single image) into reference
+    /// frames, feature frames and stills. `progress` is called now and then (its answer is
+    /// ignored: the core cannot be stopped mid-file).
+    ///
+    /// # Errors
+    /// When the file cannot be decoded; the message is shown to the rights holder.
+    pub fn hash_file(
         &self,
         path: &Path,
         source: ReferenceSource,
         progress: &mut dyn FnMut(JobProgress) -> ControlFlow<()>,
-    ) -> anyhow::Result<HashedReference> {
-        let hashes = match source {
+    ) -> anyhow::Result<ReferenceHashes> {
+        Ok(match source {
             ReferenceSource::Image => {
                 let size = std::fs::metadata(path).context("reading the uploaded image")?.len();
                 anyhow::ensure!(
@@ -67,11 +73,6 @@ impl ReferenceHasher for RecognitionHasher {
                     let _ = progress(JobProgress { fraction, frames: p.frames_kept });
                 })?
             }
-        };
-        Ok(HashedReference {
-            frames: hashes.frames,
-            features: hashes.features,
-            stills: hashes.stills,
         })
     }
 }

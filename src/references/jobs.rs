@@ -18,23 +18,13 @@ use anyhow::Context as _;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::engine::RecognitionHasher;
 use super::index::IndexSync;
 use crate::domain::{ReferenceSource, ReferenceStatus};
-use crate::recognition::{FeatureFrame, ReferenceFrame};
+use crate::recognition::ReferenceHashes;
 use crate::store::Store;
 use crate::store::references;
 use crate::store::stills;
-
-/// What a hasher made of a reference file: PDQ frames and sampled feature frames.
-#[derive(Debug, Clone, Default)]
-pub struct HashedReference {
-    /// PDQ frames, as stored.
-    pub frames: Vec<ReferenceFrame>,
-    /// Local features of sampled frames (the geometric tier); may be empty.
-    pub features: Vec<FeatureFrame>,
-    /// Stills for reviewers; may be empty.
-    pub stills: Vec<crate::media::Still>,
-}
 
 /// How far a running job is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,24 +33,6 @@ pub struct JobProgress {
     pub fraction: f64,
     /// Frames kept so far.
     pub frames: u64,
-}
-
-/// Hashes reference files: the recognition core, behind a trait so the job machinery does not
-/// depend on how frames are made.
-pub trait ReferenceHasher: Send + Sync + 'static {
-    /// Hashes a video (or, for `ReferenceSource::Image`, a single image) into reference frames
-    /// and feature frames.
-    /// `progress` is called now and then; returning `ControlFlow::Break` asks the hasher to
-    /// stop early (shutdown), after which it returns an error.
-    ///
-    /// # Errors
-    /// When the file cannot be decoded; the message is shown to the rights holder.
-    fn hash_file(
-        &self,
-        path: &Path,
-        source: ReferenceSource,
-        progress: &mut dyn FnMut(JobProgress) -> ControlFlow<()>,
-    ) -> anyhow::Result<HashedReference>;
 }
 
 /// The handle the HTTP layer uses to queue jobs.
@@ -83,7 +55,7 @@ impl Jobs {
 pub struct JobRunner {
     store: Store,
     index: Arc<IndexSync>,
-    hasher: Arc<dyn ReferenceHasher>,
+    hasher: Arc<RecognitionHasher>,
     rx: Mutex<mpsc::UnboundedReceiver<String>>,
 }
 
@@ -91,7 +63,7 @@ pub struct JobRunner {
 pub fn channel(
     store: Store,
     index: Arc<IndexSync>,
-    hasher: Arc<dyn ReferenceHasher>,
+    hasher: Arc<RecognitionHasher>,
 ) -> (Jobs, Arc<JobRunner>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Jobs { tx }, Arc::new(JobRunner { store, index, hasher, rx: Mutex::new(rx) }))
@@ -200,7 +172,7 @@ impl JobRunner {
 
     /// Stores the frames and feature frames and marks the reference ready in one transaction;
     /// false when the reference was deleted while its job ran.
-    async fn store_frames(&self, id: &str, hashed: &HashedReference) -> anyhow::Result<bool> {
+    async fn store_frames(&self, id: &str, hashed: &ReferenceHashes) -> anyhow::Result<bool> {
         let mut tx = self.store.pool().begin().await?;
         if references::get(&mut *tx, id).await?.is_none() {
             return Ok(false);
@@ -344,7 +316,7 @@ async fn remove_upload(path: &Path) {
 }
 
 enum HashResult {
-    Done(HashedReference),
+    Done(ReferenceHashes),
     Failed(String),
     Cancelled,
 }
