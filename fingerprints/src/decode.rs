@@ -7,9 +7,9 @@
 //! loses almost nothing the hash keeps, and the hash then runs on a quarter or a sixteenth of
 //! the pixels. (`jpeg-decoder`'s reduced-scale IDCT was the first choice; measured here it took
 //! 4 to 5 ms of CPU for a 720p keyframe, against 2.6 ms for zune-jpeg's luma-only decode, and it
-//! starts helper threads for every frame.) PNG and WebP go through `image`. The header is read and checked against [`DecodeLimits`] before any pixel buffer
-//! exists, so a few hundred bytes claiming a gigapixel image (a decompression bomb) cost a few
-//! hundred bytes.
+//! starts helper threads for every frame.) PNG and WebP go through `image`. The header is read
+//! and checked against [`DecodeLimits`] before any pixel buffer exists, so a few hundred bytes
+//! claiming a gigapixel image (a decompression bomb) cost a few hundred bytes.
 
 use std::io::Cursor;
 
