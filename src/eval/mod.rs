@@ -20,10 +20,8 @@ mod references;
 mod report;
 mod set;
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -135,6 +133,21 @@ impl EvalArgs {
     }
 }
 
+/// `f` over `items` on a pool of `threads` threads (work-stealing: queries and references
+/// differ a lot in length), the results in the order of `items`.
+///
+/// # Errors
+/// The threads could not be started.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> anyhow::Result<Vec<R>> {
+    use rayon::prelude::*;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?;
+    Ok(pool.install(|| items.par_iter().map(f).collect()))
+}
+
 /// Runs `offside eval`.
 ///
 /// # Errors
@@ -176,44 +189,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
 
     let cfg = args.recognition_config();
     let started = Instant::now();
-    let mut outcomes = Vec::with_capacity(queries.len());
-    let mut by_thread: HashMap<usize, QueryOutcome> = HashMap::new();
-    let next = Mutex::new(0usize);
-    let results = Mutex::new(&mut by_thread);
-    let first_error = Mutex::new(None::<anyhow::Error>);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                loop {
-                    let i = {
-                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
-                        let i = *n;
-                        *n += 1;
-                        i
-                    };
-                    let Some(q) = queries.get(i) else { break };
-                    bar.set_message(format!("query {}", q.name));
-                    match run_query(&library, &cfg, q) {
-                        Ok(o) => {
-                            results.lock().unwrap_or_else(|e| e.into_inner()).insert(i, o);
-                        }
-                        Err(e) => {
-                            first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
-                        }
-                    }
-                    bar.inc(q.keyframes.len() as u64);
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
-    }
-    for i in 0..queries.len() {
-        if let Some(o) = by_thread.remove(&i) {
-            outcomes.push(o);
-        }
-    }
+    let outcomes = parallel_map(&queries, threads, |q| {
+        bar.set_message(format!("query {}", q.name));
+        let outcome = run_query(&library, &cfg, q);
+        bar.inc(q.keyframes.len() as u64);
+        outcome
+    })?
+    .into_iter()
+    .collect::<anyhow::Result<Vec<_>>>()?;
     let per_second =
         total_kf as f64 / started.elapsed().as_secs_f64().max(1e-9) / threads.max(1) as f64;
     bar.finish_and_clear();

@@ -3,7 +3,6 @@
 //! [`Library`] the queries run against.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -43,32 +42,14 @@ pub fn build_library_into(
     on_progress: &(dyn Fn(&str, i64) + Sync),
 ) -> anyhow::Result<(Library, ReferenceStats)> {
     let started = Instant::now();
-    let next = Mutex::new(0usize);
-    let results: Mutex<Vec<(usize, anyhow::Result<Hashed>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                loop {
-                    let i = {
-                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
-                        let i = *n;
-                        *n += 1;
-                        i
-                    };
-                    let Some(path) = refs.get(i) else { break };
-                    let name = file_name(path);
-                    let result = hash_one(path, opts, cache, &|ts| on_progress(&name, ts));
-                    results.lock().unwrap_or_else(|e| e.into_inner()).push((i, result));
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by_key(|(i, _)| *i);
+    let results = super::parallel_map(refs, threads, |path| {
+        let name = file_name(path);
+        hash_one(path, opts, cache, &|ts| on_progress(&name, ts))
+    })?;
     let mut stats = ReferenceStats::default();
-    for (i, result) in results {
+    for (path, result) in refs.iter().zip(results) {
         let (hashes, duration_ms, cached) = result?;
-        library.insert_reference(&file_name(&refs[i]), &hashes.frames, &hashes.features)?;
+        library.insert_reference(&file_name(path), &hashes.frames, &hashes.features)?;
         stats.references += 1;
         stats.frames += hashes.frames.len();
         stats.feature_frames += hashes.features.len();
