@@ -6,11 +6,11 @@
 //! baseline JPEG at [`STILL_JPEG_QUALITY`]: every browser shows it, and at these sizes it is
 //! 8-20 KB, which is what keeps a reference hour under 40 MB of stills.
 //!
-//! A keyframe's still is made on the worker's hashing thread for every keyframe with hits, so
-//! its cost is paid by the busiest path the service has: it decodes with zune-jpeg (through
-//! `fingerprints::decode_rgb`, which also bounds the image), shrinks with `fast_image_resize`
-//! (SIMD) and encodes with `jpeg-encoder`, about a third of the CPU of decoding, `thumbnail` and
-//! encoding with `image` (docs/LOAD.md, issue #14).
+//! A keyframe's still is made by the worker for every keyframe with hits that the stream keeps
+//! (`pipeline::StillToKeep`), so its cost is paid on the busiest path the service has: it
+//! decodes with zune-jpeg (through `fingerprints::decode_rgb`, which also bounds the image),
+//! shrinks with `fast_image_resize` (SIMD) and encodes with `jpeg-encoder`, about a third of
+//! the CPU of decoding, `thumbnail` and encoding with `image` (docs/LOAD.md, issue #14).
 
 use fast_image_resize as fir;
 use ffmpeg_next as ff;

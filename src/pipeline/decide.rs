@@ -70,7 +70,8 @@ pub fn check_policy(
 
 /// Applies the reference's policy to the evidence and, if it acts, commits the decision.
 /// Returns `None` when the policy holds back (not enough seconds yet, an allowed account, a
-/// time outside the policy's window).
+/// time outside the policy's window). Before committing, it waits for the stills its process
+/// is still making (see [`super::StillToKeep`]), so the case opens with their pictures.
 ///
 /// # Errors
 /// A database error (transient).
@@ -95,6 +96,8 @@ pub async fn decide(
         tracing::debug!(stream_id = %k.stream_id, reference_id, ?hold, "evidence held back");
         return Ok(None);
     }
+    // The case opens with the pictures of the keyframes before this one (see `StillToKeep`).
+    deps.wait_for_stills_in_flight().await;
     let action = reference.policy.action;
     let delay_ms = live_delay_ms(deps, k, reference, evidence).await?;
     let m = StreamMatch {

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use fingerprints::Evidence;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +58,8 @@ pub struct Deps {
     pub outbox_wake: Arc<tokio::sync::Notify>,
     status_cache: Arc<Mutex<HashMap<String, (StreamStatus, Instant)>>>,
     recognizers: Arc<Mutex<HashMap<String, CachedRecognizer>>>,
+    /// One permit per still being made after its keyframe's outcome ([`StillToKeep`]).
+    stills_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Deps {
@@ -69,7 +72,15 @@ impl Deps {
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             status_cache: Arc::new(Mutex::new(HashMap::new())),
             recognizers: Arc::new(Mutex::new(HashMap::new())),
+            stills_in_flight: Arc::new(tokio::sync::Semaphore::new(STILLS_IN_FLIGHT)),
         }
+    }
+
+    /// Returns once no still this process started after a keyframe's outcome ([`StillToKeep`])
+    /// is still being made or stored.
+    pub(crate) async fn wait_for_stills_in_flight(&self) {
+        let every = u32::try_from(STILLS_IN_FLIGHT).unwrap_or(u32::MAX);
+        drop(self.stills_in_flight.acquire_many(every).await);
     }
 }
 
@@ -190,11 +201,67 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A handled message: its outcome, and the still its keyframe leaves to keep.
+#[derive(Debug)]
+pub struct Handled {
+    /// What handling the message did.
+    pub outcome: Outcome,
+    /// The keyframe's still, when the stream keeps it and it was not made already: see
+    /// [`StillToKeep`].
+    pub still: Option<StillToKeep>,
+}
+
+impl From<Outcome> for Handled {
+    fn from(outcome: Outcome) -> Self {
+        Handled { outcome, still: None }
+    }
+}
+
+/// A keyframe with hits whose still is kept: every keyframe that decides, and the others the
+/// stream keeps ([`keeps_still`]). The still (a second decode, in colour, shrunk and encoded: a
+/// few ms of CPU) is made after the keyframe's outcome, beside the next keyframes, so it delays
+/// no outcome and no decision (`offside load` measured a deciding keyframe 7 ms slower at p99
+/// when its still was made on its way, even on another thread: docs/LOAD.md). The delivery is
+/// acknowledged only once the still is stored, so a worker that dies in between leaves the
+/// keyframe to be handled again. A decision first waits for the stills its process is making
+/// ([`decide::decide`]), so a case opens with the pictures of its earlier keyframes, and the
+/// deciding keyframe's own still follows within milliseconds; this process's webhook delivery
+/// loop is woken only after it. (Its 200 ms poll, or another process's still in a scale-out
+/// deployment, can come in between: a bundle fetched at that very moment lacks that picture.)
+#[derive(Debug)]
+pub struct StillToKeep {
+    stream_id: String,
+    ts_ms: i64,
+    image: Bytes,
+}
+
+impl StillToKeep {
+    /// Makes the still on a blocking thread and stores it. A keyframe that cannot be made into
+    /// a still (it decoded for hashing, so this is rare) keeps its hits without a picture.
+    ///
+    /// # Errors
+    /// A database error (transient).
+    pub async fn store(self, deps: &Deps) -> Result<(), HandleError> {
+        let StillToKeep { stream_id, ts_ms, image } = self;
+        let made = tokio::task::spawn_blocking(move || {
+            still_of(&stream_id, ts_ms, &image).map(|still| (stream_id, still))
+        })
+        .await
+        .map_err(|e| HandleError::Transient(anyhow::anyhow!("still task failed: {e}")))?;
+        if let Some((stream_id, still)) = made {
+            let mut conn = deps.store.pool().acquire().await?;
+            crate::store::stills::insert_stream_still(&mut conn, &stream_id, &still).await?;
+            metrics::counter!("offside_stream_stills_total").increment(1);
+        }
+        Ok(())
+    }
+}
+
 /// Handles one message. Idempotent: a redelivered message changes nothing more.
 ///
 /// # Errors
 /// [`HandleError::Permanent`] for a message that can never be used, else transient.
-pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, HandleError> {
+pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Handled, HandleError> {
     let k = match message {
         QueueMessage::StreamEnd(e) => {
             streams::ensure(deps.store.pool(), &e.stream_id, None, None).await?;
@@ -202,16 +269,15 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
             // gets an `ended_at`; a live one becomes `ended`.
             streams::end(deps.store.pool(), &e.stream_id, "ended by the platform").await?;
             lock(&deps.status_cache).remove(&e.stream_id);
-            return Ok(Outcome::Ended);
+            return Ok(Outcome::Ended.into());
         }
         QueueMessage::Keyframe(k) => k,
     };
     if !stream_status(deps, k).await?.accepts_keyframes() {
-        return Ok(Outcome::Dropped);
+        return Ok(Outcome::Dropped.into());
     }
     let payload = k.payload().map_err(|e| HandleError::Permanent(e.to_string()))?;
     let (library, config) = (Arc::clone(&deps.library), deps.recognition.clone());
-    let (stream_id, ts_ms) = (k.stream_id.clone(), k.ts_ms);
     // Live references are aligned by wall-clock time: the capture time when the platform sent
     // one, else now (arrival).
     let at_ms = k.captured_at_ms.unwrap_or_else(crate::store::now_ms);
@@ -232,20 +298,13 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
             &config,
             Some(LiveQuery::at(at_ms)),
         );
-        // A keyframe with hits gets its still made here, on the blocking thread; whether the
-        // stream keeps it is decided with the hits' commit. Keyframes without hits cost nothing.
-        let still = if hits.is_empty() {
-            None
-        } else {
-            image.and_then(|b| still_of(&stream_id, ts_ms, &b))
-        };
-        Ok::<_, HandleError>(Some((hits, still)))
+        Ok::<_, HandleError>(Some((hits, image)))
     })
     .await
     .map_err(|e| HandleError::Transient(anyhow::anyhow!("hashing task failed: {e}")))??;
-    let Some((hits, still)) = found else { return Ok(Outcome::LowQuality) };
+    let Some((hits, image)) = found else { return Ok(Outcome::LowQuality.into()) };
     if hits.is_empty() {
-        return Ok(Outcome::NoMatch);
+        return Ok(Outcome::NoMatch.into());
     }
 
     let hits: Vec<ReferenceHit> = hits
@@ -261,37 +320,21 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
             },
         })
         .collect();
-    // The still is committed with the hits (when the stream keeps it), so any evidence a case
-    // is opened on has its picture already.
-    let (version, kept) = streams::record_hits(
-        deps.store.pool(),
-        &k.stream_id,
-        k.viewers,
-        &hits,
-        still.as_ref(),
-        keeps_still,
-    )
-    .await?;
+    let version = streams::record_hits(deps.store.pool(), &k.stream_id, k.viewers, &hits).await?;
     let candidates = candidates_after(deps, &k.stream_id, version, k.ts_ms, &hits).await?;
-    // A keyframe that may decide keeps its still whatever the keep rule says, before deciding.
-    let may_decide = !candidates.is_empty();
-    if let Some(still) = still.filter(|_| may_decide && !kept) {
-        let mut conn = deps.store.pool().acquire().await?;
-        crate::store::stills::insert_stream_still(&mut conn, &k.stream_id, &still).await?;
-        metrics::counter!("offside_stream_stills_total").increment(1);
-    } else if kept {
-        metrics::counter!("offside_stream_stills_total").increment(1);
-    }
-
-    // The recogniser's candidates, best first, each judged under its reference's policy
-    // (`decide::check_policy`: its `min_match_seconds`, accounts and window); one decision
-    // per reference.
-    let mut done: std::collections::HashSet<String> =
+    // The recogniser's candidates, best first, on references the stream has no decision on yet.
+    let mut done: std::collections::HashSet<String> = if candidates.is_empty() {
+        std::collections::HashSet::new()
+    } else {
         streams::matches(deps.store.pool(), &k.stream_id)
             .await?
             .into_iter()
             .map(|m| m.reference_id)
-            .collect();
+            .collect()
+    };
+    let candidates: Vec<_> = candidates.into_iter().filter(|(r, _)| !done.contains(r)).collect();
+    // Each candidate is judged under its reference's policy (`decide::check_policy`: its
+    // `min_match_seconds`, accounts and window); one decision per reference.
     let mut references: HashMap<String, Option<crate::store::references::Reference>> =
         HashMap::new();
     let mut decisions = Vec::new();
@@ -314,14 +357,26 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Outcome, Hand
             decisions.push(d);
         }
     }
-    if decisions.is_empty() { Ok(Outcome::Accumulating) } else { Ok(Outcome::Decided(decisions)) }
+    // The keyframe's still when it decided or the stream keeps it: a stream past its first
+    // keyframes with hits (a flagged stream goes on being recognised) keeps one in
+    // [`STILL_EVERY_AFTER`], and the others cost no decoding at all.
+    let keep = keeps_still(version) || !decisions.is_empty();
+    let still = image.filter(|_| keep).map(|image| StillToKeep {
+        stream_id: k.stream_id.clone(),
+        ts_ms: k.ts_ms,
+        image,
+    });
+    let outcome =
+        if decisions.is_empty() { Outcome::Accumulating } else { Outcome::Decided(decisions) };
+    Ok(Handled { outcome, still })
 }
 
 /// Keyframes with hits whose stills a stream keeps in full; after them, one in
 /// [`STILL_EVERY_AFTER`]. A pirate stream hits on nearly every keyframe (one every 2 s), and a
 /// case's evidence is its first few keyframes with hits: 32 stills cover any decision the
 /// policies allow (`min_match_seconds` up to a minute) while a stream left flagged for an hour
-/// keeps 32 + 30 stills of about 15 KB, under 1 MB. A deciding keyframe's still is always kept.
+/// keeps 32 + 30 stills of about 15 KB, under 1 MB. A keyframe that decides always keeps its
+/// still.
 pub const STILLS_IN_FULL: i64 = 32;
 /// See [`STILLS_IN_FULL`]: one still in this many keyframes with hits after the first ones
 /// (every two minutes at one keyframe per 2 s).
@@ -395,6 +450,44 @@ async fn candidates_after(
     Ok(candidates)
 }
 
+/// Stills ([`StillToKeep`]) a process makes beside its next keyframes; a consumer with one
+/// more to make waits for a permit.
+const STILLS_IN_FLIGHT: usize = 4;
+
+/// Makes and stores `still` in a task of its own, then wakes the webhook delivery loop when the
+/// keyframe `decided` and acks its delivery (requeues it when the still could not be stored:
+/// handling is idempotent). Waits first while the process already has [`STILLS_IN_FLIGHT`]
+/// stills in the making.
+async fn keep_still_then_ack(
+    still: StillToKeep,
+    delivery: crate::queue::Delivery,
+    decided: bool,
+    deps: &Deps,
+) {
+    let Ok(permit) = Arc::clone(&deps.stills_in_flight).acquire_owned().await else {
+        unreachable!("the semaphore is never closed")
+    };
+    let deps = deps.clone();
+    tokio::spawn(async move {
+        let stored = still.store(&deps).await;
+        if decided {
+            deps.outbox_wake.notify_one();
+        }
+        let settled = match stored {
+            Ok(()) => delivery.ack().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "storing a still failed; requeueing");
+                metrics::counter!("offside_keyframes_requeued_total").increment(1);
+                delivery.requeue().await
+            }
+        };
+        if let Err(e) = settled {
+            tracing::warn!(error = %e, "settling a delivery failed; the broker will redeliver it");
+        }
+        drop(permit);
+    });
+}
+
 /// Receives, handles and settles messages until `cancel` fires.
 pub async fn run_consumer(queue: Arc<dyn KeyframeQueue>, deps: Deps, cancel: CancellationToken) {
     let mut backoff =
@@ -442,14 +535,24 @@ pub async fn run_consumer(queue: Arc<dyn KeyframeQueue>, deps: Deps, cancel: Can
             metrics::histogram!("offside_keyframe_latency_seconds").record(age_ms as f64 / 1000.0);
         }
         let settled = match result {
-            Ok(outcome) => {
+            Ok(Handled { outcome, still }) => {
                 backoff.reset();
                 metrics::counter!("offside_keyframes_total", "outcome" => outcome.label())
                     .increment(1);
-                if matches!(outcome, Outcome::Decided(_)) {
-                    deps.outbox_wake.notify_one();
+                let decided = matches!(outcome, Outcome::Decided(_));
+                match still {
+                    None => {
+                        if decided {
+                            deps.outbox_wake.notify_one();
+                        }
+                        delivery.ack().await
+                    }
+                    // Made beside the next keyframes; its task settles the delivery.
+                    Some(still) => {
+                        keep_still_then_ack(still, delivery, decided, &deps).await;
+                        Ok(())
+                    }
                 }
-                delivery.ack().await
             }
             Err(HandleError::Permanent(reason)) => {
                 tracing::warn!(stream_id = message.stream_id(), %reason, "unusable keyframe");

@@ -3,7 +3,6 @@
 use sqlx::{Any, Executor, Row as _};
 
 use super::now_ms;
-use crate::media::Still;
 use crate::recognition::HitTier;
 
 /// A stream's lifecycle.
@@ -331,10 +330,8 @@ pub struct ReferenceHit {
 const HITS_PER_INSERT: usize = 500;
 
 /// Stores every hit of one keyframe (all references) and bumps the stream's hit version, in
-/// one transaction, with the keyframe's still when `keep_still` keeps it at the new version;
-/// returns the new version and whether the still was stored. A redelivered keyframe adds no
-/// hits (the primary key) but still bumps the version, which only costs the next keyframe a
-/// replay.
+/// one transaction; returns the new version. A redelivered keyframe adds no hits (the primary
+/// key) but still bumps the version, which only costs the next keyframe a replay.
 ///
 /// # Errors
 /// Any database error.
@@ -343,9 +340,7 @@ pub async fn record_hits(
     stream_id: &str,
     viewers: Option<i64>,
     hits: &[ReferenceHit],
-    still: Option<&Still>,
-    keep_still: fn(i64) -> bool,
-) -> sqlx::Result<(i64, bool)> {
+) -> sqlx::Result<i64> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
     for chunk in hits.chunks(HITS_PER_INSERT) {
@@ -387,15 +382,8 @@ pub async fn record_hits(
     .fetch_one(&mut *tx)
     .await?;
     let version: i64 = row.try_get(0)?;
-    let kept = match still {
-        Some(still) if keep_still(version) => {
-            super::stills::insert_stream_still(&mut tx, stream_id, still).await?;
-            true
-        }
-        _ => false,
-    };
     tx.commit().await?;
-    Ok((version, kept))
+    Ok(version)
 }
 
 fn weight_to_micros(weight: f32) -> i64 {

@@ -31,6 +31,15 @@ async fn flagged_case(app: &TestApp, stream: &str) -> (String, String, String, V
     app.wait_for_stream_status(stream, "flagged").await;
     let cases = app.cases("?status=open").await;
     assert_eq!(cases.len(), 1, "{cases:?}");
+    // The deciding keyframe's still is stored just after its decision (`StillToKeep`).
+    let id = cases[0]["id"].as_str().unwrap().to_owned();
+    eventually(std::time::Duration::from_secs(10), "a still for every evidence pair", || async {
+        let shown: Value =
+            app.get(Some(&app.admin_key), &format!("/v1/cases/{id}")).await.json().await.ok()?;
+        let pairs = shown["evidence"].as_array()?;
+        pairs.iter().all(|p| p["stream_still_url"].is_string()).then_some(())
+    })
+    .await;
     (reference, holder_key, ingest, cases[0].clone())
 }
 
@@ -238,6 +247,65 @@ async fn a_disputed_kill_goes_back_to_the_queue_and_a_restore_from_it_sends_stre
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
+/// Waits until every keyframe of `stream` is handled and settled (a delivery is acked once its
+/// still is stored), so the stills counted after are all there will be. Two consumers: a
+/// stream's end can be handled while its last keyframes still are.
+async fn wait_until_handled(app: &TestApp, stream: &str) {
+    eventually(std::time::Duration::from_secs(60), "every keyframe handled", || async {
+        let queued: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM keyframe_queue WHERE stream_id = $1")
+                .bind(stream)
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        (queued == 0).then_some(())
+    })
+    .await;
+}
+
+/// A flagged stream goes on being recognised; it keeps the stills of its first keyframes with
+/// hits, then one in 60 (and the deciding ones): a flagged stream-hour stays under 1 MB.
+#[tokio::test]
+async fn a_flagged_stream_keeps_its_first_stills_then_one_in_sixty() {
+    let app = spawn_app_on(Db::Sqlite, |_| {}).await;
+    let stream = "pirate-long";
+    let (_, _, ingest, _) = flagged_case(&app, stream).await;
+    // The flagged stream goes on showing the same pictures: 80 more keyframes, most with hits.
+    let frames = query_keyframes("earth__color__1");
+    let first_ts = frames.last().unwrap().0 + 2000;
+    let more: Vec<(i64, Vec<u8>)> =
+        (0..80).map(|i| (first_ts + 2000 * i as i64, frames[i % frames.len()].1.clone())).collect();
+    app.post_keyframes(&ingest, stream, &more).await;
+    wait_until_handled(&app, stream).await;
+    let pool = app.store.pool();
+    let keyframes_with_hits: i64 =
+        sqlx::query_scalar("SELECT hit_version FROM streams WHERE id = $1")
+            .bind(stream)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(keyframes_with_hits > 60, "{keyframes_with_hits} keyframes with hits");
+    let (kept, _) = offside::store::stills::stream_still_bytes(pool, stream).await.unwrap();
+    // Versions 1..=32 and 60; the deciding keyframes are among the first.
+    let expected = (1..=keyframes_with_hits)
+        .filter(|v| {
+            *v <= offside::pipeline::STILLS_IN_FULL || v % offside::pipeline::STILL_EVERY_AFTER == 0
+        })
+        .count() as i64;
+    assert_eq!(kept, expected, "{keyframes_with_hits} keyframes with hits");
+    // Every evidence pair of the case still shows both pictures.
+    let case = &app.cases("?status=open").await[0];
+    let shown: Value = app
+        .get(Some(&app.admin_key), &format!("/v1/cases/{}", case["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    for pair in shown["evidence"].as_array().expect("evidence") {
+        assert!(pair["stream_still_url"].is_string(), "{pair}");
+    }
+}
+
 #[tokio::test]
 async fn stills_go_with_the_retention_and_with_their_reference() {
     let app = spawn_app_on(Db::Sqlite, |_| {}).await;
@@ -251,18 +319,7 @@ async fn stills_go_with_the_retention_and_with_their_reference() {
     .await;
     assert_eq!(ended["status"], "flagged", "{ended}");
     let pool = app.store.pool();
-    // Two consumers: the end can be handled while the last keyframe still is. Wait for the
-    // queue to drain, so the stills counted below are all there will be.
-    eventually(std::time::Duration::from_secs(30), "every keyframe handled", || async {
-        let queued: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM keyframe_queue WHERE stream_id = $1")
-                .bind("pirate-retention")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-        (queued == 0).then_some(())
-    })
-    .await;
+    wait_until_handled(&app, "pirate-retention").await;
     let (kept, bytes) =
         offside::store::stills::stream_still_bytes(pool, "pirate-retention").await.unwrap();
     assert!(kept >= 2, "the keyframes with hits keep stills");
