@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use zip::write::SimpleFileOptions;
 
-use super::{REFERENCE_STILL_TOLERANCE_MS, visible_case};
+use super::visible_case;
 use crate::domain::Policy;
 use crate::http::auth::Principal;
 use crate::http::{ApiError, AppState};
@@ -110,17 +110,12 @@ pub async fn evidence_bundle(
         let reference_still = if files.iter().any(|(n, _)| *n == reference_name) {
             Some(reference_name)
         } else {
-            stills::reference_still(
-                pool,
-                &case.reference_id,
-                row.reference_ts_ms,
-                REFERENCE_STILL_TOLERANCE_MS,
+            stills::reference_still(pool, &case.reference_id, row.reference_ts_ms).await?.map(
+                |bytes| {
+                    files.push((reference_name.clone(), bytes));
+                    reference_name
+                },
             )
-            .await?
-            .map(|bytes| {
-                files.push((reference_name.clone(), bytes));
-                reference_name
-            })
         };
         evidence.push(BundlePair { row: *row, stream_still, reference_still });
     }

@@ -22,10 +22,6 @@ use crate::store::{audit, outbox, stills};
 /// Longest reviewer note or reason kept, in characters.
 pub const MAX_NOTE_CHARS: usize = 2000;
 
-/// How far from a matched reference time a reference still may be and still stand for it:
-/// stills are kept one per second, so the nearest is at most half a second away.
-pub const REFERENCE_STILL_TOLERANCE_MS: i64 = 1000;
-
 /// What a reviewer decides on a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaseDecision {
@@ -326,9 +322,9 @@ pub async fn stills_of(state: &AppState, case: &Case) -> Result<Vec<(bool, bool)
             let stream = stream_times.binary_search(&e.stream_ts_ms).is_ok();
             let i = reference_times.partition_point(|t| *t < e.reference_ts_ms);
             let near = |j: usize| {
-                reference_times
-                    .get(j)
-                    .is_some_and(|t| (t - e.reference_ts_ms).abs() <= REFERENCE_STILL_TOLERANCE_MS)
+                reference_times.get(j).is_some_and(|t| {
+                    (t - e.reference_ts_ms).abs() <= stills::REFERENCE_STILL_TOLERANCE_MS
+                })
             };
             (stream, near(i) || (i > 0 && near(i - 1)))
         })
@@ -381,10 +377,7 @@ pub async fn case_still(
     }
     let still = match side {
         StillSide::Stream => stills::stream_still(pool, &case.stream_id, ts_ms).await?,
-        StillSide::Reference => {
-            stills::reference_still(pool, &case.reference_id, ts_ms, REFERENCE_STILL_TOLERANCE_MS)
-                .await?
-        }
+        StillSide::Reference => stills::reference_still(pool, &case.reference_id, ts_ms).await?,
     };
     still.ok_or(ApiError::NotFound("still"))
 }
@@ -423,7 +416,5 @@ pub async fn reference_still(
         .await?
         .filter(|r| principal.can_see(r.rights_holder_id.as_deref()))
         .ok_or(ApiError::NotFound("reference"))?;
-    stills::reference_still(pool, &reference.id, ts_ms, REFERENCE_STILL_TOLERANCE_MS)
-        .await?
-        .ok_or(ApiError::NotFound("still"))
+    stills::reference_still(pool, &reference.id, ts_ms).await?.ok_or(ApiError::NotFound("still"))
 }

@@ -193,7 +193,7 @@ pub async fn page<'e>(
         .bind(filter.opened_from)
         .bind(filter.opened_before)
         .bind(limit);
-    query = query.bind(crate::review::REFERENCE_STILL_TOLERANCE_MS);
+    query = query.bind(super::stills::REFERENCE_STILL_TOLERANCE_MS);
     if let Some(after) = after {
         query = query.bind(after.rank).bind(after.key).bind(after.id.as_str());
     }

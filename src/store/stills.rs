@@ -10,6 +10,10 @@ use sqlx::{Any, AnyConnection, Executor, Row as _};
 use super::now_ms;
 use crate::media::Still;
 
+/// How far from a matched reference time a reference still may be and still stand for it:
+/// stills are kept one per second, so the nearest is at most half a second away.
+pub const REFERENCE_STILL_TOLERANCE_MS: i64 = 1000;
+
 /// Rows per multi-row INSERT (4 parameters each).
 const STILLS_PER_INSERT: usize = 100;
 
@@ -65,8 +69,9 @@ pub async fn insert_stream_still(
     insert(conn, "stream_stills", "stream_id", stream_id, std::slice::from_ref(still)).await
 }
 
-/// The reference still nearest to `ts_ms`, if one was kept within `tolerance_ms` of it: stills
-/// are one per second, a matched moment is anywhere in between.
+/// The reference still nearest to `ts_ms`, if one was kept within
+/// [`REFERENCE_STILL_TOLERANCE_MS`] of it: stills are one per second, a matched moment is
+/// anywhere in between.
 ///
 /// # Errors
 /// Any database error.
@@ -74,8 +79,8 @@ pub async fn reference_still<'e>(
     db: impl Executor<'e, Database = Any>,
     reference_id: &str,
     ts_ms: i64,
-    tolerance_ms: i64,
 ) -> sqlx::Result<Option<Vec<u8>>> {
+    let tolerance_ms = REFERENCE_STILL_TOLERANCE_MS;
     // Both neighbours come from the primary key's range; the closer one wins.
     let row = sqlx::query(
         "SELECT image FROM reference_stills WHERE reference_id = $1 AND ts_ms BETWEEN $2 AND $3 \
