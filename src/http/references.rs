@@ -162,8 +162,10 @@ pub struct LiveReferenceRequest {
     /// file path (replayed in real time; only with `allow_private_urls`). Loopback, private and
     /// other non-public addresses need `allow_private_urls` or `allow_private_networks`.
     pub live_url: String,
-    /// What to do on a match (default: flag after 8 s).
-    #[serde(default)]
+    /// What to do on a match; leave it out for the default (flag after 8 s). `null` is refused
+    /// like any other value that is not a policy.
+    #[serde(default, deserialize_with = "present_policy")]
+    #[schema(nullable = false)]
     pub policy: Option<Policy>,
     /// How long live frames stay matchable, 60 s to 7 days (default 7200).
     #[serde(default)]
@@ -296,12 +298,19 @@ pub struct ReferenceMetadata {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub title: String,
-    /// What to do on a match (default: flag after 8 s).
-    #[serde(default)]
+    /// What to do on a match; leave it out for the default (flag after 8 s). `null` is refused
+    /// like any other value that is not a policy.
+    #[serde(default, deserialize_with = "present_policy")]
+    #[schema(nullable = false)]
     pub policy: Option<Policy>,
     /// The owner; only an admin sets it (a rights holder's references are its own).
     #[serde(default)]
     pub rights_holder_id: Option<String>,
+}
+
+/// A `policy` that is there is a policy (`null` is not); a missing one is `None` (`default`).
+fn present_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Policy>, D::Error> {
+    Policy::deserialize(d).map(Some)
 }
 
 /// The multipart upload form.

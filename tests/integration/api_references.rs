@@ -163,6 +163,18 @@ async fn uploads_with_a_bad_policy_or_no_file_are_refused() {
         )
         .await;
     assert_eq!(bad_action.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // A policy is left out for the default; `null` is not a policy (as OpenAPI says).
+    let null_policy = app
+        .upload_reference(
+            &app.admin_key,
+            &json!({"title": "x", "policy": null}),
+            "a.mp4",
+            vec![1; 10],
+        )
+        .await;
+    assert_eq!(null_policy.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let message = null_policy.json::<Value>().await.unwrap()["error"]["message"].to_string();
+    assert!(message.contains("null"), "{message}");
     let form = reqwest::multipart::Form::new().text("metadata", json!({"title": "x"}).to_string());
     let no_file = app
         .client
