@@ -163,6 +163,15 @@ pub const METRICS: &[MetricInfo] = &[
          decided, low_quality, dropped, ended)",
     ),
     metric(
+        "offside_geometric_lookups_total",
+        Counter,
+        Some(Unit::Count),
+        &[],
+        "Keyframes this process's workers looked up in the geometric tier (local features): the \
+         schedule by need picks every keyframe of a stream with recent evidence, one in a few of \
+         a quiet one",
+    ),
+    metric(
         "offside_keyframe_latency_seconds",
         Histogram,
         Some(Unit::Seconds),

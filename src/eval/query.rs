@@ -1,6 +1,6 @@
-//! One query through the recogniser: its keyframes hashed and looked up once, in `ts_ms`
-//! order, by the worker's own functions ([`hash_keyframe_timed`], [`lookup_timed`]), and fed to
-//! one [`StreamRecognizer`] per choice of tiers, each stopping at its first decision.
+//! One query through the recogniser: its keyframes decoded and looked up once, in `ts_ms`
+//! order, by the worker's own function ([`look_up_luma`], with the geometric tier's schedule),
+//! and fed to one [`StreamRecognizer`] per choice of tiers, each stopping at its first decision.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{Query, QueryKind};
 use crate::recognition::{
-    KeyframeCost, Library, RecognitionConfig, StreamRecognizer, Tiers, hash_keyframe_timed,
-    lookup_timed,
+    KeyframeCost, Library, RecognitionConfig, StreamActivity, StreamRecognizer, Tiers,
+    decode_keyframe_timed, look_up_luma,
 };
 
 /// What one choice of tiers decided for a query.
@@ -105,16 +105,41 @@ pub fn run_query(
             )
         })
         .collect();
-    // Both tiers are looked up once; each choice of tiers selects its hits from them.
+    // One lookup per keyframe, as the worker's (both tiers, the geometric one on the
+    // schedule's keyframes of this stream); each choice of tiers selects its hits from it. The
+    // geometric tier alone is judged on every keyframe: on the keyframes the schedule skipped,
+    // its features are looked up outside the timed cost.
     let both = RecognitionConfig { tiers: Tiers::Both, ..cfg.clone() };
     let mut cost = KeyframeCost::default();
+    let mut activity = StreamActivity::default();
     for (ts_ms, path) in &query.keyframes {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let Some(hashes) = hash_keyframe_timed(&bytes, &mut cost) else { continue };
-        let tier_hits = lookup_timed(library, &hashes, &both, None, &mut cost);
+        let Some(luma) = decode_keyframe_timed(&bytes, &mut cost) else { continue };
+        let found = look_up_luma(library, &luma, &both, None, *ts_ms, activity, &mut cost);
+        let scheduled = library.keyframe_hits(&found.hits, Tiers::Both);
+        activity.record(*ts_ms, found.looked_up_features(), !scheduled.is_empty());
+        let features_alone = if found.looked_up_features() {
+            found.hits.clone()
+        } else {
+            let untimed = RecognitionConfig { tiers: Tiers::Features, ..cfg.clone() };
+            look_up_luma(
+                library,
+                &luma,
+                &untimed,
+                None,
+                *ts_ms,
+                activity,
+                &mut KeyframeCost::default(),
+            )
+            .hits
+        };
         for (tiers, recognizer, outcome) in &mut runs {
-            let hits = library.keyframe_hits(&tier_hits, *tiers);
+            let hits = match tiers {
+                Tiers::Both => scheduled.clone(),
+                Tiers::Pdq => library.keyframe_hits(&found.hits, Tiers::Pdq),
+                Tiers::Features => library.keyframe_hits(&features_alone, Tiers::Features),
+            };
             recognizer.observe(*ts_ms, &hits);
             let hit = match expected {
                 Some(r) => hits.iter().any(|h| h.reference_id == r),

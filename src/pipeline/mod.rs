@@ -7,8 +7,9 @@
 //! Per-stream evidence lives in the database (`stream_hits`), not in one worker's memory: any
 //! worker may take any keyframe of a stream (see [`crate::queue`]), and a worker that dies loses
 //! nothing. Only keyframes with index hits write anything, so negative traffic costs one cached
-//! status read. A keyframe is hashed ([`crate::recognition::hash_keyframe`]) and looked up
-//! ([`crate::recognition::Library::hits`]) by the very functions `offside eval` runs, and the
+//! status read. A keyframe is hashed and looked up ([`crate::recognition::look_up_luma`], the
+//! geometric tier on the keyframes its schedule picks) by the very function `offside eval`
+//! runs, and the
 //! evidence is computed by the one recogniser it runs ([`StreamRecognizer`]: one per stream
 //! over every reference's hits, so a keyframe's vote is split between references exactly as in
 //! the evaluation), with the reference policy (`min_match_seconds`, accounts, window) on top.
@@ -35,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 use crate::media::{STREAM_STILL_LONG_SIDE, Still, still_of_image};
 use crate::queue::{DeliveryStream, KeyframeMessage, KeyframeQueue, Payload, QueueMessage};
 use crate::recognition::{
-    KeyframeHashes, KeyframeHit, LiveQuery, RecognitionConfig, SharedLibrary, StreamRecognizer,
-    hash_keyframe,
+    KeyframeCost, KeyframeHashes, KeyframeHit, LiveQuery, RecognitionConfig, SharedLibrary,
+    StreamActivity, StreamRecognizer, decode_keyframe, look_up_luma,
 };
 use crate::store::Store;
 use crate::store::streams::{self, ReferenceHit, StoredHit, StreamStatus};
@@ -56,7 +57,7 @@ pub struct Deps {
     pub recognition: RecognitionConfig,
     /// Wakes the webhook delivery loop after a decision (same process).
     pub outbox_wake: Arc<tokio::sync::Notify>,
-    status_cache: Arc<Mutex<HashMap<String, (StreamStatus, Instant)>>>,
+    streams_seen: Arc<Mutex<HashMap<String, StreamMemo>>>,
     recognizers: Arc<Mutex<HashMap<String, CachedRecognizer>>>,
     /// One permit per still being made after its keyframe's outcome ([`StillToKeep`]).
     stills_in_flight: Arc<tokio::sync::Semaphore>,
@@ -70,7 +71,7 @@ impl Deps {
             library,
             recognition,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
-            status_cache: Arc::new(Mutex::new(HashMap::new())),
+            streams_seen: Arc::new(Mutex::new(HashMap::new())),
             recognizers: Arc::new(Mutex::new(HashMap::new())),
             stills_in_flight: Arc::new(tokio::sync::Semaphore::new(STILLS_IN_FLIGHT)),
         }
@@ -87,8 +88,22 @@ impl Deps {
 /// How long a stream's status is trusted from the cache. A stale `live` only means a few more
 /// keyframes of a just-killed stream are recognised; decisions re-check in their transaction.
 const STATUS_TTL: Duration = Duration::from_secs(1);
-/// Most streams whose status is cached; beyond it the cache is cleared (cheap to refill).
-const STATUS_CACHE_MAX: usize = 100_000;
+/// Most streams this process remembers ([`StreamMemo`]); beyond it the memory is cleared
+/// (cheap to refill: one status read, and one more geometric lookup, per stream).
+const STREAMS_SEEN_MAX: usize = 100_000;
+
+/// What this process knows of a stream: its status as read at `read_at`, and what it did for
+/// the geometric tier's schedule ([`crate::recognition::FeatureSchedule`]). The latest hit is
+/// read from the database with the status, so a hit another process recorded counts here
+/// within [`STATUS_TTL`]; the latest geometric lookup is this process's own (with several
+/// workers a quiet stream is looked at once per interval by each that takes its keyframes:
+/// more often, never less).
+#[derive(Debug, Clone, Copy)]
+struct StreamMemo {
+    status: StreamStatus,
+    read_at: Instant,
+    activity: StreamActivity,
+}
 /// Most streams whose recogniser is kept in memory; beyond it the cache is cleared (a miss
 /// costs one replay from the database).
 const RECOGNIZER_CACHE_MAX: usize = 10_000;
@@ -176,25 +191,53 @@ impl From<sqlx::Error> for HandleError {
     }
 }
 
-async fn stream_status(deps: &Deps, k: &KeyframeMessage) -> Result<StreamStatus, HandleError> {
-    if let Some((s, at)) = lock(&deps.status_cache).get(&k.stream_id)
-        && at.elapsed() < STATUS_TTL
+/// The stream's status and activity: from this process's memory when read within
+/// [`STATUS_TTL`], else one read (and, for a stream never seen, one insert first).
+async fn stream_status(
+    deps: &Deps,
+    k: &KeyframeMessage,
+) -> Result<(StreamStatus, StreamActivity), HandleError> {
+    let remembered = lock(&deps.streams_seen).get(&k.stream_id).copied();
+    if let Some(m) = remembered
+        && m.read_at.elapsed() < STATUS_TTL
     {
-        return Ok(*s);
+        return Ok((m.status, m.activity));
     }
-    streams::ensure(deps.store.pool(), &k.stream_id, k.account_id.as_deref(), k.viewers).await?;
-    let status = streams::get(deps.store.pool(), &k.stream_id)
-        .await?
-        // An ended stream keeps a flagged status, but its late keyframes are dropped.
-        .map_or(StreamStatus::Live, |s| {
-            if s.ended_at.is_some() { StreamStatus::Ended } else { s.status }
-        });
-    let mut cache = lock(&deps.status_cache);
-    if cache.len() >= STATUS_CACHE_MAX {
-        cache.clear();
+    let pool = deps.store.pool();
+    let stored = match streams::get(pool, &k.stream_id).await? {
+        Some(s) => Some(s),
+        None => {
+            streams::ensure(pool, &k.stream_id, k.account_id.as_deref(), k.viewers).await?;
+            streams::get(pool, &k.stream_id).await?
+        }
+    };
+    // An ended stream keeps a flagged status, but its late keyframes are dropped.
+    let status = stored.as_ref().map_or(StreamStatus::Live, |s| {
+        if s.ended_at.is_some() { StreamStatus::Ended } else { s.status }
+    });
+    let mut activity = remembered.map(|m| m.activity).unwrap_or_default();
+    if let Some(t) = stored.and_then(|s| s.last_hit_ts_ms) {
+        activity.record(t, false, true);
     }
-    cache.insert(k.stream_id.clone(), (status, Instant::now()));
-    Ok(status)
+    let mut seen = lock(&deps.streams_seen);
+    if seen.len() >= STREAMS_SEEN_MAX {
+        seen.clear();
+    }
+    seen.insert(k.stream_id.clone(), StreamMemo { status, read_at: Instant::now(), activity });
+    Ok((status, activity))
+}
+
+/// Remembers what a keyframe of the stream did for the geometric tier's schedule.
+fn remember_activity(
+    deps: &Deps,
+    stream_id: &str,
+    ts_ms: i64,
+    looked_up_features: bool,
+    hit: bool,
+) {
+    if let Some(m) = lock(&deps.streams_seen).get_mut(stream_id) {
+        m.activity.record(ts_ms, looked_up_features, hit);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -268,12 +311,13 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Handled, Hand
             // A flagged or killed stream keeps its status (its decision stays visible) and
             // gets an `ended_at`; a live one becomes `ended`.
             streams::end(deps.store.pool(), &e.stream_id, "ended by the platform").await?;
-            lock(&deps.status_cache).remove(&e.stream_id);
+            lock(&deps.streams_seen).remove(&e.stream_id);
             return Ok(Outcome::Ended.into());
         }
         QueueMessage::Keyframe(k) => k,
     };
-    if !stream_status(deps, k).await?.accepts_keyframes() {
+    let (status, activity) = stream_status(deps, k).await?;
+    if !status.accepts_keyframes() {
         return Ok(Outcome::Dropped.into());
     }
     let payload = k.payload().map_err(|e| HandleError::Permanent(e.to_string()))?;
@@ -281,28 +325,42 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Handled, Hand
     // Live references are aligned by wall-clock time: the capture time when the platform sent
     // one, else now (arrival).
     let at_ms = k.captured_at_ms.unwrap_or_else(crate::store::now_ms);
+    let ts_ms = k.ts_ms;
     // Decoding and hashing are CPU-bound: keep them off the async threads.
     let found = tokio::task::spawn_blocking(move || {
-        let (hashes, image) = match payload {
-            Payload::Image(_, bytes) => (
-                hash_keyframe(&bytes).map_err(|e| HandleError::Permanent(format!("image: {e}")))?,
-                Some(bytes),
-            ),
-            Payload::Pdq { hash, quality } => (KeyframeHashes::from_hash(hash, quality), None),
+        let library = library.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let live = Some(LiveQuery::at(at_ms));
+        let (hashes, hits, image) = match payload {
+            Payload::Image(_, bytes) => {
+                let luma = decode_keyframe(&bytes)
+                    .map_err(|e| HandleError::Permanent(format!("image: {e}")))?;
+                let mut cost = KeyframeCost::default();
+                let found =
+                    look_up_luma(&library, &luma, &config, live, ts_ms, activity, &mut cost);
+                let hits = library.keyframe_hits(&found.hits, config.tiers);
+                (found.hashes, hits, Some(bytes))
+            }
+            Payload::Pdq { hash, quality } => {
+                let hashes = KeyframeHashes::from_hash(hash, quality);
+                let hits = library.hits(&hashes, &config, live);
+                (hashes, hits, None)
+            }
         };
-        if !hashes.carries_evidence() {
-            return Ok(None);
-        }
-        let hits = library.read().unwrap_or_else(std::sync::PoisonError::into_inner).hits(
-            &hashes,
-            &config,
-            Some(LiveQuery::at(at_ms)),
-        );
-        Ok::<_, HandleError>(Some((hits, image)))
+        Ok::<_, HandleError>((hashes, hits, image))
     })
     .await
     .map_err(|e| HandleError::Transient(anyhow::anyhow!("hashing task failed: {e}")))??;
-    let Some((hits, image)) = found else { return Ok(Outcome::LowQuality.into()) };
+    let (hashes, hits, image) = found;
+    let looked_up_features = hashes.features.is_some();
+    remember_activity(deps, &k.stream_id, k.ts_ms, looked_up_features, !hits.is_empty());
+    if looked_up_features {
+        metrics::counter!("offside_geometric_lookups_total").increment(1);
+    }
+    // Nothing to look up: no PDQ view of usable quality, and no local features where the
+    // geometric tier looked (a keyframe it skipped on schedule is only unmatched).
+    if !hashes.carries_evidence() && (looked_up_features || image.is_none()) {
+        return Ok(Outcome::LowQuality.into());
+    }
     if hits.is_empty() {
         return Ok(Outcome::NoMatch.into());
     }

@@ -1,12 +1,16 @@
-//! What a keyframe costs, step by step: [`hash_keyframe`](super::hash_keyframe) and
-//! [`Library::lookup`] run one step at a time with a clock around each, so `offside eval` can
-//! tell the tiers' costs apart while running the very functions the worker runs.
+//! A keyframe through the tiers, step by step with a clock around each step: the worker's lookup
+//! ([`look_up_luma`]), so `offside eval` tells the tiers' costs apart while running the very
+//! function the worker runs.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{KeyframeHashes, Library, LiveQuery, RecognitionConfig, TierHits, Tiers};
+use fingerprints::Luma;
+
+use super::{
+    KeyframeHashes, Library, LiveQuery, RecognitionConfig, StreamActivity, TierHits, Tiers,
+};
 
 /// Time spent per step on keyframes (ms, summed; one thread).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -19,6 +23,8 @@ pub struct KeyframeCost {
     pub pdq_hash_ms: f64,
     /// PDQ index lookup.
     pub pdq_lookup_ms: f64,
+    /// Keyframes the geometric tier looked at ([`super::FeatureSchedule`]).
+    pub features_keyframes: usize,
     /// Local feature extraction.
     pub features_extract_ms: f64,
     /// Feature index lookup and geometric verification.
@@ -32,8 +38,18 @@ impl KeyframeCost {
         self.decode_ms += o.decode_ms;
         self.pdq_hash_ms += o.pdq_hash_ms;
         self.pdq_lookup_ms += o.pdq_lookup_ms;
+        self.features_keyframes += o.features_keyframes;
         self.features_extract_ms += o.features_extract_ms;
         self.features_lookup_ms += o.features_lookup_ms;
+    }
+
+    /// Every step's time together.
+    pub fn total_ms(&self) -> f64 {
+        self.decode_ms
+            + self.pdq_hash_ms
+            + self.pdq_lookup_ms
+            + self.features_extract_ms
+            + self.features_lookup_ms
     }
 
     /// The same times per keyframe.
@@ -44,6 +60,7 @@ impl KeyframeCost {
             decode_ms: self.decode_ms / n,
             pdq_hash_ms: self.pdq_hash_ms / n,
             pdq_lookup_ms: self.pdq_lookup_ms / n,
+            features_keyframes: self.features_keyframes,
             features_extract_ms: self.features_extract_ms / n,
             features_lookup_ms: self.features_lookup_ms / n,
         }
@@ -54,40 +71,69 @@ fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
-/// [`hash_keyframe`](super::hash_keyframe), timed step by step into `cost` (which counts the
-/// keyframe); `None`, with nothing counted, for bytes that do not decode.
-pub fn hash_keyframe_timed(bytes: &[u8], cost: &mut KeyframeCost) -> Option<KeyframeHashes> {
+/// Decodes a keyframe, timed into `cost` (which counts the keyframe); `None`, with nothing
+/// counted, for bytes that do not decode.
+pub fn decode_keyframe_timed(bytes: &[u8], cost: &mut KeyframeCost) -> Option<Luma> {
     let t = Instant::now();
-    let luma = super::keyframe::decode_keyframe(bytes).ok()?;
+    let luma = super::decode_keyframe(bytes).ok()?;
     cost.decode_ms += ms_since(t);
-    let t = Instant::now();
-    let mut hashes = super::hash_luma_pdq(&luma);
-    cost.pdq_hash_ms += ms_since(t);
-    let t = Instant::now();
-    hashes.features = Some(super::keyframe::query_features(&luma));
-    cost.features_extract_ms += ms_since(t);
     cost.keyframes += 1;
-    Some(hashes)
+    Some(luma)
 }
 
-/// [`Library::lookup`], timed tier by tier into `cost`.
-pub fn lookup_timed(
+/// A keyframe looked up by [`look_up_luma`].
+#[derive(Debug, Clone)]
+pub struct KeyframeLookup {
+    /// What was looked up: the PDQ views, and the local features when the geometric tier
+    /// looked at the keyframe.
+    pub hashes: KeyframeHashes,
+    /// Each tier's hits (the geometric tier's empty when it did not look).
+    pub hits: TierHits,
+}
+
+impl KeyframeLookup {
+    /// Whether the geometric tier looked at the keyframe.
+    pub fn looked_up_features(&self) -> bool {
+        self.hashes.features.is_some()
+    }
+}
+
+/// A decoded keyframe through the tiers `config` asks for, step by step with a clock around
+/// each (into `cost`): the PDQ views hashed and looked up, then, when the geometric tier runs
+/// and [`FeatureSchedule::wants_features`](super::FeatureSchedule::wants_features) says so for
+/// this keyframe of `stream`, its local features extracted and looked up. What the worker runs
+/// on every keyframe, and `offside eval` on every query keyframe.
+pub fn look_up_luma(
     library: &Library,
-    keyframe: &KeyframeHashes,
+    luma: &Luma,
     config: &RecognitionConfig,
     live: Option<LiveQuery>,
+    stream_ts_ms: i64,
+    stream: StreamActivity,
     cost: &mut KeyframeCost,
-) -> TierHits {
+) -> KeyframeLookup {
     let mut hits = TierHits::default();
+    let t = Instant::now();
+    let mut hashes = super::hash_luma_pdq(luma);
+    cost.pdq_hash_ms += ms_since(t);
     if config.tiers != Tiers::Features {
         let t = Instant::now();
-        hits.pdq = library.lookup_pdq(keyframe, config.radius, config.max_hits_per_keyframe, live);
+        hits.pdq = library.lookup_pdq(&hashes, config.radius, config.max_hits_per_keyframe, live);
         cost.pdq_lookup_ms += ms_since(t);
     }
-    if config.tiers != Tiers::Pdq {
+    let features = match config.tiers {
+        Tiers::Pdq => false,
+        Tiers::Features => true,
+        Tiers::Both => config.schedule.wants_features(stream_ts_ms, !hits.pdq.is_empty(), stream),
+    };
+    if features {
         let t = Instant::now();
-        hits.features = library.lookup_features(keyframe, live);
+        hashes.features = Some(super::keyframe::query_features(luma));
+        cost.features_extract_ms += ms_since(t);
+        let t = Instant::now();
+        hits.features = library.lookup_features(&hashes, live);
         cost.features_lookup_ms += ms_since(t);
+        cost.features_keyframes += 1;
     }
-    hits
+    KeyframeLookup { hashes, hits }
 }

@@ -91,8 +91,11 @@ pub fn hash_keyframe(bytes: &[u8]) -> Result<KeyframeHashes, fingerprints::Error
     Ok(hash_luma(&decode_keyframe(bytes)?))
 }
 
-/// A keyframe's luma, within [`DecodeLimits::default`].
-pub(crate) fn decode_keyframe(bytes: &[u8]) -> Result<Luma, fingerprints::Error> {
+/// Decodes a keyframe (JPEG, PNG or WebP) to its luma, within [`DecodeLimits::default`].
+///
+/// # Errors
+/// As [`hash_keyframe`].
+pub fn decode_keyframe(bytes: &[u8]) -> Result<Luma, fingerprints::Error> {
     decode_luma(bytes, &DecodeLimits::default())
 }
 

@@ -15,8 +15,9 @@
 //! - [`StreamRecognizer`]: one stream's matcher plus [`RecognitionConfig`], the decision rule
 //!   that both `offside eval` and the worker apply, so the evaluation measures what runs. The
 //!   worker keeps one per stream (cached, or replayed from its stored [`KeyframeHit`]s); eval
-//!   one per query, fed by [`hash_keyframe_timed`] and [`lookup_timed`] ([`KeyframeCost`]):
-//!   the steps of [`hash_keyframe`] and [`Library::lookup`], timed one by one.
+//!   one per query. Both look a keyframe up with [`look_up_luma`], timed step by step
+//!   ([`KeyframeCost`]), which asks the [`FeatureSchedule`] whether the geometric tier looks
+//!   at it: every keyframe of a stream with evidence, one in a few of a quiet stream.
 //!
 //! Everything here is synchronous and CPU-bound: call it from a blocking thread.
 
@@ -25,22 +26,25 @@ mod frame;
 mod keyframe;
 mod library;
 mod reference;
+mod schedule;
 mod stream;
 pub(crate) mod weights;
 
-pub use cost::{KeyframeCost, hash_keyframe_timed, lookup_timed};
+pub use cost::{KeyframeCost, KeyframeLookup, decode_keyframe_timed, look_up_luma};
 pub use frame::{
     CorruptFeatures, FRAME_BYTES, FeatureFrame, ReferenceFrame, TornFrames, decode_feature_frames,
     decode_frames, encode_feature_frames, encode_frames,
 };
 pub use keyframe::{
-    KeyframeHashes, MIN_QUALITY, QueryHash, QueryView, hash_keyframe, hash_luma, hash_luma_pdq,
+    KeyframeHashes, MIN_QUALITY, QueryHash, QueryView, decode_keyframe, hash_keyframe, hash_luma,
+    hash_luma_pdq,
 };
 pub use library::{Library, LibraryStats, LiveQuery, LiveWindow, SharedLibrary, TierHits};
 pub use reference::{
     FeatureSampler, FramePruner, HashProgress, REFERENCE_HASHING_VERSION, ReferenceHashOptions,
     ReferenceHashes, hash_reference_file, hash_reference_image, reference_frames_of,
 };
+pub use schedule::{FeatureSchedule, StreamActivity};
 pub use stream::{HitTier, KeyframeHit, Match, RecognitionConfig, StreamRecognizer, Tiers};
 pub use weights::FEATURE_HITS_PER_REFERENCE;
 

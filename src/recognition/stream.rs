@@ -2,6 +2,8 @@
 
 use fingerprints::{Evidence, Hit, MatcherConfig, StreamMatcher};
 
+use super::FeatureSchedule;
+
 /// Which recognition tiers feed the matcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Tiers {
@@ -65,11 +67,13 @@ pub struct RecognitionConfig {
     pub matcher: MatcherConfig,
     /// The tiers looked up (default both).
     pub tiers: Tiers,
+    /// Which keyframes the geometric tier looks at when both tiers run.
+    pub schedule: FeatureSchedule,
 }
 
 impl Default for RecognitionConfig {
-    /// Radius 31 (PDQ's customary match radius) and the matcher's defaults, which were
-    /// measured on the development set (docs/EVALUATION.md). (The PDQ tier's quality floor,
+    /// Radius 31 (PDQ's customary match radius), the matcher's defaults and the geometric
+    /// tier's schedule, which were measured on the development set (docs/EVALUATION.md). (The PDQ tier's quality floor,
     /// [`super::MIN_QUALITY`], is applied to each view when a keyframe is hashed.)
     fn default() -> Self {
         Self {
@@ -77,6 +81,7 @@ impl Default for RecognitionConfig {
             max_hits_per_keyframe: 256,
             matcher: MatcherConfig::default(),
             tiers: Tiers::Both,
+            schedule: FeatureSchedule::default(),
         }
     }
 }

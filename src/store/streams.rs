@@ -70,10 +70,12 @@ pub struct Stream {
     /// When the platform ended it (ms since epoch). A flagged or killed stream keeps its
     /// status when it ends, so the decision stays visible; this says it is off the air.
     pub ended_at: Option<i64>,
+    /// Stream time of its latest keyframe with a hit, if any.
+    pub last_hit_ts_ms: Option<i64>,
 }
 
-const STREAM_COLUMNS: &str =
-    "id, account_id, status, status_reason, created_at, updated_at, viewers, ended_at";
+const STREAM_COLUMNS: &str = "id, account_id, status, status_reason, created_at, updated_at, \
+                              viewers, ended_at, last_hit_ts_ms";
 
 fn stream_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Stream> {
     let status: String = row.try_get(2)?;
@@ -86,6 +88,7 @@ fn stream_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Stream> {
         updated_at: row.try_get(5)?,
         viewers: row.try_get(6)?,
         ended_at: row.try_get(7)?,
+        last_hit_ts_ms: row.try_get(8)?,
     })
 }
 
@@ -373,12 +376,18 @@ pub async fn record_hits(
     }
     // The viewer count rides on this update: keyframes without hits write nothing, and only
     // streams with hits can reach the review queue that orders by it.
+    // So is the stream time of its latest hit, which schedules the geometric tier
+    // (`recognition::FeatureSchedule`) in whichever process takes the next keyframe.
+    let latest_hit_ms = hits.iter().map(|h| h.hit.stream_ts_ms).max();
     let row = sqlx::query(
-        "UPDATE streams SET hit_version = hit_version + 1, viewers = COALESCE($2, viewers) \
+        "UPDATE streams SET hit_version = hit_version + 1, viewers = COALESCE($2, viewers), \
+         last_hit_ts_ms = CASE WHEN last_hit_ts_ms IS NULL OR last_hit_ts_ms < $3 THEN $3 \
+         ELSE last_hit_ts_ms END \
          WHERE id = $1 RETURNING hit_version",
     )
     .bind(stream_id)
     .bind(viewers)
+    .bind(latest_hit_ms)
     .fetch_one(&mut *tx)
     .await?;
     let version: i64 = row.try_get(0)?;

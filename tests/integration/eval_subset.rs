@@ -37,8 +37,14 @@ fn every_positive_is_flagged_for_its_reference_and_no_negative_is_flagged() {
             }
         }
     }
-    let report = eval::report(outcomes, stats, 0.0);
+    let report = eval::report(outcomes, stats);
     assert_eq!(report.false_flags, 0);
+    // The cost figures are the worker's schedule's: the geometric tier skips keyframes of the
+    // streams that match nothing, and the platform's mix is priced from both kinds.
+    let negative = &report.cost_ms_per_negative_keyframe;
+    assert!(negative.features_keyframes < negative.keyframes, "{negative:?}");
+    let mix = report.platform_mix_ms_per_keyframe;
+    assert!(mix > negative.decode_ms, "{mix} ms per keyframe");
     assert_eq!((report.negatives, report.hard_negatives), (3, 1));
     let json = report.to_json();
     assert_eq!(json["per_transform"]["reencode"]["queries"], 1);

@@ -12,9 +12,11 @@ use fingerprints::features::{FeatureConfig, LocalFeatures};
 use fingerprints::{CropVariant, DecodeLimits, decode_luma};
 use offside::domain::{Policy, ReferenceSource, ReferenceStatus};
 use offside::eval::{self, Query, QueryKind};
+use offside::pipeline::{self, Deps, Outcome};
+use offside::queue::{KeyframeMessage, QueueMessage};
 use offside::recognition::{
-    FeatureFrame, Library, RecognitionConfig, ReferenceHashOptions, Tiers, hash_reference_file,
-    reference_frames_of,
+    FeatureFrame, Library, RecognitionConfig, ReferenceHashOptions, SharedLibrary, Tiers,
+    hash_keyframe, hash_reference_file, reference_frames_of,
 };
 use offside::references::index::IndexSync;
 use offside::store::references::{self, FEATURE_FRAMES_PER_CHUNK, NewReference};
@@ -211,4 +213,93 @@ async fn feature_frames_round_trip_through_sqlite_into_the_index() {
 #[tokio::test]
 async fn feature_frames_round_trip_through_postgres_into_the_index() {
     feature_frames_round_trip_through_the_database_into_the_index(Db::Postgres).await;
+}
+
+/// The geometric tier's schedule in the worker (`recognition::FeatureSchedule`): a stream that
+/// has shown nothing is looked at once per interval, and a hit recorded by another worker
+/// process opens the full look for the next keyframe here. Two `Deps` on one database are two
+/// worker processes.
+async fn a_hit_seen_by_another_worker_opens_the_geometric_look_here(db: Db) {
+    let env = TestEnv::new(db).await;
+    let store = Store::connect(&env.database_url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let library = earth_library();
+    let tmp = tempfile::tempdir().unwrap();
+    let keyframes = camcorder_keyframes(tmp.path());
+    // Keyframes only the geometric tier sees: no PDQ hit, a verified feature frame.
+    let cfg = RecognitionConfig::default();
+    let geometric_only: Vec<bytes::Bytes> = keyframes
+        .iter()
+        .map(|(_, path)| bytes::Bytes::from(std::fs::read(path).unwrap()))
+        .filter(|bytes| {
+            let hashes = hash_keyframe(bytes).unwrap();
+            library.lookup_pdq(&hashes, cfg.radius, cfg.max_hits_per_keyframe, None).is_empty()
+                && !library.lookup_features(&hashes, None).is_empty()
+        })
+        .collect();
+    assert!(geometric_only.len() >= 2, "{} geometric-only keyframes", geometric_only.len());
+    let unrelated = bytes::Bytes::from(
+        std::fs::read(root().join("fingerprints/tests/data/pdq/camera_640x360.png")).unwrap(),
+    );
+
+    let library: SharedLibrary = Arc::new(RwLock::new(library));
+    let worker_a = Deps::new(store.clone(), library.clone(), cfg.clone());
+    let worker_b = Deps::new(store.clone(), library, cfg.clone());
+    let keyframe = |stream: &str, ts_ms: i64, body: &bytes::Bytes| {
+        QueueMessage::Keyframe(KeyframeMessage {
+            stream_id: stream.to_owned(),
+            ts_ms,
+            account_id: None,
+            captured_at_ms: None,
+            viewers: None,
+            content_type: "image/jpeg".to_owned(),
+            body: body.clone(),
+        })
+    };
+    let outcome = |deps: Deps, message: QueueMessage| async move {
+        pipeline::handle(&message, &deps).await.expect("handled").outcome
+    };
+
+    // Alone, worker B looks at a quiet stream's first keyframe, then skips the next ones until
+    // the interval is due: a re-stream starting half an interval later is not looked at.
+    let interval = cfg.schedule.quiet_interval_ms;
+    assert!(interval >= 2_000, "the schedule looks at every keyframe: {:?}", cfg.schedule);
+    let (found_at, skipped_at) = (interval / 4, interval / 2);
+    let quiet = "stream-quiet";
+    let unrelated_png = |ts| {
+        let mut m = keyframe(quiet, ts, &unrelated);
+        if let QueueMessage::Keyframe(k) = &mut m {
+            k.content_type = "image/png".to_owned();
+        }
+        m
+    };
+    assert_eq!(outcome(worker_b.clone(), unrelated_png(0)).await, Outcome::NoMatch);
+    let skipped = outcome(worker_b.clone(), keyframe(quiet, skipped_at, &geometric_only[1])).await;
+    assert_eq!(skipped, Outcome::NoMatch);
+
+    // Worker A finds the re-stream on another stream's keyframe; worker B, which saw only that
+    // stream's quiet first keyframe, reads the hit with the stream's status and looks at the
+    // next keyframe.
+    let shared = "stream-shared";
+    let mut first = unrelated_png(0);
+    if let QueueMessage::Keyframe(k) = &mut first {
+        k.stream_id = shared.to_owned();
+    }
+    assert_eq!(outcome(worker_b.clone(), first).await, Outcome::NoMatch);
+    let found = outcome(worker_a, keyframe(shared, found_at, &geometric_only[0])).await;
+    assert_eq!(found, Outcome::Accumulating);
+    // Past the status cache's second, as a keyframe of a stream keyed every 2 s would be.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let looked = outcome(worker_b, keyframe(shared, skipped_at, &geometric_only[1])).await;
+    assert!(matches!(looked, Outcome::Accumulating | Outcome::Decided(_)), "{looked:?}");
+}
+
+#[tokio::test]
+async fn a_hit_seen_by_another_worker_opens_the_geometric_look_here_sqlite() {
+    a_hit_seen_by_another_worker_opens_the_geometric_look_here(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_hit_seen_by_another_worker_opens_the_geometric_look_here_postgres() {
+    a_hit_seen_by_another_worker_opens_the_geometric_look_here(Db::Postgres).await;
 }

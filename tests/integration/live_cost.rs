@@ -9,8 +9,9 @@
 //! - the CPU this process spent (user + system, from `/proc/self/stat`) per wall second;
 //! - time to flag: once the minute has aired, pirates trailing the feed by ten seconds start at
 //!   every other second of it and send a 480p keyframe every 2 s; each goes through the lookup
-//!   the worker makes for live feeds (`Library::lookup` with a `LiveQuery`, both tiers, at the keyframe's
-//!   capture time) and the default decision rule. It prints how many are flagged within
+//!   the worker makes (`recognition::look_up_luma` with a `LiveQuery` at the keyframe's capture
+//!   time: the PDQ tier, and the geometric tier on its schedule's keyframes) and the default
+//!   decision rule. It prints how many are flagged within
 //!   `min_match_seconds` + 2 s of their first keyframe, and the median and p90 of the stream
 //!   time it took; the same from their first usable keyframe, and over their usable keyframes
 //!   only (usable: a PDQ view of quality 50 or more, or local features; black and flat
@@ -25,12 +26,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{Db, TestEnv};
+use fingerprints::Luma;
 use offside::domain::{Policy, ReferenceSource, ReferenceStatus};
 use offside::live::store::{self as feeds, NewFeed};
 use offside::live::{IngestOptions, LiveService};
 use offside::media::{KeyframeOptions, extract_keyframes};
 use offside::recognition::{
-    KeyframeHashes, LiveQuery, RecognitionConfig, SharedLibrary, StreamRecognizer, hash_keyframe,
+    KeyframeCost, LiveQuery, RecognitionConfig, SharedLibrary, StreamActivity, StreamRecognizer,
+    decode_keyframe, hash_keyframe, hash_luma, look_up_luma,
 };
 use offside::store::references::{self, NewReference};
 use offside::store::{Store, now_ms};
@@ -212,8 +215,9 @@ async fn measure_live_ingest_latency_and_cpu_on_a_720p25_feed() {
 }
 
 /// A pirate's keyframes of the feed: the picture shrunk to 480 pixels wide and re-encoded as
-/// JPEG, one per second of the feed, keyed by feed position (ms).
-fn pirate_keyframes(feed: &Path) -> Vec<(i64, KeyframeHashes)> {
+/// JPEG, one per second of the feed, keyed by feed position (ms), decoded as the worker decodes
+/// them.
+fn pirate_keyframes(feed: &Path) -> Vec<(i64, Luma)> {
     let mut out = Vec::new();
     let options = KeyframeOptions {
         interval: Duration::from_secs(1),
@@ -222,7 +226,7 @@ fn pirate_keyframes(feed: &Path) -> Vec<(i64, KeyframeHashes)> {
         ..KeyframeOptions::default()
     };
     extract_keyframes(feed.to_str().unwrap(), &options, |k| {
-        out.push((k.ts_ms, hash_keyframe(&k.jpeg).unwrap()));
+        out.push((k.ts_ms, decode_keyframe(&k.jpeg).unwrap()));
         ControlFlow::Continue(())
     })
     .unwrap();
@@ -234,7 +238,7 @@ fn pirate_keyframes(feed: &Path) -> Vec<(i64, KeyframeHashes)> {
 /// from its first keyframe), `None` when it was not flagged within its keyframes.
 fn time_to_flag(
     library: &SharedLibrary,
-    keyframes: &[(i64, KeyframeHashes)],
+    keyframes: &[(i64, Luma)],
     aired_at: i64,
 ) -> Vec<Option<i64>> {
     let cfg = RecognitionConfig::default();
@@ -245,6 +249,7 @@ fn time_to_flag(
     let last_start = SECONDS * 1000 - PIRATE_KEYFRAME_MS * PIRATE_KEYFRAMES;
     for start in (0..=last_start).step_by(2_000) {
         let mut recognizer = StreamRecognizer::new(cfg.clone());
+        let mut activity = StreamActivity::default();
         let mut flagged = None;
         let mut first_usable = None;
         let mut usable = 0u32;
@@ -252,19 +257,28 @@ fn time_to_flag(
         let mut trace = Vec::new();
         for k in 0..PIRATE_KEYFRAMES {
             let stream_ts = k * PIRATE_KEYFRAME_MS;
-            let Some(hashes) = at(start + stream_ts) else { break };
-            if !hashes.carries_evidence() {
+            let Some(luma) = at(start + stream_ts) else { break };
+            if !hash_luma(luma).carries_evidence() {
                 trace.push(format!("{stream_ts}: nothing to look up (black or flat)"));
                 continue;
             }
             first_usable.get_or_insert(stream_ts);
             usable += 1;
             let captured_at = aired_at + start + stream_ts + PIRATE_DELAY_MS;
-            let hits = library.hits(hashes, &cfg, Some(LiveQuery::at(captured_at)));
+            // The worker's lookup, the geometric tier on its schedule's keyframes.
+            let live = Some(LiveQuery::at(captured_at));
+            let mut cost = KeyframeCost::default();
+            let found = look_up_luma(&library, luma, &cfg, live, stream_ts, activity, &mut cost);
+            let hits = library.keyframe_hits(&found.hits, cfg.tiers);
+            activity.record(stream_ts, found.looked_up_features(), !hits.is_empty());
+            let hashes = &found.hashes;
             trace.push(format!(
-                "{stream_ts}: PDQ quality {:?}, {} features, hits at reference ms {:?}",
+                "{stream_ts}: PDQ quality {:?}, features {}, hits at reference ms {:?}",
                 hashes.hashes.iter().map(|h| h.quality).max(),
-                hashes.features.as_ref().map_or(0, |f| f.len()),
+                hashes
+                    .features
+                    .as_ref()
+                    .map_or("not looked up".to_owned(), |f| f.len().to_string()),
                 hits.iter().map(|h| h.reference_ts_ms).collect::<Vec<_>>()
             ));
             recognizer.observe(stream_ts, &hits);
