@@ -167,9 +167,8 @@ pub const METRICS: &[MetricInfo] = &[
         Counter,
         Some(Unit::Count),
         &[],
-        "Keyframes this process's workers looked up in the geometric tier (local features): the \
-         schedule by need picks every keyframe of a stream with recent evidence, one in a few of \
-         a quiet one",
+        "Keyframes this process's workers looked up in the geometric tier (local features), as \
+         its schedule (recognition::FeatureSchedule) picks them",
     ),
     metric(
         "offside_keyframe_latency_seconds",

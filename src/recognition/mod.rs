@@ -17,7 +17,8 @@
 //!   worker keeps one per stream (cached, or replayed from its stored [`KeyframeHit`]s); eval
 //!   one per query. Both look a keyframe up with [`look_up_luma`], timed step by step
 //!   ([`KeyframeCost`]), which asks the [`FeatureSchedule`] whether the geometric tier looks
-//!   at it: every keyframe of a stream with evidence, one in a few of a quiet stream.
+//!   at it (every keyframe as shipped; by need, every keyframe of a stream with evidence and
+//!   one in a few of a quiet stream, as measured).
 //!
 //! Everything here is synchronous and CPU-bound: call it from a blocking thread.
 
