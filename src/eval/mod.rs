@@ -210,7 +210,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     .into_iter()
     .collect::<anyhow::Result<Vec<_>>>()?;
     bar.finish_and_clear();
-    let report = report_for(outcomes, ref_stats, cfg.tiers);
+    let report = report_for(outcomes, ref_stats, &cfg);
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer(&mut out, &report.to_json())?;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{ALL_TIERS, QueryKind, QueryOutcome, ReferenceStats};
-use crate::recognition::{KeyframeCost, Tiers};
+use crate::recognition::{FeatureSchedule, KeyframeCost, RecognitionConfig};
 
 /// Per-transformation scores of the positives.
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +70,8 @@ pub struct Report {
     pub overall_ttd_median_s: Option<f64>,
     /// The tiers the fields above report (`both`, `pdq` or `features`).
     pub tiers: String,
+    /// Which keyframes the geometric tier looked at (the `both` tiers' run).
+    pub schedule: FeatureSchedule,
     /// The same scores under each choice of tiers.
     pub by_tier: BTreeMap<String, TierReport>,
     /// Reference hashing figures.
@@ -94,13 +96,18 @@ pub struct Report {
 /// 98 % of streams, each keyed every 2 s like a pirate's).
 pub const PLATFORM_NEGATIVE_SHARE: f64 = 0.98;
 
-/// Scores outcomes (reported under the tiers their headline fields hold: `tiers`).
+/// Scores outcomes of the default rule (both tiers, the schedule that ships).
 pub fn report(outcomes: Vec<QueryOutcome>, references: ReferenceStats) -> Report {
-    report_for(outcomes, references, Tiers::Both)
+    report_for(outcomes, references, &RecognitionConfig::default())
 }
 
-/// [`report`] with the headline under `tiers`.
-pub fn report_for(outcomes: Vec<QueryOutcome>, references: ReferenceStats, tiers: Tiers) -> Report {
+/// [`report`] of outcomes under `config`: the headline under its tiers, its schedule recorded.
+pub fn report_for(
+    outcomes: Vec<QueryOutcome>,
+    references: ReferenceStats,
+    config: &RecognitionConfig,
+) -> Report {
+    let tiers = config.tiers;
     let by_tier: BTreeMap<String, TierReport> = ALL_TIERS
         .iter()
         .map(|&t| {
@@ -135,6 +142,7 @@ pub fn report_for(outcomes: Vec<QueryOutcome>, references: ReferenceStats, tiers
         overall_recall: headline.overall_recall,
         overall_ttd_median_s: headline.overall_ttd_median_s,
         tiers: tiers.as_str().to_owned(),
+        schedule: config.schedule,
         by_tier,
         references,
         keyframes_per_second: 1000.0 / platform_mix_ms_per_keyframe.max(1e-9),
@@ -274,6 +282,13 @@ impl Report {
                 c.features_extract_ms,
                 c.features_lookup_ms,
                 100.0 * c.features_keyframes as f64 / c.keyframes.max(1) as f64,
+            ));
+        }
+        let schedule = &self.schedule;
+        if schedule.quiet_interval_ms > 0 {
+            s.push_str(&format!(
+                "Geometric tier by need: every keyframe up to {} ms after a hit, else one per {} ms.\n",
+                schedule.evidence_window_ms, schedule.quiet_interval_ms
             ));
         }
         s.push_str(&format!(

@@ -18,7 +18,7 @@
 //! `offside eval --quiet-interval-ms 4000 --evidence-window-ms 10000`.
 
 /// The schedule's two parameters (part of [`super::RecognitionConfig`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct FeatureSchedule {
     /// After a hit at stream time `t`, every keyframe up to `t` + this looks up features.
     pub evidence_window_ms: i64,
