@@ -116,7 +116,7 @@ pub fn run_query(
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let Some(luma) = decode_keyframe_timed(&bytes, &mut cost) else { continue };
-        let found = look_up_luma(library, &luma, &both, None, *ts_ms, activity, &mut cost);
+        let found = look_up_luma(|| library, &luma, &both, None, *ts_ms, activity, &mut cost);
         let scheduled = library.keyframe_hits(&found.hits, Tiers::Both);
         activity.record(*ts_ms, found.looked_up_features(), !scheduled.is_empty());
         let features_alone = if found.looked_up_features() {
@@ -124,7 +124,7 @@ pub fn run_query(
         } else {
             let untimed = RecognitionConfig { tiers: Tiers::Features, ..cfg.clone() };
             look_up_luma(
-                library,
+                || library,
                 &luma,
                 &untimed,
                 None,

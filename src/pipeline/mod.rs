@@ -328,21 +328,23 @@ pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Handled, Hand
     let ts_ms = k.ts_ms;
     // Decoding and hashing are CPU-bound: keep them off the async threads.
     let found = tokio::task::spawn_blocking(move || {
-        let library = library.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The library is read-locked for each lookup only, not while the keyframe is decoded
+        // and hashed: live feeds add frames meanwhile.
+        let library = || library.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let live = Some(LiveQuery::at(at_ms));
         let (hashes, hits, image) = match payload {
             Payload::Image(_, bytes) => {
                 let luma = decode_keyframe(&bytes)
                     .map_err(|e| HandleError::Permanent(format!("image: {e}")))?;
                 let mut cost = KeyframeCost::default();
-                let found =
-                    look_up_luma(&library, &luma, &config, live, ts_ms, activity, &mut cost);
-                let hits = library.keyframe_hits(&found.hits, config.tiers);
+                let found = look_up_luma(library, &luma, &config, live, ts_ms, activity, &mut cost);
+                // Reference numbers are never reused, so they resolve under a later lock.
+                let hits = library().keyframe_hits(&found.hits, config.tiers);
                 (found.hashes, hits, Some(bytes))
             }
             Payload::Pdq { hash, quality } => {
                 let hashes = KeyframeHashes::from_hash(hash, quality);
-                let hits = library.hits(&hashes, &config, live);
+                let hits = library().hits(&hashes, &config, live);
                 (hashes, hits, None)
             }
         };

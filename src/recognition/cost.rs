@@ -2,6 +2,7 @@
 //! ([`look_up_luma`]), so `offside eval` tells the tiers' costs apart while running the very
 //! function the worker runs.
 
+use std::ops::Deref;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -103,8 +104,12 @@ impl KeyframeLookup {
 /// and [`FeatureSchedule::wants_features`](super::FeatureSchedule::wants_features) says so for
 /// this keyframe of `stream`, its local features extracted and looked up. What the worker runs
 /// on every keyframe, and `offside eval` on every query keyframe.
-pub fn look_up_luma(
-    library: &Library,
+///
+/// `library` is asked for the library for each lookup and the answer dropped after it: the
+/// worker passes a read lock of its shared library, so the hashing in between (most of the
+/// time) holds no lock, and live feeds add their frames meanwhile.
+pub fn look_up_luma<L: Deref<Target = Library>>(
+    library: impl Fn() -> L,
     luma: &Luma,
     config: &RecognitionConfig,
     live: Option<LiveQuery>,
@@ -118,7 +123,7 @@ pub fn look_up_luma(
     cost.pdq_hash_ms += ms_since(t);
     if config.tiers != Tiers::Features {
         let t = Instant::now();
-        hits.pdq = library.lookup_pdq(&hashes, config.radius, config.max_hits_per_keyframe, live);
+        hits.pdq = library().lookup_pdq(&hashes, config.radius, config.max_hits_per_keyframe, live);
         cost.pdq_lookup_ms += ms_since(t);
     }
     let features = match config.tiers {
@@ -131,7 +136,7 @@ pub fn look_up_luma(
         hashes.features = Some(super::keyframe::query_features(luma));
         cost.features_extract_ms += ms_since(t);
         let t = Instant::now();
-        hits.features = library.lookup_features(&hashes, live);
+        hits.features = library().lookup_features(&hashes, live);
         cost.features_lookup_ms += ms_since(t);
         cost.features_keyframes += 1;
     }

@@ -268,7 +268,8 @@ fn time_to_flag(
             // The worker's lookup, the geometric tier on its schedule's keyframes.
             let live = Some(LiveQuery::at(captured_at));
             let mut cost = KeyframeCost::default();
-            let found = look_up_luma(&library, luma, &cfg, live, stream_ts, activity, &mut cost);
+            let found =
+                look_up_luma(|| &*library, luma, &cfg, live, stream_ts, activity, &mut cost);
             let hits = library.keyframe_hits(&found.hits, cfg.tiers);
             activity.record(stream_ts, found.looked_up_features(), !hits.is_empty());
             let hashes = &found.hashes;
