@@ -106,6 +106,14 @@ use MetricKind::{Counter, Gauge, Histogram};
 /// these names.
 pub const METRICS: &[MetricInfo] = &[
     metric(
+        "offside_build_info",
+        Gauge,
+        None,
+        &["version"],
+        "Always 1, labelled with the running build's version: which version each process of a \
+         deployment runs, and a series present from the moment a process starts",
+    ),
+    metric(
         "offside_http_requests_total",
         Counter,
         Some(Unit::Count),
@@ -312,6 +320,7 @@ pub fn metrics() -> PrometheusHandle {
             // Fails only when another recorder was installed first; metrics then go there.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            metrics::gauge!("offside_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()

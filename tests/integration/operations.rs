@@ -337,7 +337,10 @@ async fn a_worker_serves_its_metrics_for_prometheus_on_the_metrics_address() {
     let get = |path: &'static str| reqwest::get(format!("http://{address}{path}"));
     let metrics = get("/metrics").await.unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
-    assert!(metrics.text().await.unwrap().contains("# HELP offside_"));
+    // From its first scrape, before it has handled anything: which version it runs.
+    let text = metrics.text().await.unwrap();
+    let build = format!("offside_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    assert!(text.contains("# HELP offside_build_info") && text.contains(&build), "{text}");
     assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
     // Only metrics: the API stays on `serve`.
     assert_eq!(get("/v1/streams").await.unwrap().status(), StatusCode::NOT_FOUND);
