@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{Query, QueryKind};
 use crate::recognition::{
-    KeyframeCost, Library, RecognitionConfig, StreamActivity, StreamRecognizer, Tiers,
-    decode_keyframe_timed, look_up_luma,
+    KeyframeCost, KeyframeHashes, Library, RecognitionConfig, StreamActivity, StreamRecognizer,
+    TierHits, Tiers, decode_keyframe_timed, look_up_luma, query_features,
 };
 
 /// What one choice of tiers decided for a query.
@@ -119,21 +119,15 @@ pub fn run_query(
         let found = look_up_luma(|| library, &luma, &both, None, *ts_ms, activity, &mut cost);
         let scheduled = library.keyframe_hits(&found.hits, Tiers::Both);
         activity.record(*ts_ms, found.looked_up_features(), !scheduled.is_empty());
+        // The keyframes the schedule skipped get their features here, for the geometric tier
+        // judged alone; the PDQ views are not hashed again.
         let features_alone = if found.looked_up_features() {
-            found.hits.clone()
+            found.hits.features.clone()
         } else {
-            let untimed = RecognitionConfig { tiers: Tiers::Features, ..cfg.clone() };
-            look_up_luma(
-                || library,
-                &luma,
-                &untimed,
-                None,
-                *ts_ms,
-                activity,
-                &mut KeyframeCost::default(),
-            )
-            .hits
+            let hashes = KeyframeHashes { features: Some(query_features(&luma)), ..found.hashes };
+            library.lookup_features(&hashes, None)
         };
+        let features_alone = TierHits { pdq: Vec::new(), features: features_alone };
         for (tiers, recognizer, outcome) in &mut runs {
             let hits = match tiers {
                 Tiers::Both => scheduled.clone(),

@@ -9,9 +9,7 @@ use serde::Serialize;
 
 use fingerprints::Luma;
 
-use super::{
-    KeyframeHashes, Library, LiveQuery, RecognitionConfig, StreamActivity, TierHits, Tiers,
-};
+use super::{KeyframeHashes, Library, LiveQuery, RecognitionConfig, StreamActivity, TierHits};
 
 /// Time spent per step on keyframes (ms, summed; one thread).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -121,16 +119,16 @@ pub fn look_up_luma<L: Deref<Target = Library>>(
     let t = Instant::now();
     let mut hashes = super::hash_luma_pdq(luma);
     cost.pdq_hash_ms += ms_since(t);
-    if config.tiers != Tiers::Features {
+    if config.tiers.pdq() {
         let t = Instant::now();
         hits.pdq = library().lookup_pdq(&hashes, config.radius, config.max_hits_per_keyframe, live);
         cost.pdq_lookup_ms += ms_since(t);
     }
-    let features = match config.tiers {
-        Tiers::Pdq => false,
-        Tiers::Features => true,
-        Tiers::Both => config.schedule.wants_features(stream_ts_ms, !hits.pdq.is_empty(), stream),
-    };
+    // The schedule picks among the keyframes only when the PDQ tier runs too: alone, the
+    // geometric tier is the only look a keyframe gets.
+    let features = config.tiers.features()
+        && (!config.tiers.pdq()
+            || config.schedule.wants_features(stream_ts_ms, !hits.pdq.is_empty(), stream));
     if features {
         let t = Instant::now();
         hashes.features = Some(super::keyframe::query_features(luma));

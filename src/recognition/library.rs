@@ -447,15 +447,15 @@ impl Library {
         live: Option<LiveQuery>,
     ) -> TierHits {
         TierHits {
-            pdq: if config.tiers == Tiers::Features {
-                Vec::new()
-            } else {
+            pdq: if config.tiers.pdq() {
                 self.lookup_pdq(keyframe, config.radius, config.max_hits_per_keyframe, live)
-            },
-            features: if config.tiers == Tiers::Pdq {
-                Vec::new()
             } else {
+                Vec::new()
+            },
+            features: if config.tiers.features() {
                 self.lookup_features(keyframe, live)
+            } else {
+                Vec::new()
             },
         }
     }

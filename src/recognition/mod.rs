@@ -36,6 +36,7 @@ pub use frame::{
     CorruptFeatures, FRAME_BYTES, FeatureFrame, ReferenceFrame, TornFrames, decode_feature_frames,
     decode_frames, encode_feature_frames, encode_frames,
 };
+pub(crate) use keyframe::query_features;
 pub use keyframe::{
     KeyframeHashes, MIN_QUALITY, QueryHash, QueryView, decode_keyframe, hash_keyframe, hash_luma,
     hash_luma_pdq,

@@ -25,6 +25,17 @@ impl Tiers {
             Tiers::Both => "both",
         }
     }
+
+    /// Whether the PDQ tier looks keyframes up.
+    pub fn pdq(self) -> bool {
+        self != Tiers::Features
+    }
+
+    /// Whether the geometric tier looks keyframes up (with both tiers, on the keyframes
+    /// [`FeatureSchedule::wants_features`] picks).
+    pub fn features(self) -> bool {
+        self != Tiers::Pdq
+    }
 }
 
 /// Which tier produced a hit: shown to reviewers beside each piece of evidence.
