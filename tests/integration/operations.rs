@@ -57,7 +57,8 @@ fn now_ms() -> i64 {
 /// their capture time), a webhook receiver that fails its first attempt, then the stream ends.
 #[tokio::test]
 async fn after_traffic_every_metric_has_help_latencies_are_histograms_and_outcomes_are_counted() {
-    let app = spawn_app().await;
+    // Retries at most 2 s apart, so a retry is never further off than the wait below.
+    let app = crate::common::spawn_app_on(Db::Sqlite, |c| c.webhook_retry_max_secs = 2).await;
     let receiver = WebhookReceiver::start().await;
     receiver.status.store(503, Ordering::SeqCst);
     let r = app
