@@ -121,13 +121,15 @@ pub fn run_query(
         activity.record(*ts_ms, found.looked_up_features(), !scheduled.is_empty());
         // The keyframes the schedule skipped get their features here, for the geometric tier
         // judged alone; the PDQ views are not hashed again.
-        let features_alone = if found.looked_up_features() {
-            found.hits.features.clone()
-        } else {
-            let hashes = KeyframeHashes { features: Some(query_features(&luma)), ..found.hashes };
-            library.lookup_features(&hashes, None)
+        let features_alone = TierHits {
+            pdq: Vec::new(),
+            features: if found.looked_up_features() {
+                found.hits.features.clone()
+            } else {
+                let features = Some(query_features(&luma));
+                library.lookup_features(&KeyframeHashes { features, ..found.hashes }, None)
+            },
         };
-        let features_alone = TierHits { pdq: Vec::new(), features: features_alone };
         for (tiers, recognizer, outcome) in &mut runs {
             let hits = match tiers {
                 Tiers::Both => scheduled.clone(),

@@ -87,9 +87,8 @@ async fn a_pirate_stream_is_flagged_where_the_eval_rule_decides_and_a_negative_n
 
 #[tokio::test]
 async fn a_kill_policy_sends_exactly_one_signed_webhook_despite_failures_and_duplicates() {
-    // Retries at most 2 s apart: on a busy machine several attempts may fail before the
-    // receiver comes back, and with the default doubling up to 600 s the next one could be
-    // further off than the test waits.
+    // Retries at most 2 s apart (the default doubles up to 600 s), so the retry after the
+    // receiver comes back is never far off.
     let app = spawn_app_on(Db::Sqlite, |c| c.webhook_retry_max_secs = 2).await;
     let receiver = WebhookReceiver::start().await;
     // The platform's endpoint fails at first: the delivery is retried until a 2xx.

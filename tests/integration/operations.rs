@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::common::{Db, WebhookReceiver, eventually, query_keyframes, spawn_app};
+use crate::common::{Db, WebhookReceiver, eventually, query_keyframes, spawn_app, spawn_app_on};
 use offside::store::keys::Role;
 use offside::telemetry::{METRICS, MetricKind};
 use reqwest::StatusCode;
@@ -58,7 +58,7 @@ fn now_ms() -> i64 {
 #[tokio::test]
 async fn after_traffic_every_metric_has_help_latencies_are_histograms_and_outcomes_are_counted() {
     // Retries at most 2 s apart, so a retry is never further off than the wait below.
-    let app = crate::common::spawn_app_on(Db::Sqlite, |c| c.webhook_retry_max_secs = 2).await;
+    let app = spawn_app_on(Db::Sqlite, |c| c.webhook_retry_max_secs = 2).await;
     let receiver = WebhookReceiver::start().await;
     receiver.status.store(503, Ordering::SeqCst);
     let r = app
@@ -182,7 +182,7 @@ async fn a_flagged_stream_that_ends_stays_flagged_with_its_end_time_until_its_ca
 #[tokio::test]
 async fn a_reference_reports_progress_from_zero_at_upload_to_one_when_ready() {
     // No reference jobs in this process: the upload waits, unhashed, as a fresh one does.
-    let app = crate::common::spawn_app_on(Db::Sqlite, |c| c.reference_jobs = 0).await;
+    let app = spawn_app_on(Db::Sqlite, |c| c.reference_jobs = 0).await;
     let video = crate::common::make_video(app.env.dir.path(), "clip.mp4", 2);
     let r = app
         .upload_reference(
