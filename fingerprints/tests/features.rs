@@ -4,7 +4,9 @@
 //! frames of the development clips in `tests/data/features/` test real footage, including the
 //! hard negative: the same man in the same room, filmed in another take, must never verify.
 
-use fingerprints::features::{FeatureConfig, FeatureIndex, Keypoint, LocalFeatures, VerifyConfig};
+use fingerprints::features::{
+    FeatureConfig, FeatureIndex, Homography, Keypoint, LocalFeatures, Pair, VerifyConfig,
+};
 use fingerprints::{ErrorKind, Hit, Luma, MatcherConfig, StreamMatcher};
 use proptest::prelude::*;
 
@@ -116,6 +118,55 @@ fn a_zoomed_off_centre_rotated_overlaid_copy_verifies_against_its_original() {
     assert!((v.transform.scale() - 1.0 / 1.05).abs() < 0.03, "{:?}", v.transform);
     assert!((v.transform.rotation().to_degrees() + 2.0).abs() < 1.0, "{:?}", v.transform);
     assert!(v.distance(&VerifyConfig::default()) <= 24);
+}
+
+/// `src` on a screen filmed from its left: the picture fills `size` of a dark frame of the same
+/// dimensions, its right (far) edge `shrink` times the height of its left edge.
+fn filmed_off_axis(src: &Luma, size: f32, shrink: f32) -> Luma {
+    let (w, h) = (src.width() as f32, src.height() as f32);
+    let (pw, ph) = (w * size, h * size);
+    let (x0, y0) = ((w - pw) / 2.0, (h - ph) / 2.0);
+    let pull = ph * (1.0 - shrink) / 2.0;
+    // Frame corners to picture corners: the inverse mapping the renderer samples through.
+    let corner = |q: (f32, f32), r: (f32, f32)| Pair { q, r, w: 1.0 };
+    let to_picture = Homography::from_pairs(&[
+        corner((x0, y0), (0.0, 0.0)),
+        corner((x0 + pw, y0 + pull), (w - 1.0, 0.0)),
+        corner((x0 + pw, y0 + ph - pull), (w - 1.0, h - 1.0)),
+        corner((x0, y0 + ph), (0.0, h - 1.0)),
+    ])
+    .expect("four corners fix a homography");
+    let px = (0..src.height())
+        .flat_map(|y| (0..src.width()).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            to_picture.apply(x as f32, y as f32).map_or(20, |(u, v)| sample(src, u, v).max(1))
+        })
+        .collect();
+    Luma::new(src.width(), src.height(), px).unwrap()
+}
+
+#[test]
+fn a_screen_filmed_off_axis_verifies_in_perspective_with_more_inliers_than_a_similarity_finds() {
+    let original = scene(5, 1280, 720);
+    let others: Vec<Luma> = (20..24).map(|s| scene(s, 1280, 720)).collect();
+    let mut frames = vec![(0, 0, &original)];
+    frames.extend(others.iter().enumerate().map(|(i, o)| (i as u32 + 1, i as u32 + 1, o)));
+    let index = index_of(&frames);
+    // About 15 degrees off axis: the far edge 78 % of the near one, the picture at 85 %.
+    let filmed = filmed_off_axis(&original, 0.85, 0.78);
+    let features = LocalFeatures::extract(&filmed, &FeatureConfig::query());
+    let similarity = VerifyConfig { max_perspective: 1.0, ..VerifyConfig::default() };
+    let perspective = VerifyConfig { max_perspective: 1.6, ..VerifyConfig::default() };
+    let flat = index.query(&features, &similarity);
+    let seen = index.query(&features, &perspective);
+    assert_eq!(seen.first().map(|v| v.frame), Some(0), "{seen:?}");
+    let flat_inliers = flat.iter().find(|v| v.frame == 0).map_or(0, |v| v.inliers);
+    // Measured: 68 inliers in perspective, 29 for the best similarity.
+    assert!(
+        seen[0].inliers >= flat_inliers + flat_inliers / 2,
+        "perspective {} inliers, similarity {flat_inliers}",
+        seen[0].inliers
+    );
 }
 
 #[test]

@@ -84,6 +84,10 @@ pub struct EvalArgs {
     /// less of the frame.
     #[arg(long)]
     pub dense_weight: Option<f32>,
+    /// Override how far from a similarity the geometric tier's perspective model may go
+    /// (largest over smallest local scale); 1 verifies with similarities only.
+    #[arg(long)]
+    pub max_perspective: Option<f32>,
     /// Override the geometric tier's schedule: at most this much stream time (ms) between two
     /// geometric lookups on a stream without recent evidence; 0 looks at every keyframe.
     #[arg(long)]
@@ -141,6 +145,9 @@ impl EvalArgs {
         }
         if let Some(w) = self.dense_weight {
             v.dense_weight = w;
+        }
+        if let Some(p) = self.max_perspective {
+            v.max_perspective = p;
         }
         v
     }

@@ -38,7 +38,7 @@
 //!   left to chance (a look-alike fitting one moment better than the others) is the temporal
 //!   matcher's to reject: such keyframes do not follow the reference's timeline.
 
-use super::ransac::{Pair, RansacParams, Similarity, fit_similarity_ransac};
+use super::ransac::{Pair, RansacParams, Similarity, fit_similarity_ransac, refine_perspective};
 use super::store::{Entry, Item, Slab, Table};
 use super::{Descriptor, Keypoint, LocalFeatures};
 use crate::{Error, ErrorKind};
@@ -120,6 +120,15 @@ pub struct VerifyConfig {
     pub max_scale: f32,
     /// Largest rotation, degrees. Default 10 (re-streams rotate by a couple of degrees).
     pub max_rotation_deg: f32,
+    /// How far from a similarity the verifier's perspective model may go (see
+    /// [`super::RansacParams::max_perspective`]): a screen filmed up to about 15 degrees off
+    /// axis shows its far side 20 % shorter than its near side, and 1.6 lets
+    /// [`super::refine_perspective`] fit it. Default 1: similarities only. Measured with
+    /// `offside eval --max-perspective 1.6` (docs/EVALUATION.md, "Filmed screens in
+    /// perspective"): filmed screens are found sooner and more often, but the extra inliers
+    /// also reach the same room in another take, which the decision rule then flags; it stays
+    /// off until the decision rule no longer flags a look-alike on two agreeing keyframes.
+    pub max_perspective: f32,
     /// Also try the mirrored query. Default true.
     pub mirrored: bool,
     /// A bucket holding more than this many times the mean bucket size (and more than
@@ -176,6 +185,7 @@ impl Default for VerifyConfig {
             min_scale: 0.33,
             max_scale: 3.0,
             max_rotation_deg: 10.0,
+            max_perspective: 1.0,
             mirrored: true,
             max_bucket_ratio: 8.0,
             min_bucket_cap: 32,
@@ -206,6 +216,11 @@ pub struct Verified {
     pub coverage: f32,
     /// Query (working-resolution, mirrored if `mirrored`) to reference coordinates.
     pub transform: Similarity,
+    /// The summed inlier weight of the best-fitting other moment of the same reference
+    /// ([`VerifyConfig::distinct_ms`] or more away, verified or not, either orientation); 0
+    /// when no other moment fitted. `weight` is at least
+    /// [`VerifyConfig::min_distinct_ratio`] times it.
+    pub rival_weight: f32,
 }
 
 impl Verified {
@@ -458,13 +473,16 @@ impl FeatureIndex {
             let mirrored = features.mirrored();
             self.query_one(&mirrored, cfg, times.as_ref(), true, &mut out, &mut fitted);
         }
-        out.retain(|v| {
+        out.retain_mut(|v| {
             let Some(time) = self.frames.get(&v.frame).map(|f| f.time_ms) else { return false };
-            fitted.iter().all(|c| {
-                c.group != v.group
-                    || c.time_ms.abs_diff(time) < cfg.distinct_ms.unsigned_abs()
-                    || v.weight >= cfg.min_distinct_ratio * c.weight
-            })
+            v.rival_weight = fitted
+                .iter()
+                .filter(|c| {
+                    c.group == v.group && c.time_ms.abs_diff(time) >= cfg.distinct_ms.unsigned_abs()
+                })
+                .map(|c| c.weight)
+                .fold(0.0, f32::max);
+            v.weight >= cfg.min_distinct_ratio * v.rival_weight
         });
         // A frame verified both ways keeps its stronger orientation.
         out.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.frame.cmp(&b.frame)));
@@ -574,6 +592,7 @@ impl FeatureIndex {
             min_scale: cfg.min_scale,
             max_scale: cfg.max_scale,
             max_rotation: cfg.max_rotation_deg.to_radians(),
+            max_perspective: cfg.max_perspective,
         };
         for (frame, _) in ranked {
             let Some(info) = self.frames.get(&frame) else { continue };
@@ -594,6 +613,7 @@ impl FeatureIndex {
                 })
                 .collect();
             let Some(fit) = fit_similarity_ransac(&pairs, &params) else { continue };
+            let fit = refine_perspective(&pairs, &fit, &params).unwrap_or(fit);
             fitted.push(Fitted { group: info.group, time_ms: info.time_ms, weight: fit.weight });
             let inliers = fit.inliers.len();
             if inliers < cfg.min_inliers
@@ -624,6 +644,7 @@ impl FeatureIndex {
                 weight: fit.weight,
                 coverage,
                 transform: fit.transform,
+                rival_weight: 0.0,
             });
         }
     }

@@ -37,7 +37,10 @@ mod ransac;
 mod store;
 
 pub use index::{FeatureIndex, IndexConfig, Verified, VerifyConfig};
-pub use ransac::{Pair, RansacFit, RansacParams, Similarity, fit_similarity_ransac};
+pub use ransac::{
+    Homography, Pair, RansacFit, RansacParams, Similarity, fit_similarity_ransac,
+    refine_perspective,
+};
 
 use crate::Luma;
 use image::Plane;
