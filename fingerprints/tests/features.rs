@@ -94,6 +94,14 @@ fn index_of(frames: &[(u32, u32, &Luma)]) -> FeatureIndex {
     index
 }
 
+/// `original` as frame 0 of reference 0, and a scene of each of `seeds` as its own reference.
+fn index_with_others(original: &Luma, seeds: std::ops::Range<u64>) -> FeatureIndex {
+    let others: Vec<Luma> = seeds.map(|s| scene(s, 1280, 720)).collect();
+    let mut frames = vec![(0, 0, original)];
+    frames.extend(others.iter().enumerate().map(|(i, o)| (i as u32 + 1, i as u32 + 1, o)));
+    index_of(&frames)
+}
+
 fn query(index: &FeatureIndex, img: &Luma) -> Vec<fingerprints::features::Verified> {
     index.query(&LocalFeatures::extract(img, &FeatureConfig::query()), &VerifyConfig::default())
 }
@@ -101,10 +109,7 @@ fn query(index: &FeatureIndex, img: &Luma) -> Vec<fingerprints::features::Verifi
 #[test]
 fn a_zoomed_off_centre_rotated_overlaid_copy_verifies_against_its_original() {
     let original = scene(1, 1280, 720);
-    let others: Vec<Luma> = (10..14).map(|s| scene(s, 1280, 720)).collect();
-    let mut frames = vec![(0, 0, &original)];
-    frames.extend(others.iter().enumerate().map(|(i, o)| (i as u32 + 1, i as u32 + 1, o)));
-    let index = index_of(&frames);
+    let index = index_with_others(&original, 10..14);
 
     // 5 % zoom, centred 60 px right and 30 px below the original centre, rotated 2 degrees,
     // with an opaque box over the top-right corner (a face-cam).
@@ -148,10 +153,7 @@ fn filmed_off_axis(src: &Luma, size: f32, shrink: f32) -> Luma {
 #[test]
 fn a_screen_filmed_off_axis_verifies_in_perspective_with_more_inliers_than_a_similarity_finds() {
     let original = scene(5, 1280, 720);
-    let others: Vec<Luma> = (20..24).map(|s| scene(s, 1280, 720)).collect();
-    let mut frames = vec![(0, 0, &original)];
-    frames.extend(others.iter().enumerate().map(|(i, o)| (i as u32 + 1, i as u32 + 1, o)));
-    let index = index_of(&frames);
+    let index = index_with_others(&original, 20..24);
     // About 15 degrees off axis: the far edge 78 % of the near one, the picture at 85 %.
     let filmed = filmed_off_axis(&original, 0.85, 0.78);
     let features = LocalFeatures::extract(&filmed, &FeatureConfig::query());

@@ -377,15 +377,14 @@ impl Homography {
             }
         }
         let eigen = SymmetricEigen::new(m);
-        let (smallest, _) =
-            eigen.eigenvalues.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1))?;
+        let mut order: Vec<usize> = (0..9).collect();
+        order.sort_by(|&a, &b| eigen.eigenvalues[a].total_cmp(&eigen.eigenvalues[b]));
+        let value = |k: usize| eigen.eigenvalues[order[k]];
         // A second (near-)zero eigenvalue: the points do not pin a single homography down.
-        let mut sorted: Vec<f64> = eigen.eigenvalues.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        if sorted[1] <= 1e-9 * sorted[8].max(1e-300) {
+        if value(1) <= 1e-9 * value(8).max(1e-300) {
             return None;
         }
-        let h = eigen.eigenvectors.column(smallest);
+        let h = eigen.eigenvectors.column(order[0]);
         let normalised = Matrix3::new(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]);
         let full = tr.try_inverse()? * normalised * tq;
         let scale = full[(2, 2)];
