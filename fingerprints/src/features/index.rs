@@ -42,7 +42,9 @@ use super::ransac::{Pair, RansacParams, Similarity, fit_similarity_ransac, refin
 use super::store::{Entry, Item, Slab, Table};
 use super::{Descriptor, Keypoint, LocalFeatures};
 use crate::{Error, ErrorKind};
-use std::collections::HashMap;
+// The maps of a lookup are keyed by the index's own frame and group ids, not by anything a
+// client chooses, so a flooding-resistant hash buys nothing; SipHash was a quarter of a lookup.
+use rustc_hash::{FxHashMap, FxHashSet};
 
 const MAGIC: &[u8; 4] = b"OFFI";
 /// Version 2 added each frame's time; version 3 keeps keypoint positions to a quarter pixel.
@@ -301,9 +303,9 @@ pub struct FeatureIndex {
     check: Projection,
     entries: Slab,
     tables: Vec<Table>,
-    frames: HashMap<u32, FrameInfo>,
+    frames: FxHashMap<u32, FrameInfo>,
     /// Frames per group, for the static-feature rule.
-    group_sizes: HashMap<u32, u32>,
+    group_sizes: FxHashMap<u32, u32>,
 }
 
 impl Default for FeatureIndex {
@@ -349,8 +351,8 @@ impl FeatureIndex {
             check,
             entries: Slab::default(),
             tables,
-            frames: HashMap::new(),
-            group_sizes: HashMap::new(),
+            frames: FxHashMap::default(),
+            group_sizes: FxHashMap::default(),
         }
     }
 
@@ -486,7 +488,7 @@ impl FeatureIndex {
         });
         // A frame verified both ways keeps its stronger orientation.
         out.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.frame.cmp(&b.frame)));
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = FxHashSet::default();
         out.retain(|v| seen.insert(v.frame));
         out
     }
@@ -505,11 +507,11 @@ impl FeatureIndex {
         // The check code samples an eighth of the descriptor's bits.
         let check_max = cfg.max_distance.div_ceil(8);
         // frame -> list of (query index, slot, distance, weight)
-        let mut per_frame: HashMap<u32, Vec<(u32, u32, u32, f32)>> = HashMap::new();
-        let mut votes: HashMap<u32, f32> = HashMap::new();
+        let mut per_frame: FxHashMap<u32, Vec<(u32, u32, u32, f32)>> = FxHashMap::default();
+        let mut votes: FxHashMap<u32, f32> = FxHashMap::default();
         let mut cands: Vec<(u32, u32)> = Vec::new();
-        let mut best: HashMap<u32, (u32, u32)> = HashMap::new();
-        let mut group_frames: HashMap<u32, u32> = HashMap::new();
+        let mut best: FxHashMap<u32, (u32, u32)> = FxHashMap::default();
+        let mut group_frames: FxHashMap<u32, u32> = FxHashMap::default();
         for (qi, d) in features.descriptors().iter().enumerate() {
             cands.clear();
             let qc = self.check.check(&d.0);
