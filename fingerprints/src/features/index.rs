@@ -509,7 +509,7 @@ impl FeatureIndex {
         // frame -> list of (query index, slot, distance, weight)
         let mut per_frame: FxHashMap<u32, Vec<(u32, u32, u32, f32)>> = FxHashMap::default();
         let mut votes: FxHashMap<u32, f32> = FxHashMap::default();
-        let mut cands: Vec<(u32, u32)> = Vec::new();
+        let mut cands: Vec<u32> = Vec::new();
         let mut best: FxHashMap<u32, (u32, u32)> = FxHashMap::default();
         let mut group_frames: FxHashMap<u32, u32> = FxHashMap::default();
         for (qi, d) in features.descriptors().iter().enumerate() {
@@ -533,7 +533,7 @@ impl FeatureIndex {
                     }
                     table.for_each(key, |it| {
                         if (it.check ^ qc).count_ones() <= check_max {
-                            cands.push((it.slot, 0));
+                            cands.push(it.slot);
                         }
                     });
                 }
@@ -544,7 +544,7 @@ impl FeatureIndex {
             cands.sort_unstable();
             cands.dedup();
             best.clear();
-            for &(slot, _) in &cands {
+            for &slot in &cands {
                 let e = self.entries.get(slot);
                 let dist = Descriptor(e.desc).distance(d);
                 let in_time = || {
