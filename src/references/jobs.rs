@@ -153,7 +153,6 @@ impl JobRunner {
             }
             HashResult::Done(hashed) => {
                 if self.store_frames(id, &hashed).await? {
-                    self.index.add(id, &hashed.frames, &hashed.features);
                     tracing::info!(
                         reference_id = id,
                         frames = hashed.frames.len(),
@@ -172,6 +171,10 @@ impl JobRunner {
 
     /// Stores the frames and feature frames and marks the reference ready in one transaction;
     /// false when the reference was deleted while its job ran.
+    ///
+    /// The reference joins this process's index before that transaction commits, so a client
+    /// that reads `ready` finds it matched by the next keyframe this process takes (other
+    /// processes load it on their next sync). A failed commit takes it out again.
     async fn store_frames(&self, id: &str, hashed: &ReferenceHashes) -> anyhow::Result<bool> {
         let mut tx = self.store.pool().begin().await?;
         if references::get(&mut *tx, id).await?.is_none() {
@@ -182,7 +185,14 @@ impl JobRunner {
         references::append_frames(&mut tx, id, &hashed.frames).await?;
         stills::insert_reference_stills(&mut tx, id, &hashed.stills).await?;
         let still_there = references::mark_ready(&mut *tx, id).await?;
-        tx.commit().await.context("committing reference frames")?;
+        if still_there {
+            self.index.add(id, &hashed.frames, &hashed.features);
+        }
+        let committed = tx.commit().await.context("committing reference frames");
+        if committed.is_err() && still_there {
+            self.index.remove(id);
+        }
+        committed?;
         Ok(still_there)
     }
 
