@@ -348,3 +348,49 @@ async fn a_worker_serves_its_metrics_for_prometheus_on_the_metrics_address() {
     cancel.cancel();
     handle.await.unwrap().expect("the worker stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reference_reads_ready_only_once_the_process_that_hashed_it_can_match_it() {
+    // No periodic sync to load it behind the job's back: only the job's own step counts.
+    let app = spawn_app_on(Db::Sqlite, |c| c.index_sync_ms = 3_600_000).await;
+    // Hold this process's index for reading, as a long lookup would, while the reference is
+    // hashed: its job cannot load it into the index meanwhile.
+    let library = app.library.clone();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, holding) = tokio::sync::oneshot::channel();
+    let holder = std::thread::spawn(move || {
+        let _reading = library.read().unwrap();
+        held.send(()).unwrap();
+        released.recv().ok();
+    });
+    holding.await.unwrap();
+    let video = crate::common::make_video(app.env.dir.path(), "clip.mp4", 2);
+    let r = app
+        .upload_reference(
+            &app.admin_key,
+            &json!({"title": "Derby"}),
+            "clip.mp4",
+            std::fs::read(&video).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    // A two-second clip is hashed well within this; while the index cannot take it, the
+    // reference must not say ready, or a client would post keyframes that find nothing.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        let reference =
+            offside::store::references::get(app.store.pool(), &id).await.unwrap().unwrap();
+        assert_ne!(
+            reference.status,
+            offside::domain::ReferenceStatus::Ready,
+            "ready before this process's index holds it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    let ready = app.wait_until_settled(&app.admin_key, &id).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(app.library.read().unwrap().contains(&id));
+}
