@@ -324,16 +324,7 @@ async fn listing_pages_through_every_reference_once() {
 async fn a_job_interrupted_by_a_restart_runs_again(db: Db) {
     // The first process runs no reference jobs, like one stopped before its job finished.
     let app = spawn_app_on(db, |config| config.reference_jobs = 0).await;
-    let video = make_video(app.env.dir.path(), "clip.mp4", 2);
-    let response = app
-        .upload_reference(
-            &app.admin_key,
-            &json!({"title": "Resumed"}),
-            "clip.mp4",
-            std::fs::read(&video).unwrap(),
-        )
-        .await;
-    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = app.accepted_clip("Resumed").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pending: Value = app.get_reference(&app.admin_key, &id).await.json().await.unwrap();
     assert_eq!(pending["status"], "processing");

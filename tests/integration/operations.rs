@@ -183,17 +183,7 @@ async fn a_flagged_stream_that_ends_stays_flagged_with_its_end_time_until_its_ca
 async fn a_reference_reports_progress_from_zero_at_upload_to_one_when_ready() {
     // No reference jobs in this process: the upload waits, unhashed, as a fresh one does.
     let app = spawn_app_on(Db::Sqlite, |c| c.reference_jobs = 0).await;
-    let video = crate::common::make_video(app.env.dir.path(), "clip.mp4", 2);
-    let r = app
-        .upload_reference(
-            &app.admin_key,
-            &json!({"title": "Derby"}),
-            "clip.mp4",
-            std::fs::read(&video).unwrap(),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = app.accepted_clip("Derby").await;
     let waiting: Value = app.get_reference(&app.admin_key, &id).await.json().await.unwrap();
     assert_eq!(waiting["status"], "processing", "{waiting}");
     assert_eq!(waiting["progress"], 0.0, "a number from the start: {waiting}");
@@ -364,17 +354,7 @@ async fn a_reference_reads_ready_only_once_the_process_that_hashed_it_can_match_
         released.recv().ok();
     });
     holding.await.unwrap();
-    let video = crate::common::make_video(app.env.dir.path(), "clip.mp4", 2);
-    let r = app
-        .upload_reference(
-            &app.admin_key,
-            &json!({"title": "Derby"}),
-            "clip.mp4",
-            std::fs::read(&video).unwrap(),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = app.accepted_clip("Derby").await;
     // A two-second clip is hashed well within this; while the index cannot take it, the
     // reference must not say ready, or a client would post keyframes that find nothing.
     let until = std::time::Instant::now() + Duration::from_secs(6);

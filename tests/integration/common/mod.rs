@@ -621,15 +621,35 @@ impl TestApp {
         self.get(Some(key), &format!("/v1/audit{query}")).await
     }
 
+    /// Uploads a reference file, expects it accepted (202) and returns its id; its job may still
+    /// be running.
+    pub async fn accepted_reference(
+        &self,
+        key: &str,
+        metadata: &Value,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> String {
+        let r = self.upload_reference(key, metadata, file_name, bytes).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned()
+    }
+
+    /// A generated two-second clip uploaded by the admin as a reference titled `title`
+    /// ([`Self::accepted_reference`]).
+    pub async fn accepted_clip(&self, title: &str) -> String {
+        let video = make_video(self.env.dir.path(), "clip.mp4", 2);
+        let bytes = std::fs::read(&video).expect("clip");
+        self.accepted_reference(&self.admin_key, &json!({ "title": title }), "clip.mp4", bytes)
+            .await
+    }
+
     /// Uploads an eval-mini reference file with `policy` and waits until it is ready; returns
     /// its id.
     pub async fn ready_reference(&self, key: &str, file: &str, policy: &Value) -> String {
         let bytes = std::fs::read(eval_mini().join("refs").join(file)).expect("fixture");
-        let r = self
-            .upload_reference(key, &json!({ "title": file, "policy": policy }), file, bytes)
-            .await;
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
-        let id = r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+        let metadata = json!({ "title": file, "policy": policy });
+        let id = self.accepted_reference(key, &metadata, file, bytes).await;
         let settled = self.wait_until_settled(key, &id).await;
         assert_eq!(settled["status"], "ready", "{settled}");
         id
