@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub use query::{ALL_TIERS, QueryOutcome, TierOutcome, run_query};
+pub use query::{ALL_TIERS, JOINED_PHASES, QueryOutcome, TierOutcome, run_query};
 pub use references::{ReferenceStats, build_library, build_library_into};
 pub use report::{Report, TierReport, TransformScore, report, report_for};
 pub use set::{Query, QueryKind, list_references, load_queries};

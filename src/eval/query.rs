@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{Query, QueryKind};
 use crate::recognition::{
-    KeyframeCost, KeyframeHashes, Library, RecognitionConfig, StreamActivity, StreamRecognizer,
-    TierHits, Tiers, decode_keyframe_timed, look_up_luma, query_features,
+    KeyframeCost, KeyframeHashes, KeyframeHit, Library, RecognitionConfig, StreamActivity,
+    StreamRecognizer, TierHits, Tiers, decode_keyframe_timed, look_up_luma, query_features,
 };
 
 /// What one choice of tiers decided for a query.
@@ -52,6 +52,13 @@ pub struct QueryOutcome {
     pub by_tier: BTreeMap<String, TierOutcome>,
     /// Time per step over the query's keyframes.
     pub cost: KeyframeCost,
+    /// The same over its keyframes past the stream's opening
+    /// ([`crate::recognition::FeatureSchedule::past_opening`]).
+    pub cost_past_opening: KeyframeCost,
+    /// Both tiers' outcome had the query begun on a stream already live and quiet, on the two
+    /// beats of the geometric tier's quiet schedule: its first keyframe due for a look, then
+    /// not ([`JOINED_PHASES`]).
+    pub joined_mid_stream: Vec<TierOutcome>,
 }
 
 impl QueryOutcome {
@@ -69,7 +76,15 @@ impl QueryOutcome {
 
     /// This outcome as if only `tiers` had run.
     pub fn under(&self, tiers: Tiers) -> QueryOutcome {
-        let t = self.by_tier.get(tiers.as_str()).cloned().unwrap_or_default();
+        self.with(self.by_tier.get(tiers.as_str()).cloned().unwrap_or_default())
+    }
+
+    /// This outcome for each beat of [`QueryOutcome::joined_mid_stream`].
+    pub fn joined(&self) -> impl Iterator<Item = QueryOutcome> + '_ {
+        self.joined_mid_stream.iter().map(|t| self.with(t.clone()))
+    }
+
+    fn with(&self, t: TierOutcome) -> QueryOutcome {
         QueryOutcome {
             flagged_as: t.flagged_as,
             ttd_s: t.ttd_s,
@@ -82,9 +97,44 @@ impl QueryOutcome {
 /// Every choice of tiers, in table order.
 pub const ALL_TIERS: [Tiers; 3] = [Tiers::Both, Tiers::Pdq, Tiers::Features];
 
+/// The beats a query joining a quiet stream mid-stream is run on: the stream's last geometric
+/// look this many quiet intervals before the query's first keyframe (a whole one: that keyframe
+/// is due; half of one: with keyframes every half interval, the next one is).
+pub const JOINED_PHASES: [f64; 2] = [1.0, 0.5];
+
+/// One decision rule fed one stream's keyframes, stopping at its first decision.
+struct Run {
+    recognizer: StreamRecognizer,
+    outcome: TierOutcome,
+}
+
+impl Run {
+    fn new(cfg: RecognitionConfig) -> Self {
+        Run { recognizer: StreamRecognizer::new(cfg), outcome: TierOutcome::default() }
+    }
+
+    /// Feeds one keyframe's hits; `expected` is the positive's reference.
+    fn observe(&mut self, ts_ms: i64, hits: &[KeyframeHit], expected: Option<&str>) {
+        self.recognizer.observe(ts_ms, hits);
+        let hit = match expected {
+            Some(r) => hits.iter().any(|h| h.reference_id == r),
+            None => !hits.is_empty(),
+        };
+        self.outcome.keyframes_hit += usize::from(hit);
+        if self.outcome.flagged_as.is_none()
+            && let Some(m) = self.recognizer.decision()
+        {
+            self.outcome.flagged_as = Some(m.reference_id);
+            self.outcome.ttd_s = Some(ts_ms as f64 / 1000.0);
+        }
+    }
+}
+
 /// Runs one query through fresh [`StreamRecognizer`]s, one per choice of tiers, fed from the
 /// same lookups, each stopping at its first decision; the configured tiers' decision is the
-/// outcome's headline.
+/// outcome's headline. The query is a stream from its first keyframe on (its opening gets the
+/// schedule's full look); it is also run as if it had begun on a stream already live, from the
+/// same lookups.
 ///
 /// # Errors
 /// A keyframe file that cannot be read. Undecodable keyframes are skipped, as the worker
@@ -95,63 +145,72 @@ pub fn run_query(
     query: &Query,
 ) -> anyhow::Result<QueryOutcome> {
     let expected = query.reference.as_deref();
-    let mut runs: Vec<(Tiers, StreamRecognizer, TierOutcome)> = ALL_TIERS
+    let mut runs: Vec<(Tiers, Run)> = ALL_TIERS
         .iter()
-        .map(|&t| {
-            (
-                t,
-                StreamRecognizer::new(RecognitionConfig { tiers: t, ..cfg.clone() }),
-                TierOutcome::default(),
-            )
-        })
+        .map(|&t| (t, Run::new(RecognitionConfig { tiers: t, ..cfg.clone() })))
         .collect();
     // One lookup per keyframe, as the worker's (both tiers, the geometric one on the
     // schedule's keyframes of this stream); each choice of tiers selects its hits from it. The
     // geometric tier alone is judged on every keyframe: on the keyframes the schedule skipped,
     // its features are looked up outside the timed cost.
     let both = RecognitionConfig { tiers: Tiers::Both, ..cfg.clone() };
-    let mut cost = KeyframeCost::default();
-    let mut activity = StreamActivity::default();
+    let schedule = both.schedule;
+    let (mut cost, mut cost_past_opening) = (KeyframeCost::default(), KeyframeCost::default());
+    let first_ts_ms = query.keyframes.first().map_or(0, |(ts, _)| *ts);
+    let mut activity = StreamActivity::opening_at(first_ts_ms);
+    let mut joined: Vec<(StreamActivity, Run)> = JOINED_PHASES
+        .iter()
+        .map(|&beats| {
+            let last_look = first_ts_ms - (beats * schedule.quiet_interval_ms as f64) as i64;
+            let quiet = StreamActivity { last_features_ms: Some(last_look), ..Default::default() };
+            (quiet, Run::new(both.clone()))
+        })
+        .collect();
     for (ts_ms, path) in &query.keyframes {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let Some(luma) = decode_keyframe_timed(&bytes, &mut cost) else { continue };
-        let found = look_up_luma(|| library, &luma, &both, None, *ts_ms, activity, &mut cost);
+        let mut one = KeyframeCost::default();
+        let Some(luma) = decode_keyframe_timed(&bytes, &mut one) else { continue };
+        let found = look_up_luma(|| library, &luma, &both, None, *ts_ms, activity, &mut one);
+        cost.add(&one);
+        if schedule.past_opening(*ts_ms, activity) {
+            cost_past_opening.add(&one);
+        }
         let scheduled = library.keyframe_hits(&found.hits, Tiers::Both);
         activity.record(*ts_ms, found.looked_up_features(), !scheduled.is_empty());
         // The keyframes the schedule skipped get their features here, for the geometric tier
-        // judged alone; the PDQ views are not hashed again.
-        let features_alone = TierHits {
-            pdq: Vec::new(),
-            features: if found.looked_up_features() {
-                found.hits.features.clone()
-            } else {
-                let features = Some(query_features(&luma));
-                library.lookup_features(&KeyframeHashes { features, ..found.hashes }, None)
-            },
+        // judged alone and for the stream joined mid-stream; the PDQ views are not hashed again.
+        let features = if found.looked_up_features() {
+            found.hits.features.clone()
+        } else {
+            let features = Some(query_features(&luma));
+            library.lookup_features(&KeyframeHashes { features, ..found.hashes.clone() }, None)
         };
-        for (tiers, recognizer, outcome) in &mut runs {
+        for (tiers, run) in &mut runs {
             let hits = match tiers {
                 Tiers::Both => scheduled.clone(),
                 Tiers::Pdq => library.keyframe_hits(&found.hits, Tiers::Pdq),
-                Tiers::Features => library.keyframe_hits(&features_alone, Tiers::Features),
+                Tiers::Features => {
+                    let alone = TierHits { pdq: Vec::new(), features: features.clone() };
+                    library.keyframe_hits(&alone, Tiers::Features)
+                }
             };
-            recognizer.observe(*ts_ms, &hits);
-            let hit = match expected {
-                Some(r) => hits.iter().any(|h| h.reference_id == r),
-                None => !hits.is_empty(),
+            run.observe(*ts_ms, &hits, expected);
+        }
+        let pdq_hit = !found.hits.pdq.is_empty();
+        for (quiet, run) in &mut joined {
+            let looks = schedule.wants_features(*ts_ms, pdq_hit, *quiet);
+            let hits = TierHits {
+                pdq: found.hits.pdq.clone(),
+                features: if looks { features.clone() } else { Vec::new() },
             };
-            outcome.keyframes_hit += usize::from(hit);
-            if outcome.flagged_as.is_none()
-                && let Some(m) = recognizer.decision()
-            {
-                outcome.flagged_as = Some(m.reference_id);
-                outcome.ttd_s = Some(*ts_ms as f64 / 1000.0);
-            }
+            let hits = library.keyframe_hits(&hits, Tiers::Both);
+            quiet.record(*ts_ms, looks, !hits.is_empty());
+            run.observe(*ts_ms, &hits, expected);
         }
     }
     let by_tier: BTreeMap<String, TierOutcome> =
-        runs.into_iter().map(|(t, _, o)| (t.as_str().to_owned(), o)).collect();
+        runs.into_iter().map(|(t, r)| (t.as_str().to_owned(), r.outcome)).collect();
     let outcome = QueryOutcome {
         query: query.name.clone(),
         kind: query.kind,
@@ -164,6 +223,8 @@ pub fn run_query(
         hard_negative: query.is_hard_negative(),
         by_tier,
         cost,
+        cost_past_opening,
+        joined_mid_stream: joined.into_iter().map(|(_, r)| r.outcome).collect(),
     };
     Ok(outcome.under(cfg.tiers))
 }

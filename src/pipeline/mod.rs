@@ -93,9 +93,9 @@ const STATUS_TTL: Duration = Duration::from_secs(1);
 const STREAMS_SEEN_MAX: usize = 100_000;
 
 /// What this process knows of a stream: its status as read at `read_at`, and what it did for
-/// the geometric tier's schedule ([`crate::recognition::FeatureSchedule`]). The latest hit is
-/// read from the database with the status, so a hit another process recorded counts here
-/// within [`STATUS_TTL`]; the latest geometric lookup is this process's own (with several
+/// the geometric tier's schedule ([`crate::recognition::FeatureSchedule`]). The stream's first
+/// keyframe and latest hit are read from the database with the status, so an opening or a hit
+/// another process recorded counts here within [`STATUS_TTL`]; the latest geometric lookup is this process's own (with several
 /// workers a quiet stream is looked at once per interval by each that takes its keyframes:
 /// more often, never less).
 #[derive(Debug, Clone, Copy)]
@@ -207,7 +207,8 @@ async fn stream_status(
     let stored = match streams::get(pool, &k.stream_id).await? {
         Some(s) => Some(s),
         None => {
-            streams::ensure(pool, &k.stream_id, k.account_id.as_deref(), k.viewers).await?;
+            let (account, viewers) = (k.account_id.as_deref(), k.viewers);
+            streams::ensure(pool, &k.stream_id, account, viewers, Some(k.ts_ms)).await?;
             streams::get(pool, &k.stream_id).await?
         }
     };
@@ -216,8 +217,11 @@ async fn stream_status(
         if s.ended_at.is_some() { StreamStatus::Ended } else { s.status }
     });
     let mut activity = remembered.map(|m| m.activity).unwrap_or_default();
-    if let Some(t) = stored.and_then(|s| s.last_hit_ts_ms) {
-        activity.record(t, false, true);
+    if let Some(s) = stored {
+        activity.opened_ms = s.first_ts_ms;
+        if let Some(t) = s.last_hit_ts_ms {
+            activity.record(t, false, true);
+        }
     }
     let mut seen = lock(&deps.streams_seen);
     if seen.len() >= STREAMS_SEEN_MAX {
@@ -307,7 +311,7 @@ impl StillToKeep {
 pub async fn handle(message: &QueueMessage, deps: &Deps) -> Result<Handled, HandleError> {
     let k = match message {
         QueueMessage::StreamEnd(e) => {
-            streams::ensure(deps.store.pool(), &e.stream_id, None, None).await?;
+            streams::ensure(deps.store.pool(), &e.stream_id, None, None, None).await?;
             // A flagged or killed stream keeps its status (its decision stays visible) and
             // gets an `ended_at`; a live one becomes `ended`.
             streams::end(deps.store.pool(), &e.stream_id, "ended by the platform").await?;

@@ -6,16 +6,19 @@
 //! - every keyframe whose own PDQ lookup hit, and every keyframe of a stream that has shown a
 //!   hit (either tier) within [`FeatureSchedule::evidence_window_ms`] of stream time: once
 //!   there is evidence, the stream gets the full look;
-//! - otherwise, a stream's first keyframe and then one at least every
-//!   [`FeatureSchedule::quiet_interval_ms`] of stream time: a re-stream only the geometric tier
-//!   sees (a filmed screen, a face-cam layout, a side window) is found at most one interval
-//!   late, and from its first hit on, every keyframe is looked at.
+//! - every keyframe of a stream's opening, its first [`FeatureSchedule::evidence_window_ms`]:
+//!   a stream that goes live on a re-broadcast is found as fast as with every keyframe looked
+//!   at, and the opening is a few seconds of a stream that lasts for many minutes;
+//! - otherwise, one keyframe at least every [`FeatureSchedule::quiet_interval_ms`] of stream
+//!   time: a re-stream only the geometric tier sees (a filmed screen, a face-cam layout, a side
+//!   window) that begins on a stream already live is found at most one interval late, and from
+//!   its first hit on, every keyframe is looked at.
 //!
 //! The worker and `offside eval` both ask [`FeatureSchedule::wants_features`], so the
-//! evaluation's figures are the schedule's. What ships is [`FeatureSchedule::EVERY_KEYFRAME`]
-//! until the decision rule stands on the evidence of fewer keyframes (see
-//! [`FeatureSchedule::default`]); [`FeatureSchedule::BY_NEED`] is the schedule measured,
-//! `offside eval --quiet-interval-ms 4000 --evidence-window-ms 10000`.
+//! evaluation's figures are the schedule's; the evaluation prices a platform's streams past
+//! their opening ([`FeatureSchedule::past_opening`]) and reports pirates that begin mid-stream
+//! apart. [`FeatureSchedule::BY_NEED`] ships; `offside eval --quiet-interval-ms 0` measures
+//! every keyframe looked at.
 
 /// The schedule's two parameters (part of [`super::RecognitionConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +33,9 @@ pub struct FeatureSchedule {
 /// What a keyframe's stream is known to have done, for [`FeatureSchedule::wants_features`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamActivity {
+    /// Stream time of the stream's first keyframe, when the stream is known to have begun
+    /// there: its opening gets the full look. `None` for a stream whose start is unknown.
+    pub opened_ms: Option<i64>,
     /// Stream time of the stream's latest keyframe with a hit (either tier), if any.
     pub last_hit_ms: Option<i64>,
     /// Stream time of the latest keyframe whose features were looked up, if any.
@@ -37,6 +43,11 @@ pub struct StreamActivity {
 }
 
 impl StreamActivity {
+    /// A stream that begins with the keyframe at `stream_ts_ms`.
+    pub fn opening_at(stream_ts_ms: i64) -> Self {
+        StreamActivity { opened_ms: Some(stream_ts_ms), ..StreamActivity::default() }
+    }
+
     /// Records a looked-up keyframe: whether it looked up features, and whether it hit.
     pub fn record(&mut self, stream_ts_ms: i64, looked_up_features: bool, hit: bool) {
         let later = |t: Option<i64>| Some(t.map_or(stream_ts_ms, |t| t.max(stream_ts_ms)));
@@ -61,7 +72,7 @@ impl FeatureSchedule {
 
     /// The schedule by need as measured (docs/EVALUATION.md): one keyframe in two of a quiet
     /// stream keyed every 2 s (one in three lost two development-set overlays), and ten seconds
-    /// of full look after a hit (four lost one).
+    /// of full look after a hit and at a stream's opening (four lost one).
     pub const BY_NEED: FeatureSchedule =
         FeatureSchedule { evidence_window_ms: 10_000, quiet_interval_ms: 4_000 };
 
@@ -71,25 +82,28 @@ impl FeatureSchedule {
         if pdq_hit || self.quiet_interval_ms <= 0 {
             return true;
         }
-        let recent_hit =
-            stream.last_hit_ms.is_some_and(|t| stream_ts_ms - t <= self.evidence_window_ms);
+        let recent =
+            |t: Option<i64>| t.is_some_and(|t| stream_ts_ms - t <= self.evidence_window_ms);
         let due = stream
             .last_features_ms
             .is_none_or(|t| stream_ts_ms - t + JITTER_MS >= self.quiet_interval_ms);
-        recent_hit || due
+        recent(stream.last_hit_ms) || recent(stream.opened_ms) || due
+    }
+
+    /// Whether the keyframe at `stream_ts_ms` lies past its stream's opening (or the opening
+    /// is unknown): what a platform's long streams are made of, nearly all their keyframes.
+    pub fn past_opening(&self, stream_ts_ms: i64, stream: StreamActivity) -> bool {
+        stream.opened_ms.is_none_or(|t| stream_ts_ms - t > self.evidence_window_ms)
     }
 }
 
 impl Default for FeatureSchedule {
-    /// Every keyframe, for now. Measured with `offside eval` (docs/EVALUATION.md, "The geometric
-    /// tier's schedule by need"): one keyframe in two of a quiet stream and ten seconds of full
-    /// look after a hit cut the CPU of a keyframe matching nothing by about 40 % and kept every
-    /// development-set detection, but the stress set's hard negative (the same room, another
-    /// take) was flagged 4 times in 12: the hits of the keyframes it skipped were the ones that
-    /// contradicted the false candidate. It ships once the decision rule no longer leans on
-    /// evidence a skipped keyframe withholds.
+    /// [`FeatureSchedule::BY_NEED`]. Measured with `offside eval` (docs/EVALUATION.md, "The
+    /// geometric tier's schedule by need"): past a stream's opening it cuts the CPU of a
+    /// keyframe matching nothing by about a fifth, with every detection of both evaluation
+    /// sets kept from a stream's start and no false flag.
     fn default() -> Self {
-        FeatureSchedule::EVERY_KEYFRAME
+        FeatureSchedule::BY_NEED
     }
 }
 
@@ -98,7 +112,8 @@ mod tests {
     use super::*;
 
     /// Which of a stream's keyframes, one every `every_ms`, look up features, with hits at the
-    /// given keyframe numbers (PDQ hits when `pdq`, else geometric ones).
+    /// given keyframe numbers (PDQ hits when `pdq`, else geometric ones), on a stream whose
+    /// start is unknown.
     fn looked_up(
         schedule: FeatureSchedule,
         every_ms: i64,
@@ -106,7 +121,18 @@ mod tests {
         hits: &[i64],
         pdq: bool,
     ) -> Vec<i64> {
-        let mut stream = StreamActivity::default();
+        looked_up_from(StreamActivity::default(), schedule, every_ms, n, hits, pdq)
+    }
+
+    /// [`looked_up`] on a stream that has done `stream` before its keyframe 0.
+    fn looked_up_from(
+        mut stream: StreamActivity,
+        schedule: FeatureSchedule,
+        every_ms: i64,
+        n: i64,
+        hits: &[i64],
+        pdq: bool,
+    ) -> Vec<i64> {
         let mut out = Vec::new();
         for k in 0..n {
             let ts = k * every_ms;
@@ -144,6 +170,31 @@ mod tests {
         // A pirate hitting on every keyframe keeps the full look.
         let all: Vec<i64> = (0..12).collect();
         assert_eq!(looked_up(SCHEDULE, 2_000, 12, &all, false), all);
+    }
+
+    #[test]
+    fn a_streams_opening_gets_the_full_look_then_the_quiet_schedule_resumes() {
+        let opening = StreamActivity::opening_at(0);
+        // Up to 10 s (keyframes 0-5) every keyframe, then one every 6 s from the last look.
+        assert_eq!(
+            looked_up_from(opening, SCHEDULE, 2_000, 12, &[], false),
+            [0, 1, 2, 3, 4, 5, 8, 11]
+        );
+        // A hit in the opening extends the full look to 10 s after the hit.
+        let hit_at_8_s = looked_up_from(opening, SCHEDULE, 2_000, 14, &[4], false);
+        assert_eq!(hit_at_8_s, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12]);
+        // A stream joined long after its opening is on the quiet schedule.
+        let old = StreamActivity::opening_at(-60_000);
+        assert_eq!(looked_up_from(old, SCHEDULE, 2_000, 7, &[], false), [0, 3, 6]);
+    }
+
+    #[test]
+    fn only_keyframes_past_the_opening_price_a_long_stream() {
+        let opening = StreamActivity::opening_at(1_000);
+        assert!(!SCHEDULE.past_opening(1_000, opening));
+        assert!(!SCHEDULE.past_opening(11_000, opening));
+        assert!(SCHEDULE.past_opening(11_001, opening));
+        assert!(SCHEDULE.past_opening(0, StreamActivity::default()));
     }
 
     #[test]

@@ -72,10 +72,12 @@ pub struct Stream {
     pub ended_at: Option<i64>,
     /// Stream time of its latest keyframe with a hit, if any.
     pub last_hit_ts_ms: Option<i64>,
+    /// Stream time of the first keyframe seen of it (none for a stream recorded otherwise).
+    pub first_ts_ms: Option<i64>,
 }
 
 const STREAM_COLUMNS: &str = "id, account_id, status, status_reason, created_at, updated_at, \
-                              viewers, ended_at, last_hit_ts_ms";
+                              viewers, ended_at, last_hit_ts_ms, first_ts_ms";
 
 fn stream_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Stream> {
     let status: String = row.try_get(2)?;
@@ -89,10 +91,12 @@ fn stream_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Stream> {
         viewers: row.try_get(6)?,
         ended_at: row.try_get(7)?,
         last_hit_ts_ms: row.try_get(8)?,
+        first_ts_ms: row.try_get(9)?,
     })
 }
 
-/// Records a stream the first time one of its keyframes is seen; a no-op afterwards.
+/// Records a stream the first time one of its keyframes (at stream time `first_ts_ms`) or its
+/// end is seen; a no-op afterwards.
 ///
 /// # Errors
 /// Any database error.
@@ -101,16 +105,18 @@ pub async fn ensure<'e>(
     id: &str,
     account_id: Option<&str>,
     viewers: Option<i64>,
+    first_ts_ms: Option<i64>,
 ) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO streams (id, account_id, status, created_at, updated_at, viewers) \
-         VALUES ($1, $2, 'live', $3, $3, $4) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO streams (id, account_id, status, created_at, updated_at, viewers, \
+         first_ts_ms) VALUES ($1, $2, 'live', $3, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
     .bind(account_id)
     .bind(now)
     .bind(viewers)
+    .bind(first_ts_ms)
     .execute(db)
     .await?;
     Ok(())

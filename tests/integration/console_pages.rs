@@ -182,7 +182,7 @@ async fn seed_case(
     .await
     .expect("reference");
     let stream_id = format!("stream-{}", uuid::Uuid::new_v4().simple());
-    streams::ensure(pool, &stream_id, Some("user-7"), viewers).await.expect("stream");
+    streams::ensure(pool, &stream_id, Some("user-7"), viewers, None).await.expect("stream");
     streams::transition(
         pool,
         &stream_id,

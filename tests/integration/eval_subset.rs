@@ -47,6 +47,25 @@ fn every_positive_is_flagged_for_its_reference_and_no_negative_is_flagged() {
     let mix = report.platform_mix_ms_per_keyframe;
     assert!(mix > negative.decode_ms, "{mix} ms per keyframe");
     assert_eq!((report.negatives, report.hard_negatives), (3, 1));
+    // A platform's negatives are priced past their stream's opening: here, the negatives'
+    // keyframes more than the evidence window after their first one.
+    let past_opening: usize = queries
+        .iter()
+        .filter(|q| q.kind == QueryKind::Negative)
+        .map(|q| {
+            let first = q.keyframes[0].0;
+            let w = cfg.schedule.evidence_window_ms;
+            q.keyframes.iter().filter(|(ts, _)| ts - first > w).count()
+        })
+        .sum();
+    assert_eq!(report.cost_ms_per_negative_keyframe_past_opening.keyframes, past_opening);
+    // Joined mid-stream, on both beats of the quiet schedule, every positive here is still
+    // found (they are all PDQ copies, looked at on every keyframe) and no negative flagged.
+    let joined = &report.joined_mid_stream;
+    assert_eq!(joined.overall_recall, 1.0);
+    assert_eq!(joined.false_flags, 0);
+    let runs: usize = joined.per_transform.values().map(|t| t.queries).sum();
+    assert_eq!(runs, 2 * (queries.len() - report.negatives));
     let json = report.to_json();
     assert_eq!(json["per_transform"]["reencode"]["queries"], 1);
     assert_eq!(json["per_transform"]["reencode"]["detected"], 1);

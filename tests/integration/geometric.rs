@@ -215,10 +215,10 @@ async fn feature_frames_round_trip_through_postgres_into_the_index() {
     feature_frames_round_trip_through_the_database_into_the_index(Db::Postgres).await;
 }
 
-/// The geometric tier's schedule in the worker (`recognition::FeatureSchedule`): a stream that
-/// has shown nothing is looked at once per interval, and a hit recorded by another worker
-/// process opens the full look for the next keyframe here. Two `Deps` on one database are two
-/// worker processes.
+/// The geometric tier's schedule in the worker (`recognition::FeatureSchedule`): a stream's
+/// opening is looked at in full, a stream that has shown nothing since is looked at once per
+/// interval, and a hit recorded by another worker process opens the full look for the next
+/// keyframe here. Two `Deps` on one database are two worker processes.
 async fn a_hit_seen_by_another_worker_opens_the_geometric_look_here(db: Db) {
     let env = TestEnv::new(db).await;
     let store = Store::connect(&env.database_url).await.expect("connect");
@@ -256,35 +256,41 @@ async fn a_hit_seen_by_another_worker_opens_the_geometric_look_here(db: Db) {
             body: body.clone(),
         })
     };
-    let outcome = |deps: Deps, message: QueueMessage| async move {
-        pipeline::handle(&message, &deps).await.expect("handled").outcome
-    };
-
-    // Alone, worker B looks at a quiet stream's first keyframe, then skips the next ones until
-    // the interval is due: a re-stream starting half an interval later is not looked at.
-    let interval = cfg.schedule.quiet_interval_ms;
-    let (found_at, skipped_at) = (interval / 4, interval / 2);
-    let quiet = "stream-quiet";
-    let unrelated_png = |ts| {
-        let mut m = keyframe(quiet, ts, &unrelated);
+    let unrelated_png = |stream: &str, ts| {
+        let mut m = keyframe(stream, ts, &unrelated);
         if let QueueMessage::Keyframe(k) = &mut m {
             k.content_type = "image/png".to_owned();
         }
         m
     };
-    assert_eq!(outcome(worker_b.clone(), unrelated_png(0)).await, Outcome::NoMatch);
+    let outcome = |deps: Deps, message: QueueMessage| async move {
+        pipeline::handle(&message, &deps).await.expect("handled").outcome
+    };
+    let (opening, interval) = (cfg.schedule.evidence_window_ms, cfg.schedule.quiet_interval_ms);
+
+    // A stream's opening is looked at in full: a re-stream there is found on any keyframe.
+    let new = "stream-new";
+    assert_eq!(outcome(worker_b.clone(), unrelated_png(new, 0)).await, Outcome::NoMatch);
+    let seen = outcome(worker_b.clone(), keyframe(new, interval / 2, &geometric_only[1])).await;
+    assert!(matches!(seen, Outcome::Accumulating | Outcome::Decided(_)), "{seen:?}");
+
+    // Past its opening, worker B looks at a quiet stream's keyframe when the interval is due,
+    // then skips the next ones until it is due again: a re-stream starting half an interval
+    // later is not looked at.
+    let due = opening + interval;
+    let (found_at, skipped_at) = (due + interval / 4, due + interval / 2);
+    let quiet = "stream-quiet";
+    assert_eq!(outcome(worker_b.clone(), unrelated_png(quiet, 0)).await, Outcome::NoMatch);
+    assert_eq!(outcome(worker_b.clone(), unrelated_png(quiet, due)).await, Outcome::NoMatch);
     let skipped = outcome(worker_b.clone(), keyframe(quiet, skipped_at, &geometric_only[1])).await;
     assert_eq!(skipped, Outcome::NoMatch);
 
     // Worker A finds the re-stream on another stream's keyframe; worker B, which saw only that
-    // stream's quiet first keyframe, reads the hit with the stream's status and looks at the
-    // next keyframe.
+    // stream's quiet keyframes, reads the hit with the stream's status and looks at the next
+    // keyframe.
     let shared = "stream-shared";
-    let mut first = unrelated_png(0);
-    if let QueueMessage::Keyframe(k) = &mut first {
-        k.stream_id = shared.to_owned();
-    }
-    assert_eq!(outcome(worker_b.clone(), first).await, Outcome::NoMatch);
+    assert_eq!(outcome(worker_b.clone(), unrelated_png(shared, 0)).await, Outcome::NoMatch);
+    assert_eq!(outcome(worker_b.clone(), unrelated_png(shared, due)).await, Outcome::NoMatch);
     let found = outcome(worker_a, keyframe(shared, found_at, &geometric_only[0])).await;
     assert_eq!(found, Outcome::Accumulating);
     // Past the status cache's second, as a keyframe of a stream keyed every 2 s would be.

@@ -161,7 +161,7 @@ impl World {
         let pool = self.app.store.pool();
         let reference_id = self.reference(owner).await;
         let stream_id = format!("stream-{}", uuid::Uuid::new_v4().simple());
-        streams::ensure(pool, &stream_id, Some("user-7"), Some(10)).await.expect("stream");
+        streams::ensure(pool, &stream_id, Some("user-7"), Some(10), None).await.expect("stream");
         streams::transition(pool, &stream_id, &[StreamStatus::Live], StreamStatus::Flagged, "flag")
             .await
             .expect("flag");

@@ -131,7 +131,9 @@ async fn seed(app: &crate::common::TestApp, n: usize, pairs: usize) -> Vec<Strin
     for c in 0..n {
         let stream = format!("stream-{c:05}");
         let mut tx = pool.begin().await.unwrap();
-        streams::ensure(&mut *tx, &stream, Some("acct"), Some((c % 997) as i64)).await.unwrap();
+        streams::ensure(&mut *tx, &stream, Some("acct"), Some((c % 997) as i64), None)
+            .await
+            .unwrap();
         let m = StreamMatch {
             id: new_id(),
             reference_id: reference.clone(),
