@@ -288,16 +288,18 @@ impl Report {
             r.pdq_index_bytes as f64 / r.video_seconds.max(1e-9),
             r.feature_index_bytes as f64 / r.video_seconds.max(1e-9),
         ));
+        let past_opening = &self.cost_ms_per_negative_keyframe_past_opening;
         for (what, c) in [
-            ("negative", &self.cost_ms_per_negative_keyframe),
-            (
-                "negative keyframe past its stream's opening, a",
-                &self.cost_ms_per_negative_keyframe_past_opening,
-            ),
-            ("positive", &self.cost_ms_per_positive_keyframe),
+            ("negative keyframe", &self.cost_ms_per_negative_keyframe),
+            ("negative keyframe past its stream's opening", past_opening),
+            ("positive keyframe", &self.cost_ms_per_positive_keyframe),
         ] {
+            if c.keyframes == 0 {
+                continue;
+            }
             s.push_str(&format!(
-                "Per {what} keyframe (ms, one thread): {:.2} = decode {:.2}; PDQ tier {:.2} (hash {:.2} + lookup {:.2}); geometric tier {:.2} (features {:.2} + lookup and verification {:.2}) on {:.0} % of keyframes.\n",
+                "Per {what} ({} keyframes; ms, one thread): {:.2} = decode {:.2}; PDQ tier {:.2} (hash {:.2} + lookup {:.2}); geometric tier {:.2} (features {:.2} + lookup and verification {:.2}) on {:.0} % of keyframes.\n",
+                c.keyframes,
                 c.total_ms(),
                 c.decode_ms,
                 c.pdq_hash_ms + c.pdq_lookup_ms,
@@ -317,8 +319,9 @@ impl Report {
             ));
         }
         s.push_str(&format!(
-            "Platform mix ({:.0} % negative keyframes): {:.2} ms per keyframe, {:.0} keyframes/s per thread.\n",
+            "Platform mix ({:.0} % negative keyframes{}): {:.2} ms per keyframe, {:.0} keyframes/s per thread.\n",
             100.0 * PLATFORM_NEGATIVE_SHARE,
+            if past_opening.keyframes > 0 { ", past their stream's opening" } else { "" },
             self.platform_mix_ms_per_keyframe,
             self.keyframes_per_second
         ));
