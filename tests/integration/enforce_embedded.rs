@@ -46,12 +46,14 @@ async fn a_pirate_stream_is_flagged_where_the_eval_rule_decides_and_a_negative_n
     let m = &stream["matches"][0];
     assert_eq!(m["reference_id"], reference.as_str());
     // The pipeline applies the eval's rule; with two consumers a stream's keyframes can be
-    // handled concurrently, so a keyframe may be matched before an earlier one's hits are
-    // committed, and the decision can land one keyframe (2 s) later than in order.
+    // handled concurrently and out of order. A keyframe may be matched before an earlier one's
+    // hits are committed (the decision lands one keyframe, 2 s, later than in order), or after
+    // a later one's (the earlier keyframe completes the same evidence and the decision carries
+    // its time, one keyframe sooner). Either way the evidence is the rule's: 4 s of agreement.
     let decided_at = m["decided_at_ts_ms"].as_i64().unwrap();
     assert!(
-        (expected.1..=expected.1 + 2_000).contains(&decided_at),
-        "the pipeline decides where the eval rule does ({}), at most a keyframe later: {m}",
+        (expected.1 - 2_000..=expected.1 + 2_000).contains(&decided_at),
+        "the pipeline decides where the eval rule does ({}), give or take a keyframe: {m}",
         expected.1
     );
     assert!(m["matched_seconds"].as_f64().unwrap() >= 4.0, "{m}");
