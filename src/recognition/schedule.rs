@@ -112,20 +112,9 @@ mod tests {
     use super::*;
 
     /// Which of a stream's keyframes, one every `every_ms`, look up features, with hits at the
-    /// given keyframe numbers (PDQ hits when `pdq`, else geometric ones), on a stream whose
-    /// start is unknown.
+    /// given keyframe numbers (PDQ hits when `pdq`, else geometric ones), on a stream that has
+    /// done `stream` before its keyframe 0 (`StreamActivity::default()`: its start unknown).
     fn looked_up(
-        schedule: FeatureSchedule,
-        every_ms: i64,
-        n: i64,
-        hits: &[i64],
-        pdq: bool,
-    ) -> Vec<i64> {
-        looked_up_from(StreamActivity::default(), schedule, every_ms, n, hits, pdq)
-    }
-
-    /// [`looked_up`] on a stream that has done `stream` before its keyframe 0.
-    fn looked_up_from(
         mut stream: StreamActivity,
         schedule: FeatureSchedule,
         every_ms: i64,
@@ -152,40 +141,49 @@ mod tests {
 
     #[test]
     fn a_quiet_stream_is_looked_at_first_and_then_once_per_interval() {
-        assert_eq!(looked_up(SCHEDULE, 2_000, 10, &[], false), [0, 3, 6, 9]);
+        assert_eq!(
+            looked_up(StreamActivity::default(), SCHEDULE, 2_000, 10, &[], false),
+            [0, 3, 6, 9]
+        );
         // Keyframes placed a little early still count as due.
-        let early = looked_up(SCHEDULE, 1_980, 10, &[], false);
+        let early = looked_up(StreamActivity::default(), SCHEDULE, 1_980, 10, &[], false);
         assert_eq!(early, [0, 3, 6, 9]);
         // Sparse keyframes: every one is due.
-        assert_eq!(looked_up(SCHEDULE, 7_000, 4, &[], false), [0, 1, 2, 3]);
+        assert_eq!(
+            looked_up(StreamActivity::default(), SCHEDULE, 7_000, 4, &[], false),
+            [0, 1, 2, 3]
+        );
     }
 
     #[test]
     fn a_hit_on_either_tier_opens_the_full_look_for_the_evidence_window() {
         // A geometric hit on keyframe 3 (looked at on schedule): keyframes 4-8 are all looked
         // at (up to 10 s after it), then the quiet schedule resumes from the last look.
-        assert_eq!(looked_up(SCHEDULE, 2_000, 14, &[3], false), [0, 3, 4, 5, 6, 7, 8, 11]);
+        assert_eq!(
+            looked_up(StreamActivity::default(), SCHEDULE, 2_000, 14, &[3], false),
+            [0, 3, 4, 5, 6, 7, 8, 11]
+        );
         // A PDQ hit is seen on every keyframe: it is looked at at once.
-        assert_eq!(looked_up(SCHEDULE, 2_000, 14, &[1], true), [0, 1, 2, 3, 4, 5, 6, 9, 12]);
+        assert_eq!(
+            looked_up(StreamActivity::default(), SCHEDULE, 2_000, 14, &[1], true),
+            [0, 1, 2, 3, 4, 5, 6, 9, 12]
+        );
         // A pirate hitting on every keyframe keeps the full look.
         let all: Vec<i64> = (0..12).collect();
-        assert_eq!(looked_up(SCHEDULE, 2_000, 12, &all, false), all);
+        assert_eq!(looked_up(StreamActivity::default(), SCHEDULE, 2_000, 12, &all, false), all);
     }
 
     #[test]
     fn a_streams_opening_gets_the_full_look_then_the_quiet_schedule_resumes() {
         let opening = StreamActivity::opening_at(0);
         // Up to 10 s (keyframes 0-5) every keyframe, then one every 6 s from the last look.
-        assert_eq!(
-            looked_up_from(opening, SCHEDULE, 2_000, 12, &[], false),
-            [0, 1, 2, 3, 4, 5, 8, 11]
-        );
+        assert_eq!(looked_up(opening, SCHEDULE, 2_000, 12, &[], false), [0, 1, 2, 3, 4, 5, 8, 11]);
         // A hit in the opening extends the full look to 10 s after the hit.
-        let hit_at_8_s = looked_up_from(opening, SCHEDULE, 2_000, 14, &[4], false);
+        let hit_at_8_s = looked_up(opening, SCHEDULE, 2_000, 14, &[4], false);
         assert_eq!(hit_at_8_s, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12]);
         // A stream joined long after its opening is on the quiet schedule.
         let old = StreamActivity::opening_at(-60_000);
-        assert_eq!(looked_up_from(old, SCHEDULE, 2_000, 7, &[], false), [0, 3, 6]);
+        assert_eq!(looked_up(old, SCHEDULE, 2_000, 7, &[], false), [0, 3, 6]);
     }
 
     #[test]
@@ -200,7 +198,17 @@ mod tests {
     #[test]
     fn every_keyframe_is_the_schedule_with_no_interval() {
         let all: Vec<i64> = (0..6).collect();
-        assert_eq!(looked_up(FeatureSchedule::EVERY_KEYFRAME, 2_000, 6, &[], false), all);
+        assert_eq!(
+            looked_up(
+                StreamActivity::default(),
+                FeatureSchedule::EVERY_KEYFRAME,
+                2_000,
+                6,
+                &[],
+                false
+            ),
+            all
+        );
     }
 
     #[test]
