@@ -4,13 +4,14 @@
     scripts/eval-diff.py before.json after.json
 
 Prints how many queries differ in what they decided (flagged reference, time to detect,
-keyframes hit, each choice of tiers), then each differing query, then each run's headline
+keyframes hit, each choice of tiers, each run joined mid-stream), then each differing query, then each run's headline
 figures. Exits 1 when any query differs, so a behaviour-neutral change can be checked with it.
 """
 import json
 import sys
 
-ANSWER = ("kind", "transform", "expected", "flagged_as", "ttd_s", "keyframes_hit", "by_tier")
+ANSWER = ("kind", "transform", "expected", "flagged_as", "ttd_s", "keyframes_hit", "by_tier",
+          "joined_mid_stream")
 
 
 def load(path):

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{Query, QueryKind};
 use crate::recognition::{
-    KeyframeCost, KeyframeHashes, KeyframeHit, Library, RecognitionConfig, StreamActivity,
-    StreamRecognizer, TierHits, Tiers, decode_keyframe_timed, look_up_luma, query_features,
+    KeyframeCost, KeyframeHit, Library, RecognitionConfig, StreamActivity, StreamRecognizer,
+    TierHits, Tiers, decode_keyframe_timed, look_up_features_timed, look_up_luma,
 };
 
 /// What one choice of tiers decided for a query.
@@ -52,9 +52,10 @@ pub struct QueryOutcome {
     pub by_tier: BTreeMap<String, TierOutcome>,
     /// Time per step over the query's keyframes.
     pub cost: KeyframeCost,
-    /// The same over its keyframes past the stream's opening
-    /// ([`crate::recognition::FeatureSchedule::past_opening`]).
-    pub cost_past_opening: KeyframeCost,
+    /// The same had the query begun on a stream already live and quiet, summed over both beats
+    /// of [`QueryOutcome::joined_mid_stream`] (each keyframe counted once per beat): what a
+    /// platform's streams, minutes past their opening, cost.
+    pub cost_mid_stream: KeyframeCost,
     /// Both tiers' outcome had the query begun on a stream already live and quiet, on the two
     /// beats of the geometric tier's quiet schedule: its first keyframe due for a look, then
     /// not ([`JOINED_PHASES`]).
@@ -155,7 +156,7 @@ pub fn run_query(
     // its features are looked up outside the timed cost.
     let both = RecognitionConfig { tiers: Tiers::Both, ..cfg.clone() };
     let schedule = both.schedule;
-    let (mut cost, mut cost_past_opening) = (KeyframeCost::default(), KeyframeCost::default());
+    let (mut cost, mut cost_mid_stream) = (KeyframeCost::default(), KeyframeCost::default());
     let first_ts_ms = query.keyframes.first().map_or(0, |(ts, _)| *ts);
     let mut activity = StreamActivity::opening_at(first_ts_ms);
     let mut joined: Vec<(StreamActivity, Run)> = JOINED_PHASES
@@ -173,18 +174,17 @@ pub fn run_query(
         let Some(luma) = decode_keyframe_timed(&bytes, &mut one) else { continue };
         let found = look_up_luma(|| library, &luma, &both, None, *ts_ms, activity, &mut one);
         cost.add(&one);
-        if schedule.past_opening(*ts_ms, activity) {
-            cost_past_opening.add(&one);
-        }
         let scheduled = library.keyframe_hits(&found.hits, Tiers::Both);
         activity.record(*ts_ms, found.looked_up_features(), !scheduled.is_empty());
-        // The keyframes the schedule skipped get their features here, for the geometric tier
-        // judged alone and for the stream joined mid-stream; the PDQ views are not hashed again.
+        // The keyframes the schedule skipped get their features here, timed apart, for the
+        // geometric tier judged alone and for the stream joined mid-stream; the PDQ views are
+        // not hashed again.
+        let (pdq_tier, mut geometric) = one.split();
         let features = if found.looked_up_features() {
             found.hits.features.clone()
         } else {
-            let features = Some(query_features(&luma));
-            library.lookup_features(&KeyframeHashes { features, ..found.hashes.clone() }, None)
+            let mut hashes = found.hashes.clone();
+            look_up_features_timed(|| library, &luma, &mut hashes, None, &mut geometric)
         };
         for (tiers, run) in &mut runs {
             let hits = match tiers {
@@ -207,6 +207,10 @@ pub fn run_query(
             let hits = library.keyframe_hits(&hits, Tiers::Both);
             quiet.record(*ts_ms, looks, !hits.is_empty());
             run.observe(*ts_ms, &hits, expected);
+            cost_mid_stream.add(&pdq_tier);
+            if looks {
+                cost_mid_stream.add(&geometric);
+            }
         }
     }
     let by_tier: BTreeMap<String, TierOutcome> =
@@ -223,7 +227,7 @@ pub fn run_query(
         hard_negative: query.is_hard_negative(),
         by_tier,
         cost,
-        cost_past_opening,
+        cost_mid_stream,
         joined_mid_stream: joined.into_iter().map(|(_, r)| r.outcome).collect(),
     };
     Ok(outcome.under(cfg.tiers))

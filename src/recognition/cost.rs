@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use fingerprints::Luma;
 
-use super::{KeyframeHashes, Library, LiveQuery, RecognitionConfig, StreamActivity, TierHits};
+use super::{Hit, KeyframeHashes, Library, LiveQuery, RecognitionConfig, StreamActivity, TierHits};
 
 /// Time spent per step on keyframes (ms, summed; one thread).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -40,6 +40,24 @@ impl KeyframeCost {
         self.features_keyframes += o.features_keyframes;
         self.features_extract_ms += o.features_extract_ms;
         self.features_lookup_ms += o.features_lookup_ms;
+    }
+
+    /// This tally split in two: decoding and the PDQ tier (with the keyframe count), and the
+    /// geometric tier (with its count of keyframes looked at).
+    pub fn split(&self) -> (KeyframeCost, KeyframeCost) {
+        let geometric = KeyframeCost {
+            features_keyframes: self.features_keyframes,
+            features_extract_ms: self.features_extract_ms,
+            features_lookup_ms: self.features_lookup_ms,
+            ..KeyframeCost::default()
+        };
+        let pdq_tier = KeyframeCost {
+            features_keyframes: 0,
+            features_extract_ms: 0.0,
+            features_lookup_ms: 0.0,
+            ..*self
+        };
+        (pdq_tier, geometric)
     }
 
     /// Every step's time together.
@@ -130,13 +148,27 @@ pub fn look_up_luma<L: Deref<Target = Library>>(
         && (!config.tiers.pdq()
             || config.schedule.wants_features(stream_ts_ms, !hits.pdq.is_empty(), stream));
     if features {
-        let t = Instant::now();
-        hashes.features = Some(super::keyframe::query_features(luma));
-        cost.features_extract_ms += ms_since(t);
-        let t = Instant::now();
-        hits.features = library().lookup_features(&hashes, live);
-        cost.features_lookup_ms += ms_since(t);
-        cost.features_keyframes += 1;
+        hits.features = look_up_features_timed(library, luma, &mut hashes, live, cost);
     }
     KeyframeLookup { hashes, hits }
+}
+
+/// The geometric tier's step of [`look_up_luma`]: the keyframe's local features extracted
+/// (into `hashes`) and looked up, each timed into `cost`, which counts the keyframe as one the
+/// geometric tier looked at.
+pub fn look_up_features_timed<L: Deref<Target = Library>>(
+    library: impl Fn() -> L,
+    luma: &Luma,
+    hashes: &mut KeyframeHashes,
+    live: Option<LiveQuery>,
+    cost: &mut KeyframeCost,
+) -> Vec<Hit> {
+    let t = Instant::now();
+    hashes.features = Some(super::keyframe::query_features(luma));
+    cost.features_extract_ms += ms_since(t);
+    let t = Instant::now();
+    let hits = library().lookup_features(hashes, live);
+    cost.features_lookup_ms += ms_since(t);
+    cost.features_keyframes += 1;
+    hits
 }

@@ -31,12 +31,13 @@ mod schedule;
 mod stream;
 pub(crate) mod weights;
 
-pub use cost::{KeyframeCost, KeyframeLookup, decode_keyframe_timed, look_up_luma};
+pub use cost::{
+    KeyframeCost, KeyframeLookup, decode_keyframe_timed, look_up_features_timed, look_up_luma,
+};
 pub use frame::{
     CorruptFeatures, FRAME_BYTES, FeatureFrame, ReferenceFrame, TornFrames, decode_feature_frames,
     decode_frames, encode_feature_frames, encode_frames,
 };
-pub(crate) use keyframe::query_features;
 pub use keyframe::{
     KeyframeHashes, MIN_QUALITY, QueryHash, QueryView, decode_keyframe, hash_keyframe, hash_luma,
     hash_luma_pdq,

@@ -15,10 +15,10 @@
 //!   its first hit on, every keyframe is looked at.
 //!
 //! The worker and `offside eval` both ask [`FeatureSchedule::wants_features`], so the
-//! evaluation's figures are the schedule's; the evaluation prices a platform's streams past
-//! their opening ([`FeatureSchedule::past_opening`]) and reports pirates that begin mid-stream
-//! apart. [`FeatureSchedule::BY_NEED`] ships; `offside eval --quiet-interval-ms 0` measures
-//! every keyframe looked at.
+//! evaluation's figures are the schedule's. The evaluation runs every query twice more as if it
+//! had begun on a stream already live and quiet: that prices a platform's streams, minutes past
+//! their opening, and reports pirates that begin mid-stream apart. [`FeatureSchedule::BY_NEED`]
+//! ships; `offside eval --quiet-interval-ms 0` measures every keyframe looked at.
 
 /// The schedule's two parameters (part of [`super::RecognitionConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -88,12 +88,6 @@ impl FeatureSchedule {
             .last_features_ms
             .is_none_or(|t| stream_ts_ms - t + JITTER_MS >= self.quiet_interval_ms);
         recent(stream.last_hit_ms) || recent(stream.opened_ms) || due
-    }
-
-    /// Whether the keyframe at `stream_ts_ms` lies past its stream's opening (or the opening
-    /// is unknown): what a platform's long streams are made of, nearly all their keyframes.
-    pub fn past_opening(&self, stream_ts_ms: i64, stream: StreamActivity) -> bool {
-        stream.opened_ms.is_none_or(|t| stream_ts_ms - t > self.evidence_window_ms)
     }
 }
 
@@ -184,15 +178,6 @@ mod tests {
         // A stream joined long after its opening is on the quiet schedule.
         let old = StreamActivity::opening_at(-60_000);
         assert_eq!(looked_up(old, SCHEDULE, 2_000, 7, &[], false), [0, 3, 6]);
-    }
-
-    #[test]
-    fn only_keyframes_past_the_opening_price_a_long_stream() {
-        let opening = StreamActivity::opening_at(1_000);
-        assert!(!SCHEDULE.past_opening(1_000, opening));
-        assert!(!SCHEDULE.past_opening(11_000, opening));
-        assert!(SCHEDULE.past_opening(11_001, opening));
-        assert!(SCHEDULE.past_opening(0, StreamActivity::default()));
     }
 
     #[test]
