@@ -153,7 +153,7 @@ pub fn run_query(
     // One lookup per keyframe, as the worker's (both tiers, the geometric one on the
     // schedule's keyframes of this stream); each choice of tiers selects its hits from it. The
     // geometric tier alone is judged on every keyframe: on the keyframes the schedule skipped,
-    // its features are looked up outside the timed cost.
+    // its features are looked up apart, timed for the stream joined mid-stream only.
     let both = RecognitionConfig { tiers: Tiers::Both, ..cfg.clone() };
     let schedule = both.schedule;
     let (mut cost, mut cost_mid_stream) = (KeyframeCost::default(), KeyframeCost::default());
