@@ -95,9 +95,9 @@ const STREAMS_SEEN_MAX: usize = 100_000;
 /// What this process knows of a stream: its status as read at `read_at`, and what it did for
 /// the geometric tier's schedule ([`crate::recognition::FeatureSchedule`]). The stream's first
 /// keyframe and latest hit are read from the database with the status, so an opening or a hit
-/// another process recorded counts here within [`STATUS_TTL`]; the latest geometric lookup is this process's own (with several
-/// workers a quiet stream is looked at once per interval by each that takes its keyframes:
-/// more often, never less).
+/// another process recorded counts here within [`STATUS_TTL`]; the latest geometric lookup is
+/// this process's own (with several workers a quiet stream is looked at once per interval by
+/// each that takes its keyframes: more often, never less).
 #[derive(Debug, Clone, Copy)]
 struct StreamMemo {
     status: StreamStatus,

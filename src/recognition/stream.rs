@@ -84,8 +84,9 @@ pub struct RecognitionConfig {
 
 impl Default for RecognitionConfig {
     /// Radius 31 (PDQ's customary match radius), the matcher's defaults and the geometric
-    /// tier's schedule, which were measured on the development set (docs/EVALUATION.md). (The PDQ tier's quality floor,
-    /// [`super::MIN_QUALITY`], is applied to each view when a keyframe is hashed.)
+    /// tier's schedule, which were measured on the development set (docs/EVALUATION.md). (The
+    /// PDQ tier's quality floor, [`super::MIN_QUALITY`], is applied to each view when a keyframe
+    /// is hashed.)
     fn default() -> Self {
         Self {
             radius: 31,
@@ -105,7 +106,8 @@ pub struct KeyframeHit {
     pub reference_id: String,
     /// Time of the matching frame in the reference (a live feed's: on the event timeline).
     pub reference_ts_ms: i64,
-    /// Hamming distance (a verified feature frame's [`fingerprints::features::Verified::distance`]).
+    /// Hamming distance (a verified feature frame's
+    /// [`fingerprints::features::Verified::distance`]).
     pub distance: u32,
     /// Prior weight (frames that match too broadly weigh less).
     pub weight: f32,
