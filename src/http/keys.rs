@@ -29,7 +29,8 @@ pub(super) struct Api;
 pub struct CreateKey {
     /// What the key may do.
     pub role: Role,
-    /// A label, 1–200 characters.
+    /// A label, 1–200 characters (surrounding whitespace trimmed).
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Required for (and only for) the `rights_holder` role.
     #[serde(default)]

@@ -26,7 +26,8 @@ pub(super) struct Api;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRightsHolder {
-    /// Display name, unique, 1–200 characters.
+    /// Display name, unique, 1–200 characters (surrounding whitespace trimmed).
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
 }
 

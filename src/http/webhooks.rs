@@ -42,8 +42,10 @@ pub struct CreateWebhook {
     /// ones included) need `allow_private_urls` or `allow_private_networks`.
     pub url: String,
     /// Event types: stream.flagged, stream.killed, stream.restored, case.created.
+    #[schema(min_items = 1)]
     pub events: Vec<String>,
-    /// Signing secret (at least 16 characters).
+    /// Signing secret, 16 to 512 characters.
+    #[schema(min_length = 16, max_length = 512)]
     pub secret: String,
 }
 
@@ -80,7 +82,7 @@ async fn create(
             events.push(kind.as_str().to_owned());
         }
     }
-    if body.secret.len() < 16 || body.secret.len() > 512 {
+    if !(16..=512).contains(&body.secret.chars().count()) {
         return Err(ApiError::Unprocessable("secret must be 16 to 512 characters".into()));
     }
     let mut tx = state.store.pool().begin().await?;

@@ -175,6 +175,29 @@ async fn the_openapi_document_lists_the_json_errors_of_every_operation() {
     assert!(keyframe.get("413").is_some() && keyframe.get("415").is_some());
 }
 
+#[tokio::test]
+async fn the_bounds_of_names_and_webhook_secrets_are_in_the_openapi_document_and_counted_alike() {
+    let app = spawn_app().await;
+    let doc: Value = app.get(None, "/openapi.json").await.json().await.unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field, min, max) in [
+        ("CreateRightsHolder", "name", 1, 200),
+        ("CreateKey", "name", 1, 200),
+        ("CreateWebhook", "secret", 16, 512),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!((&property["minLength"], &property["maxLength"]), (&json!(min), &json!(max)));
+    }
+    assert_eq!(schemas["CreateWebhook"]["properties"]["events"]["minItems"], 1);
+    // A JSON Schema length counts characters, and so does the server: nine two-byte characters
+    // are 18 bytes but too short a secret, sixteen are enough.
+    let (url, events) = ("http://127.0.0.1:9/hook", ["stream.killed"]);
+    let short = app.create_webhook(&app.admin_key, url, &events, &"é".repeat(9)).await;
+    assert_eq!(short.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let enough = app.create_webhook(&app.admin_key, url, &events, &"é".repeat(16)).await;
+    assert_eq!(enough.status(), StatusCode::CREATED);
+}
+
 // 3. Cheap checks before a 202.
 
 #[tokio::test]
