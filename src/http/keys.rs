@@ -29,8 +29,12 @@ pub(super) struct Api;
 pub struct CreateKey {
     /// What the key may do.
     pub role: Role,
-    /// A label, 1–200 characters (surrounding whitespace trimmed).
-    #[schema(min_length = 1, max_length = 200)]
+    /// A label, 1–200 characters once trimmed, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// Required for (and only for) the `rights_holder` role.
     #[serde(default)]
@@ -63,10 +67,7 @@ pub async fn create_key(
     body: &CreateKey,
     actor: &str,
 ) -> Result<keys::NewKey, ApiError> {
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::Unprocessable("name must be 1 to 200 characters".to_owned()));
-    }
+    let name = super::params::name("name", &body.name)?;
     match (body.role, body.rights_holder_id.as_deref()) {
         (Role::RightsHolder, None) => {
             return Err(ApiError::Unprocessable(

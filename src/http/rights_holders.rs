@@ -26,8 +26,12 @@ pub(super) struct Api;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRightsHolder {
-    /// Display name, unique, 1–200 characters (surrounding whitespace trimmed).
-    #[schema(min_length = 1, max_length = 200)]
+    /// Display name, unique, 1–200 characters once trimmed, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
 }
 
@@ -51,10 +55,7 @@ async fn create(
     Json(body): Json<CreateRightsHolder>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     principal.require(&[Role::Admin])?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::Unprocessable("name must be 1 to 200 characters".to_owned()));
-    }
+    let name = super::params::name("name", &body.name)?;
     let mut tx = state.store.pool().begin().await?;
     let holder = rights_holders::create(&mut *tx, name).await.map_err(|err| {
         if crate::store::is_unique_violation(&err) {

@@ -188,6 +188,11 @@ async fn the_bounds_of_names_and_webhook_secrets_are_in_the_openapi_document_and
         let property = &schemas[schema]["properties"][field];
         assert_eq!((&property["minLength"], &property["maxLength"]), (&json!(min), &json!(max)));
     }
+    // A name's pattern is the one rule the server checks (`params::name`).
+    for schema in ["CreateRightsHolder", "CreateKey"] {
+        let pattern = &schemas[schema]["properties"]["name"]["pattern"];
+        assert_eq!(pattern, offside::http::params::NAME_PATTERN, "{schema}");
+    }
     assert_eq!(schemas["CreateWebhook"]["properties"]["events"]["minItems"], 1);
     // A JSON Schema length counts characters, and so does the server: nine two-byte characters
     // are 18 bytes but too short a secret, sixteen are enough.
