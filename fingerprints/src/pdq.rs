@@ -193,7 +193,8 @@ fn dct_of(
         let mut guard = cell.borrow_mut();
         let bufs = &mut *guard;
         let n = rows * cols;
-        bufs.a.clear();
+        // `fill` writes every element of `a`, and the first pass every element of `b`: what a
+        // buffer held from the last frame needs no clearing (two frame-sized memsets).
         bufs.a.resize(n, 0.0);
         fill(&mut bufs.a);
         if skip_blur_at_64 && rows == 64 && cols == 64 {
@@ -202,7 +203,6 @@ fn dct_of(
             }
             return;
         }
-        bufs.b.clear();
         bufs.b.resize(n, 0.0);
         let window_along_rows = jarosz_window(cols, 64);
         let window_along_cols = jarosz_window(rows, 64);

@@ -78,6 +78,9 @@ pub(crate) fn fast9(p: &Plane, threshold: u8) -> Vec<Corner> {
     let mut bright = [vec![0u8; n], vec![0u8; n]];
     let mut dark = [vec![0u8; n], vec![0u8; n]];
     let mut corner = vec![0u8; n];
+    // The circle as offsets from its centre in `p.pixels`.
+    let ring = CIRCLE.map(|(dx, dy)| dy * w as isize + dx);
+    let mut candidates: Vec<usize> = Vec::new();
     for y in BORDER..h - BORDER {
         let row = |dy: isize| {
             let r = (y as isize + dy) as usize;
@@ -112,19 +115,20 @@ pub(crate) fn fast9(p: &Plane, threshold: u8) -> Vec<Corner> {
             let d = u32::from(d0[i]) | (u32::from(d1[i]) << 8);
             *c = u8::from((arc9(b) | arc9(d)) != 0);
         }
-        for (i, _) in corner.iter().enumerate().filter(|(_, c)| **c != 0) {
+        nonzero_positions(&corner[..n], &mut candidates);
+        for &i in &candidates {
             let x = x0 + i;
-            let v = i32::from(row(0)[x]);
+            let centre = (y * w + x) as isize;
+            let v = i32::from(p.pixels[centre as usize]);
             let (hv, lv) = (v + i32::from(t), v - i32::from(t));
-            let (mut bs, mut ds) = (0u32, 0u32);
-            for &(dx, dy) in &CIRCLE {
-                let q = i32::from(row(dy)[(x as isize + dx) as usize]);
-                if q > hv {
-                    bs += (q - hv) as u32;
-                } else if q < lv {
-                    ds += (lv - q) as u32;
-                }
+            // Branch-free: a circle pixel is beyond at most one of the two bounds.
+            let (mut bs, mut ds) = (0i32, 0i32);
+            for off in ring {
+                let q = i32::from(p.pixels[(centre + off) as usize]);
+                bs += (q - hv).max(0);
+                ds += (lv - q).max(0);
             }
+            let (bs, ds) = (bs as u32, ds as u32);
             let score = match (has_arc9(mask(&bright, i)), has_arc9(mask(&dark, i))) {
                 (true, true) => bs.max(ds),
                 (true, false) => bs,
@@ -151,6 +155,25 @@ pub(crate) fn fast9(p: &Plane, threshold: u8) -> Vec<Corner> {
             is_max.then_some(Corner { x, y, score: u32::from(s) })
         })
         .collect()
+}
+
+/// Replaces `out` with the positions of the non-zero bytes of `bytes`, in order, reading eight
+/// at a time: corners are a small share of a row.
+fn nonzero_positions(bytes: &[u8], out: &mut Vec<usize>) {
+    out.clear();
+    let mut words = bytes.chunks_exact(8);
+    for (c, chunk) in words.by_ref().enumerate() {
+        let mut word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        while word != 0 {
+            let byte = word.trailing_zeros() / 8;
+            out.push(c * 8 + byte as usize);
+            word &= !(0xFF << (byte * 8));
+        }
+    }
+    let from = bytes.len() - words.remainder().len();
+    out.extend(
+        words.remainder().iter().enumerate().filter(|(_, b)| **b != 0).map(|(j, _)| from + j),
+    );
 }
 
 /// Keeps at most `budget` corners spread over a `cols x rows` grid: each cell first contributes
@@ -224,27 +247,51 @@ fn base_pairs() -> &'static [[(i8, i8); 2]; 128] {
     })
 }
 
-/// Computes the 256-bit descriptor of a keypoint at `(x, y)` on a smoothed level, and the
-/// mask of its *unstable* bits: tests whose two samples differ by at most `margin` grey levels,
-/// which re-encoding, blur or noise may flip. The caller guarantees the keypoint keeps
-/// [`BORDER`] from every edge.
-pub(crate) fn describe(p: &Plane, x: usize, y: usize, margin: u8) -> ([u64; 4], [u64; 4]) {
-    let w = p.width as isize;
-    let base = (y * p.width + x) as isize;
-    let at = |dx: i8, dy: i8, mirror: bool| {
-        let dx = if mirror { -isize::from(dx) } else { isize::from(dx) };
-        p.pixels[(base + isize::from(dy) * w + dx) as usize]
-    };
-    let mut d = [0u64; 4];
-    let mut unstable = [0u64; 4];
-    for (i, [a, b]) in base_pairs().iter().enumerate() {
-        for (half, mirror) in [(0, false), (2, true)] {
-            let (va, vb) = (at(a.0, a.1, mirror), at(b.0, b.1, mirror));
-            d[half + i / 64] |= u64::from(va < vb) << (i % 64);
-            unstable[half + i / 64] |= u64::from(va.abs_diff(vb) <= margin) << (i % 64);
+/// The descriptor's sampling pattern laid out for one level: each test's two points as offsets
+/// from the keypoint in that level's pixels, the 128 base tests then their 128 mirrors.
+pub(crate) struct Pattern {
+    width: usize,
+    offsets: [[isize; 2]; 256],
+}
+
+impl Pattern {
+    /// The pattern for planes `width` pixels wide.
+    pub(crate) fn new(width: usize) -> Pattern {
+        let w = width as isize;
+        let at = |(dx, dy): (i8, i8), mirror: bool| {
+            let dx = if mirror { -isize::from(dx) } else { isize::from(dx) };
+            isize::from(dy) * w + dx
+        };
+        let mut offsets = [[0isize; 2]; 256];
+        for (i, [a, b]) in base_pairs().iter().enumerate() {
+            offsets[i] = [at(*a, false), at(*b, false)];
+            offsets[i + 128] = [at(*a, true), at(*b, true)];
         }
+        Pattern { width, offsets }
     }
-    (d, unstable)
+
+    /// Computes the 256-bit descriptor of a keypoint at `(x, y)` on a smoothed level of this
+    /// pattern's width, and the mask of its *unstable* bits: tests whose two samples differ by
+    /// at most `margin` grey levels, which re-encoding, blur or noise may flip. The caller
+    /// guarantees the keypoint keeps [`BORDER`] from every edge.
+    pub(crate) fn describe(
+        &self,
+        p: &Plane,
+        x: usize,
+        y: usize,
+        margin: u8,
+    ) -> ([u64; 4], [u64; 4]) {
+        debug_assert_eq!(p.width, self.width);
+        let base = (y * p.width + x) as isize;
+        let mut d = [0u64; 4];
+        let mut unstable = [0u64; 4];
+        for (i, [a, b]) in self.offsets.iter().enumerate() {
+            let (va, vb) = (p.pixels[(base + a) as usize], p.pixels[(base + b) as usize]);
+            d[i / 64] |= u64::from(va < vb) << (i % 64);
+            unstable[i / 64] |= u64::from(va.abs_diff(vb) <= margin) << (i % 64);
+        }
+        (d, unstable)
+    }
 }
 
 #[cfg(test)]
@@ -340,6 +387,29 @@ mod tests {
             let fast: Vec<(usize, usize, u32)> =
                 fast9(&plane, t).iter().map(|c| (c.x, c.y, c.score)).collect();
             assert_eq!(fast, fast9_naive(&plane, t), "{w}x{h} threshold {t}");
+        }
+    }
+
+    #[test]
+    fn the_laid_out_pattern_describes_as_the_pairs_read_point_by_point() {
+        let (w, h) = (61usize, 47usize);
+        let pixels = (0..w * h).map(|i| ((i * 7919 + (i / w) * 31) % 251) as u8).collect();
+        let plane = Plane { width: w, height: h, pixels };
+        let pattern = Pattern::new(w);
+        for (x, y) in [(BORDER, BORDER), (30, 23), (w - BORDER - 1, h - BORDER - 1)] {
+            let at = |(dx, dy): (i8, i8), mirror: bool| {
+                let dx = if mirror { -isize::from(dx) } else { isize::from(dx) };
+                plane.at((x as isize + dx) as usize, (y as isize + isize::from(dy)) as usize)
+            };
+            let (mut d, mut unstable) = ([0u64; 4], [0u64; 4]);
+            for (i, [a, b]) in base_pairs().iter().enumerate() {
+                for (half, mirror) in [(0, false), (2, true)] {
+                    let (va, vb) = (at(*a, mirror), at(*b, mirror));
+                    d[half + i / 64] |= u64::from(va < vb) << (i % 64);
+                    unstable[half + i / 64] |= u64::from(va.abs_diff(vb) <= 2) << (i % 64);
+                }
+            }
+            assert_eq!(pattern.describe(&plane, x, y, 2), (d, unstable), "({x}, {y})");
         }
     }
 

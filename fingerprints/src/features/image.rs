@@ -106,21 +106,29 @@ impl Plane {
 fn bilinear(src: &Plane, w: usize, h: usize) -> Plane {
     let sx = src.width as f32 / w as f32;
     let sy = src.height as f32 / h as f32;
-    // Precompute the horizontal taps once; every row reuses them.
-    let xs: Vec<(usize, usize, u32)> = (0..w)
+    // Precompute the horizontal taps once; every row reuses them: a column and the weight
+    // (of 256) of the column after it. On the last column (weight 0 on a missing neighbour)
+    // the pair is moved one left with all the weight on its second column: the same value,
+    // and every pair lies inside the row, so one bounds check reads both pixels.
+    let xs: Vec<(u32, u32)> = (0..w)
         .map(|x| {
             let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (src.width - 1) as f32);
             let x0 = fx.floor() as usize;
-            let x1 = (x0 + 1).min(src.width - 1);
-            (x0, x1, ((fx - x0 as f32) * 256.0) as u32)
+            let wx = ((fx - x0 as f32) * 256.0) as u32;
+            if x0 + 1 < src.width { (x0 as u32, wx) } else { (x0.saturating_sub(1) as u32, 256) }
         })
         .collect();
     let horizontal = |y: usize, out: &mut Vec<u16>| {
         let row = &src.pixels[y * src.width..(y + 1) * src.width];
         out.clear();
+        if src.width == 1 {
+            out.extend(xs.iter().map(|_| u16::from(row[0]) << 8));
+            return;
+        }
         // At most 255 * 256: fits 16 bits.
-        out.extend(xs.iter().map(|&(x0, x1, wx)| {
-            (u32::from(row[x0]) * (256 - wx) + u32::from(row[x1]) * wx) as u16
+        out.extend(xs.iter().map(|&(x0, wx)| {
+            let pair = &row[x0 as usize..x0 as usize + 2];
+            (u32::from(pair[0]) * (256 - wx) + u32::from(pair[1]) * wx) as u16
         }));
     };
     let (mut top, mut bot) = (Vec::with_capacity(w), Vec::with_capacity(w));
@@ -206,6 +214,31 @@ mod tests {
         for x in 1..159 {
             let expect = (x as f32 + 0.5) * 200.0 / 160.0 - 0.5;
             assert!((f32::from(r.at(x, 20)) - expect).abs() <= 1.0, "{x}: {}", r.at(x, 20));
+        }
+    }
+
+    #[test]
+    fn bilinear_resampling_equals_its_per_pixel_formula() {
+        for (sw, sh, w, h) in [(1, 1, 3, 2), (2, 5, 1, 3), (640, 360, 480, 270), (97, 61, 77, 49)] {
+            let p = plane(sw, sh, |x, y| ((x * 37 + y * 101 + x * y) % 256) as u8);
+            let (sx, sy) = (sw as f32 / w as f32, sh as f32 / h as f32);
+            let tap = |v: usize, s: f32, n: usize| {
+                let f = ((v as f32 + 0.5) * s - 0.5).clamp(0.0, (n - 1) as f32);
+                let i = f.floor() as usize;
+                (i, (i + 1).min(n - 1), ((f - i as f32) * 256.0) as u32)
+            };
+            let r = bilinear(&p, w, h);
+            for y in 0..h {
+                let (y0, y1, wy) = tap(y, sy, sh);
+                for x in 0..w {
+                    let (x0, x1, wx) = tap(x, sx, sw);
+                    let along = |yy: usize| {
+                        u32::from(p.at(x0, yy)) * (256 - wx) + u32::from(p.at(x1, yy)) * wx
+                    };
+                    let v = (along(y0) * (256 - wy) + along(y1) * wy + (1 << 15)) >> 16;
+                    assert_eq!(u32::from(r.at(x, y)), v, "{sw}x{sh} -> {w}x{h} at ({x}, {y})");
+                }
+            }
         }
     }
 

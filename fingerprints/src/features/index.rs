@@ -506,16 +506,24 @@ impl FeatureIndex {
     ) {
         // The check code samples an eighth of the descriptor's bits.
         let check_max = cfg.max_distance.div_ceil(8);
-        // frame -> list of (query index, slot, distance, weight)
-        let mut per_frame: FxHashMap<u32, Vec<(u32, u32, u32, f32)>> = FxHashMap::default();
+        // Every vote, in query order: (frame, query index, slot, distance, weight). Only the
+        // few best-voted frames' votes are read back, so one flat list beats a map of lists.
+        let mut voted: Vec<(u32, u32, u32, u32, f32)> = Vec::new();
         let mut votes: FxHashMap<u32, f32> = FxHashMap::default();
         let mut cands: Vec<u32> = Vec::new();
-        let mut best: FxHashMap<u32, (u32, u32)> = FxHashMap::default();
-        let mut group_frames: FxHashMap<u32, u32> = FxHashMap::default();
+        let mut buckets: Vec<(&Table, usize)> = Vec::new();
+        // Per query feature: (frame, distance, slot) of its candidates, then their groups.
+        let mut near: Vec<(u32, u32, u32)> = Vec::new();
+        let mut near_groups: Vec<Option<u32>> = Vec::new();
+        // Per query feature: (group, frames matched, frames in the group).
+        let mut groups: Vec<(u32, u32, u32)> = Vec::new();
         for (qi, d) in features.descriptors().iter().enumerate() {
             cands.clear();
             let qc = self.check.check(&d.0);
             let unstable = features.unstable_bits().get(qi).map_or([0; 4], |u| u.0);
+            // Every table's buckets to scan are found first, then scanned: the reads of bucket
+            // bounds and items are independent, so the processor overlaps their cache misses.
+            buckets.clear();
             for (table, proj) in self.tables.iter().zip(&self.keys) {
                 let key = proj.key(&d.0);
                 let cap = (table.mean_len() * cfg.max_bucket_ratio).max(cfg.min_bucket_cap as f32);
@@ -528,22 +536,24 @@ impl FeatureIndex {
                         .map(|j| key ^ (1 << j)),
                 );
                 for key in probes {
-                    if table.base_len(key) as f32 > cap {
-                        continue;
+                    if table.base_len(key) as f32 <= cap {
+                        buckets.push((table, key));
                     }
-                    table.for_each(key, |it| {
-                        if (it.check ^ qc).count_ones() <= check_max {
-                            cands.push(it.slot);
-                        }
-                    });
                 }
+            }
+            for &(table, key) in &buckets {
+                table.for_each(key, |it| {
+                    if (it.check ^ qc).count_ones() <= check_max {
+                        cands.push(it.slot);
+                    }
+                });
             }
             if cands.is_empty() {
                 continue;
             }
             cands.sort_unstable();
             cands.dedup();
-            best.clear();
+            near.clear();
             for &slot in &cands {
                 let e = self.entries.get(slot);
                 let dist = Descriptor(e.desc).distance(d);
@@ -553,34 +563,43 @@ impl FeatureIndex {
                     })
                 };
                 if dist <= cfg.max_distance && in_time() {
-                    let b = best.entry(e.frame).or_insert((slot, dist));
-                    if dist < b.1 {
-                        *b = (slot, dist);
+                    near.push((e.frame, dist, slot));
+                }
+            }
+            if near.is_empty() {
+                continue;
+            }
+            // Each frame's closest feature (the lowest slot among equals).
+            near.sort_unstable();
+            near.dedup_by_key(|n| n.0);
+            let closest = near.iter().map(|n| n.1).min().unwrap_or(0);
+            let within = closest.saturating_add(cfg.ambiguity);
+            near.retain(|n| n.1 <= within);
+            near_groups.clear();
+            groups.clear();
+            for n in &near {
+                let group = self.frames.get(&n.0).map(|f| f.group);
+                near_groups.push(group);
+                let Some(group) = group else { continue };
+                match groups.iter_mut().find(|g| g.0 == group) {
+                    Some(g) => g.1 += 1,
+                    None => {
+                        let size = self.group_sizes.get(&group).copied().unwrap_or(1);
+                        groups.push((group, 1, size));
                     }
                 }
             }
-            if best.is_empty() {
+            if groups.len() > cfg.stop_groups {
                 continue;
             }
-            let closest = best.values().map(|b| b.1).min().unwrap_or(0);
-            let within = closest.saturating_add(cfg.ambiguity);
-            best.retain(|_, b| b.1 <= within);
-            group_frames.clear();
-            for f in best.keys() {
-                if let Some(info) = self.frames.get(f) {
-                    *group_frames.entry(info.group).or_insert(0) += 1;
-                }
-            }
-            if group_frames.len() > cfg.stop_groups {
-                continue;
-            }
-            for (&frame, &(slot, dist)) in &best {
-                let Some(info) = self.frames.get(&frame) else { continue };
-                let n = group_frames.get(&info.group).copied().unwrap_or(1) as f32;
-                let size = self.group_sizes.get(&info.group).copied().unwrap_or(1) as f32;
-                let w = specificity(n, size, cfg.burst);
+            for (&(frame, dist, slot), &group) in near.iter().zip(&near_groups) {
+                let Some(&(_, n, size)) = group.and_then(|g| groups.iter().find(|x| x.0 == g))
+                else {
+                    continue;
+                };
+                let w = specificity(n as f32, size as f32, cfg.burst);
                 *votes.entry(frame).or_insert(0.0) += w;
-                per_frame.entry(frame).or_default().push((qi as u32, slot, dist, w));
+                voted.push((frame, qi as u32, slot, dist, w));
             }
         }
         let mut ranked: Vec<(u32, f32)> =
@@ -598,7 +617,11 @@ impl FeatureIndex {
         };
         for (frame, _) in ranked {
             let Some(info) = self.frames.get(&frame) else { continue };
-            let mut matches = per_frame.remove(&frame).unwrap_or_default();
+            let mut matches: Vec<(u32, u32, u32, f32)> = voted
+                .iter()
+                .filter(|v| v.0 == frame)
+                .map(|&(_, qi, slot, dist, w)| (qi, slot, dist, w))
+                .collect();
             // One match per reference feature (its closest query feature): several query
             // corners on one reference corner would otherwise count as several inliers.
             matches.sort_unstable_by_key(|m| (m.1, m.2));

@@ -197,6 +197,7 @@ impl LocalFeatures {
                 continue;
             }
             let smooth = plane.smooth();
+            let pattern = detect::Pattern::new(smooth.width);
             let sx = w0 as f32 / plane.width as f32;
             let sy = h0 as f32 / plane.height as f32;
             for c in corners {
@@ -206,7 +207,7 @@ impl LocalFeatures {
                     level: l as u8,
                     response: c.score,
                 });
-                let (d, unstable) = detect::describe(&smooth, c.x, c.y, cfg.unstable_margin);
+                let (d, unstable) = pattern.describe(&smooth, c.x, c.y, cfg.unstable_margin);
                 out.descriptors.push(Descriptor(d));
                 out.unstable.push(Descriptor(unstable));
             }

@@ -131,6 +131,11 @@ impl Table {
                 f(it);
             }
         }
+        // Merged tables (a library loaded at start) have no log: skip the chain's head, a
+        // cache miss of its own.
+        if self.log.is_empty() {
+            return;
+        }
         let mut j = self.head[key];
         while j != NONE {
             let l = &self.log[j as usize];
