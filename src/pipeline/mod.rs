@@ -601,6 +601,16 @@ pub async fn run_consumer(queue: Arc<dyn KeyframeQueue>, deps: Deps, cancel: Can
         let settled = match result {
             Ok(Handled { outcome, still }) => {
                 backoff.reset();
+                tracing::debug!(
+                    stream_id = message.stream_id(),
+                    ts_ms = ?match &message {
+                        QueueMessage::Keyframe(k) => Some(k.ts_ms),
+                        QueueMessage::StreamEnd(_) => None,
+                    },
+                    outcome = outcome.label(),
+                    handle_ms = started.elapsed().as_millis() as u64,
+                    "keyframe handled"
+                );
                 metrics::counter!("offside_keyframes_total", "outcome" => outcome.label())
                     .increment(1);
                 let decided = matches!(outcome, Outcome::Decided(_));

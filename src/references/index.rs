@@ -24,6 +24,12 @@ pub struct IndexSync {
     /// Reference id -> frame count loaded.
     loaded: Mutex<HashMap<String, i64>>,
     wake: Notify,
+    /// Held by a reconcile from its read of the database to its last change of the index, and
+    /// by a job of this process from before it marks a reference ready until that commits
+    /// ([`IndexSync::exclusive`]): otherwise a reconcile that read the list just before the
+    /// commit drops the reference the job has just added, and nothing matches it until the
+    /// next reconcile.
+    updates: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for IndexSync {
@@ -35,7 +41,18 @@ impl std::fmt::Debug for IndexSync {
 impl IndexSync {
     /// Wraps an (empty) library.
     pub fn new(library: SharedLibrary) -> Self {
-        Self { library, loaded: Mutex::new(HashMap::new()), wake: Notify::new() }
+        Self {
+            library,
+            loaded: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            updates: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Keeps reconciles out until the guard drops: a job holds it across adding a reference and
+    /// committing it as ready.
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.updates.lock().await
     }
 
     /// The number of references loaded.
@@ -89,6 +106,7 @@ impl IndexSync {
     /// # Errors
     /// A database error; the index keeps what it had.
     pub async fn reconcile(&self, store: &Store) -> anyhow::Result<()> {
+        let _updates = self.updates.lock().await;
         let wanted: HashMap<String, i64> =
             references::list_indexable(store.pool()).await?.into_iter().collect();
         let stale: Vec<String> = {

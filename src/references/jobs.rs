@@ -174,8 +174,11 @@ impl JobRunner {
     ///
     /// The reference joins this process's index before that transaction commits, so a client
     /// that reads `ready` finds it matched by the next keyframe this process takes (other
-    /// processes load it on their next sync). A failed commit takes it out again.
+    /// processes load it on their next sync). A failed commit takes it out again. This
+    /// process's reconciles wait meanwhile ([`IndexSync::exclusive`]).
     async fn store_frames(&self, id: &str, hashed: &ReferenceHashes) -> anyhow::Result<bool> {
+        // No reconcile of this process runs between the add and the commit below.
+        let _index = self.index.exclusive().await;
         let mut tx = self.store.pool().begin().await?;
         if references::get(&mut *tx, id).await?.is_none() {
             return Ok(false);

@@ -15,8 +15,8 @@ use offside::eval::{self, Query, QueryKind};
 use offside::pipeline::{self, Deps, Outcome};
 use offside::queue::{KeyframeMessage, QueueMessage};
 use offside::recognition::{
-    FeatureFrame, FeatureSchedule, Library, RecognitionConfig, ReferenceHashOptions, SharedLibrary,
-    Tiers, hash_keyframe, hash_reference_file, reference_frames_of,
+    FeatureFrame, FeatureSchedule, Library, RecognitionConfig, ReferenceHashOptions,
+    ReferenceHashes, SharedLibrary, Tiers, hash_keyframe, hash_reference_file, reference_frames_of,
 };
 use offside::references::index::IndexSync;
 use offside::store::references::{self, FEATURE_FRAMES_PER_CHUNK, NewReference};
@@ -125,10 +125,12 @@ fn the_same_room_in_another_take_is_never_flagged_with_both_tiers() {
     }
 }
 
-/// A reference's feature frames go through the database and come back identical (positions to
-/// a quarter pixel, which the encoding keeps exactly for these), across several chunks; the
-/// index sync loads them with the frames; clearing and deleting the reference removes them.
-async fn feature_frames_round_trip_through_the_database_into_the_index(db: Db) {
+/// A fresh migrated database holding one reference with `status` and no frames yet, and the
+/// hashes of the Earth clip to give it.
+async fn earth_reference(
+    db: Db,
+    status: ReferenceStatus,
+) -> (TestEnv, Store, String, ReferenceHashes) {
     let env = TestEnv::new(db).await;
     let store = Store::connect(&env.database_url).await.expect("connect");
     store.migrate().await.expect("migrate");
@@ -140,7 +142,7 @@ async fn feature_frames_round_trip_through_the_database_into_the_index(db: Db) {
             rights_holder_id: None,
             title: "Earth",
             source: ReferenceSource::Video,
-            status: ReferenceStatus::Ready,
+            status,
             policy: &Policy::default(),
             upload_path: None,
         },
@@ -149,6 +151,14 @@ async fn feature_frames_round_trip_through_the_database_into_the_index(db: Db) {
     .expect("insert reference");
     let input = root().join("tests/fixtures/eval-mini/refs/ref_earth.mp4");
     let hashes = hash_reference_file(&input, &ReferenceHashOptions::default(), |_| {}).unwrap();
+    (env, store, id, hashes)
+}
+
+/// A reference's feature frames go through the database and come back identical (positions to
+/// a quarter pixel, which the encoding keeps exactly for these), across several chunks; the
+/// index sync loads them with the frames; clearing and deleting the reference removes them.
+async fn feature_frames_round_trip_through_the_database_into_the_index(db: Db) {
+    let (_env, store, id, hashes) = earth_reference(db, ReferenceStatus::Ready).await;
     assert!(hashes.features.len() >= 30, "{} feature frames", hashes.features.len());
     // Repeat the frames past one chunk so chunk order matters.
     let many: Vec<FeatureFrame> = (0..FEATURE_FRAMES_PER_CHUNK / hashes.features.len() + 2)
@@ -213,6 +223,36 @@ async fn feature_frames_round_trip_through_sqlite_into_the_index() {
 #[tokio::test]
 async fn feature_frames_round_trip_through_postgres_into_the_index() {
     feature_frames_round_trip_through_the_database_into_the_index(Db::Postgres).await;
+}
+
+/// A reconcile that reads the database while a job of this process commits a reference must
+/// not drop the reference the job has just added to the index: nothing would match it until
+/// the next reconcile, although its API already says `ready` (keyframes posted at once went
+/// unmatched, and a test waiting for their flag timed out now and then). The job holds
+/// `IndexSync::exclusive` from before it marks the reference ready until the commit.
+#[tokio::test]
+async fn a_reconcile_never_drops_a_reference_its_job_is_committing() {
+    let (_env, store, id, hashes) = earth_reference(Db::Sqlite, ReferenceStatus::Processing).await;
+    let sync = Arc::new(IndexSync::new(Arc::new(RwLock::new(Library::new()))));
+
+    // The job's side, as `references::jobs` does it: frames stored and the reference marked
+    // ready in one transaction, added to the index before the commit.
+    let job = sync.exclusive().await;
+    let mut tx = store.pool().begin().await.expect("begin");
+    references::append_frames(&mut tx, &id, &hashes.frames).await.expect("append frames");
+    assert!(references::mark_ready(&mut *tx, &id).await.expect("mark ready"));
+    sync.add(&id, &hashes.frames, &hashes.features);
+    // The periodic reconcile comes round meanwhile; left to run, it would read the list of
+    // matchable references before the commit.
+    let reconcile = tokio::spawn({
+        let (sync, store) = (Arc::clone(&sync), store.clone());
+        async move { sync.reconcile(&store).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.commit().await.expect("commit");
+    drop(job);
+    reconcile.await.expect("reconcile task").expect("reconcile");
+    assert!(sync.contains(&id), "the reference stays matchable");
 }
 
 /// The geometric tier's schedule in the worker (`recognition::FeatureSchedule`): a stream's

@@ -1,7 +1,9 @@
 //! Test helpers: `spawn_app()` builds the real application on port 0 with a fresh database
 //! (an SQLite file in a temp dir, or a fresh PostgreSQL database with `spawn_app_pg()`), creates
 //! an admin key through the store, and returns a [`TestApp`] with one method per endpoint.
-//! Logs only with `TEST_LOG=1`.
+//! Logs: the application's warnings and errors always, into the test's captured output (shown
+//! only when a test fails, so a rare failure says what the app saw); everything with
+//! `TEST_LOG=1` (`RUST_LOG` filters).
 
 pub mod browser;
 pub mod live;
@@ -160,6 +162,12 @@ pub struct TestApp {
 pub fn init_logs() {
     if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
         offside::telemetry::init(LogFormat::Text);
+    } else {
+        // Already installed by an earlier app of the same test process: keep that one.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_test_writer()
+            .try_init();
     }
 }
 
@@ -474,8 +482,19 @@ impl Worker {
     }
 }
 
-/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+/// [`within`], failing the test (naming `what`) when `timeout` passes first.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    within(timeout, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Polls `check` every 50 ms until it gives a value, for at most `timeout`; `None` after.
+pub async fn within<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -483,9 +502,11 @@ where
     let started = Instant::now();
     loop {
         if let Some(v) = check().await {
-            return v;
+            return Some(v);
         }
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        if started.elapsed() >= timeout {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -544,10 +565,17 @@ impl TestApp {
 
     /// Waits until the stream has the `status`, and returns it.
     pub async fn wait_for_stream_status(&self, stream_id: &str, status: &str) -> Value {
-        eventually(Duration::from_secs(30), &format!("stream {stream_id} {status}"), || async {
-            self.stream(stream_id).await.filter(|s| s["status"] == status)
+        let last = std::sync::Mutex::new(None);
+        let what = format!("stream {stream_id} {status}");
+        let waited = within(Duration::from_secs(30), || async {
+            let stream = self.stream(stream_id).await;
+            *last.lock().unwrap() = stream.clone();
+            stream.filter(|s| s["status"] == status)
         })
-        .await
+        .await;
+        waited.unwrap_or_else(|| {
+            panic!("timed out after 30s waiting for {what}; last seen: {:?}", last.lock().unwrap())
+        })
     }
 
     pub async fn list_streams(&self, key: &str, query: &str) -> Response {
