@@ -134,7 +134,7 @@ pub(crate) fn fast9(p: &Plane, threshold: u8) -> Vec<Corner> {
                 (true, false) => bs,
                 _ => ds,
             };
-            let idx = y * w + x;
+            let idx = centre as usize;
             // At least 1, so a corner is never confused with "no corner" in the NMS below.
             scores[idx] = score.clamp(1, u32::from(u16::MAX)) as u16;
             found.push(idx);

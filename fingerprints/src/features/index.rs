@@ -512,9 +512,10 @@ impl FeatureIndex {
         let mut votes: FxHashMap<u32, f32> = FxHashMap::default();
         let mut cands: Vec<u32> = Vec::new();
         let mut buckets: Vec<(&Table, usize)> = Vec::new();
-        // Per query feature: (frame, distance, slot) of its candidates, then their groups.
+        // Per query feature: (frame, distance, slot) of its candidates, then each one's place
+        // in `groups`.
         let mut near: Vec<(u32, u32, u32)> = Vec::new();
-        let mut near_groups: Vec<Option<u32>> = Vec::new();
+        let mut near_groups: Vec<Option<usize>> = Vec::new();
         // Per query feature: (group, frames matched, frames in the group).
         let mut groups: Vec<(u32, u32, u32)> = Vec::new();
         for (qi, d) in features.descriptors().iter().enumerate() {
@@ -578,25 +579,26 @@ impl FeatureIndex {
             near_groups.clear();
             groups.clear();
             for n in &near {
-                let group = self.frames.get(&n.0).map(|f| f.group);
-                near_groups.push(group);
-                let Some(group) = group else { continue };
-                match groups.iter_mut().find(|g| g.0 == group) {
-                    Some(g) => g.1 += 1,
+                let Some(group) = self.frames.get(&n.0).map(|f| f.group) else {
+                    near_groups.push(None);
+                    continue;
+                };
+                let place = match groups.iter().position(|g| g.0 == group) {
+                    Some(place) => place,
                     None => {
                         let size = self.group_sizes.get(&group).copied().unwrap_or(1);
-                        groups.push((group, 1, size));
+                        groups.push((group, 0, size));
+                        groups.len() - 1
                     }
-                }
+                };
+                groups[place].1 += 1;
+                near_groups.push(Some(place));
             }
             if groups.len() > cfg.stop_groups {
                 continue;
             }
-            for (&(frame, dist, slot), &group) in near.iter().zip(&near_groups) {
-                let Some(&(_, n, size)) = group.and_then(|g| groups.iter().find(|x| x.0 == g))
-                else {
-                    continue;
-                };
+            for (&(frame, dist, slot), &place) in near.iter().zip(&near_groups) {
+                let Some((_, n, size)) = place.map(|p| groups[p]) else { continue };
                 let w = specificity(n as f32, size as f32, cfg.burst);
                 *votes.entry(frame).or_insert(0.0) += w;
                 voted.push((frame, qi as u32, slot, dist, w));
