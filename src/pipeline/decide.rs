@@ -109,7 +109,7 @@ pub async fn decide(
         matched_keyframes: i64::from(evidence.matched_keyframes),
         delay_ms,
         first_match_ts_ms: evidence.first_stream_ts_ms,
-        decided_at_ts_ms: k.ts_ms,
+        decided_at_ts_ms: evidence.last_stream_ts_ms,
         created_at: now_ms(),
     };
     let mut tx = deps.store.pool().begin().await?;
@@ -135,7 +135,7 @@ pub async fn decide(
         "matched_seconds": evidence.matched_seconds,
         "matched_keyframes": evidence.matched_keyframes,
         "first_match_ts_ms": evidence.first_stream_ts_ms,
-        "decided_at_ts_ms": k.ts_ms,
+        "decided_at_ts_ms": evidence.last_stream_ts_ms,
         "delay_ms": delay_ms,
     });
     let mut case_id = None;

@@ -254,7 +254,10 @@ pub struct StreamMatch {
     pub delay_ms: Option<i64>,
     /// Stream time of the first matching keyframe.
     pub first_match_ts_ms: i64,
-    /// Stream time of the keyframe that decided.
+    /// Stream time at which the evidence sufficed: its last counted keyframe. Handled in
+    /// order, that is the keyframe that decided; when a stream's keyframes are handled out of
+    /// order (several consumers), an earlier keyframe can complete the evidence, and the
+    /// decision still carries the stream time the evidence reaches.
     pub decided_at_ts_ms: i64,
     /// When it was decided (ms since epoch).
     pub created_at: i64,
