@@ -603,10 +603,7 @@ pub async fn run_consumer(queue: Arc<dyn KeyframeQueue>, deps: Deps, cancel: Can
                 backoff.reset();
                 tracing::debug!(
                     stream_id = message.stream_id(),
-                    ts_ms = ?match &message {
-                        QueueMessage::Keyframe(k) => Some(k.ts_ms),
-                        QueueMessage::StreamEnd(_) => None,
-                    },
+                    ts_ms = ?message.ts_ms(),
                     outcome = outcome.label(),
                     handle_ms = started.elapsed().as_millis() as u64,
                     "keyframe handled"

@@ -190,6 +190,14 @@ impl QueueMessage {
             QueueMessage::StreamEnd(e) => &e.stream_id,
         }
     }
+
+    /// The keyframe's stream time; none for a stream's end.
+    pub fn ts_ms(&self) -> Option<i64> {
+        match self {
+            QueueMessage::Keyframe(k) => Some(k.ts_ms),
+            QueueMessage::StreamEnd(_) => None,
+        }
+    }
 }
 
 /// The untyped fields of a message as they arrive (from AMQP headers or HTTP parameters).

@@ -7,11 +7,17 @@ use std::time::Duration;
 use crate::common::{
     Db, WebhookReceiver, eventually, query_keyframes, signature_is_valid, spawn_app, spawn_app_on,
 };
-use offside::recognition::{RecognitionConfig, StreamRecognizer, hash_keyframe};
+use offside::recognition::{KeyframeHit, RecognitionConfig, StreamRecognizer, hash_keyframe};
 use offside::store::keys::Role;
 use offside::store::streams;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+/// What the app's library finds for a fixture keyframe, with the default configuration.
+fn library_hits(app: &crate::common::TestApp, jpeg: &[u8]) -> Vec<KeyframeHit> {
+    let hashes = hash_keyframe(jpeg).expect("fixture keyframe hashes");
+    app.library.read().expect("library").hits(&hashes, &RecognitionConfig::default(), None)
+}
 
 /// The keyframe at which the decision rule `offside eval` applies decides, for `frames` against
 /// the app's library with `min_seconds` from the policy: what the pipeline must reproduce.
@@ -20,11 +26,9 @@ fn rule_decides_at(
     frames: &[(i64, Vec<u8>)],
     min_seconds: f64,
 ) -> Option<(String, i64)> {
-    let library = app.library.read().expect("library");
     let mut recognizer = StreamRecognizer::new(RecognitionConfig::default());
     for (ts, jpeg) in frames {
-        let hashes = hash_keyframe(jpeg).expect("fixture keyframe hashes");
-        let hits = library.hits(&hashes, recognizer.config(), None);
+        let hits = library_hits(app, jpeg);
         recognizer.observe(*ts, &hits);
         if let Some(m) = recognizer.decision_with(|_| Some(min_seconds)) {
             return Some((m.reference_id, *ts));
@@ -111,9 +115,7 @@ async fn a_late_keyframe_that_completes_the_evidence_dates_the_decision_where_th
             break;
         }
         app.post_keyframes(&ingest, "late", &[(*ts, jpeg.clone())]).await;
-        let hashes = hash_keyframe(jpeg).expect("fixture keyframe hashes");
-        let hits = app.library.read().expect("library").hits(&hashes, &Default::default(), None);
-        if hits.is_empty() {
+        if library_hits(&app, jpeg).is_empty() {
             continue; // nothing of it to wait for
         }
         eventually(Duration::from_secs(20), "the keyframe's hits", || async {
