@@ -195,16 +195,21 @@ pub fn dark_trim(img: &Luma) -> Option<Rect> {
     if w < MIN_SIDE || h < MIN_SIDE {
         return None;
     }
-    let mut lit_in_row = vec![0_u32; h];
+    // Branch-free counts over whole rows, so the loops vectorise (this runs on every keyframe).
     let mut lit_in_col = vec![0_u32; w];
-    for (y, lit) in lit_in_row.iter_mut().enumerate() {
-        for (x, &p) in img.row(y as u32).iter().enumerate() {
-            if p > DARK_LEVEL {
-                *lit += 1;
-                lit_in_col[x] += 1;
+    let lit_in_row: Vec<u32> = img
+        .pixels()
+        .chunks_exact(w)
+        .map(|row| {
+            let mut lit = 0;
+            for (col, &p) in lit_in_col.iter_mut().zip(row) {
+                let on = u32::from(p > DARK_LEVEL);
+                *col += on;
+                lit += on;
             }
-        }
-    }
+            lit
+        })
+        .collect();
     let needed = |n: usize| ((n as f32 * LIT_FRACTION).ceil() as u32).max(2);
     let span = |counts: &[u32], need: u32| {
         let first = counts.iter().position(|&c| c >= need)?;

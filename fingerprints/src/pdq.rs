@@ -6,9 +6,11 @@
 //! filters per axis, window `ceil(dim / 128)`), the same centre-sampling decimation to 64x64,
 //! the same single-precision 16x16 DCT from the 64x64 buffer with the same summation order, the
 //! same quality metric (gradients quantised to integers exactly as the reference does) and the
-//! same Torben median. Every floating-point operation happens in the order the reference
-//! performs it, so rounding matches too; the speed comes from vectorising *across* independent
-//! rows and columns instead of reordering any one sum.
+//! same Torben median. Every value the hash depends on is computed by the operations the
+//! reference performs on it, in its order, so rounding matches too. The speed comes from
+//! vectorising *across* independent rows and columns instead of reordering any one sum, from
+//! computing only what the 64x64 samples read (the last passes keep the sampled columns), and,
+//! for 8-bit luma, from a first pass in exact integer arithmetic (see `box_bytes`).
 //!
 //! The dihedral hashes come from sign flips and transposes of the one 16x16 DCT, so the
 //! mirrored hash a matcher needs costs a median and 256 comparisons, not a second hash.
@@ -81,11 +83,8 @@ impl Dihedral {
 /// reference. A 64x64 image is hashed without the blur, also as in the reference (its
 /// `pdqHash256FromFloatLuma` assumes such input was already downsampled, e.g. by FFmpeg).
 pub fn pdq(img: &Luma) -> PdqHash {
-    let (dct, quality) = dct_of(img.height() as usize, img.width() as usize, true, |out| {
-        for (o, &p) in out.iter_mut().zip(img.pixels()) {
-            *o = f32::from(p);
-        }
-    });
+    let (dct, quality) =
+        dct_of(img.height() as usize, img.width() as usize, true, Source::Bytes(img.pixels()));
     PdqHash { hash: bits_of(&dct), quality }
 }
 
@@ -94,11 +93,8 @@ pub fn pdq(img: &Luma) -> PdqHash {
 /// Returns the hashes and the quality. `original` equals [`pdq`]'s hash except for 64x64
 /// input, where the reference's dihedral entry point blurs and [`pdq`] does not.
 pub fn pdq_dihedral(img: &Luma) -> (Dihedral, u8) {
-    let (dct, quality) = dct_of(img.height() as usize, img.width() as usize, false, |out| {
-        for (o, &p) in out.iter_mut().zip(img.pixels()) {
-            *o = f32::from(p);
-        }
-    });
+    let (dct, quality) =
+        dct_of(img.height() as usize, img.width() as usize, false, Source::Bytes(img.pixels()));
     (dihedral_of(&dct), quality)
 }
 
@@ -111,8 +107,12 @@ pub fn pdq_dihedral(img: &Luma) -> (Dihedral, u8) {
 /// [`ErrorKind::InvalidInput`] if `rgb.len()` is not `3 * width * height` or a dimension is 0.
 pub fn pdq_rgb(width: u32, height: u32, rgb: &[u8]) -> Result<PdqHash, Error> {
     check_rgb(width, height, rgb)?;
-    let (dct, quality) =
-        dct_of(height as usize, width as usize, true, |out| fill_from_rgb(out, rgb));
+    let (dct, quality) = dct_of(
+        height as usize,
+        width as usize,
+        true,
+        Source::Floats(&|out| fill_from_rgb(out, rgb)),
+    );
     Ok(PdqHash { hash: bits_of(&dct), quality })
 }
 
@@ -122,8 +122,12 @@ pub fn pdq_rgb(width: u32, height: u32, rgb: &[u8]) -> Result<PdqHash, Error> {
 /// [`ErrorKind::InvalidInput`] if `rgb.len()` is not `3 * width * height` or a dimension is 0.
 pub fn pdq_dihedral_rgb(width: u32, height: u32, rgb: &[u8]) -> Result<(Dihedral, u8), Error> {
     check_rgb(width, height, rgb)?;
-    let (dct, quality) =
-        dct_of(height as usize, width as usize, false, |out| fill_from_rgb(out, rgb));
+    let (dct, quality) = dct_of(
+        height as usize,
+        width as usize,
+        false,
+        Source::Floats(&|out| fill_from_rgb(out, rgb)),
+    );
     Ok((dihedral_of(&dct), quality))
 }
 
@@ -151,8 +155,6 @@ fn fill_from_rgb(out: &mut [f32], rgb: &[u8]) {
 
 /// The reference's minimum hashable side.
 const MIN_HASHABLE_DIM: usize = 5;
-/// Two X/Y passes of box filters make the tent ("Jarosz") filter.
-const JAROSZ_PASSES: usize = 2;
 /// Rows per strip for the horizontal pass. The strip is transposed so that the running sums of
 /// `STRIP` rows advance together in SIMD lanes, while each row's own sum keeps the reference's
 /// sequential order; 16 rows of a 1280-pixel frame fit comfortably in L2.
@@ -160,30 +162,52 @@ const STRIP: usize = 16;
 
 type Dct16 = [f32; 256];
 
+/// The luma a hash starts from.
+enum Source<'a> {
+    /// 8-bit grey levels, row-major. Their box sums are whole numbers, which single precision
+    /// holds exactly in any order (see [`box_bytes`]).
+    Bytes(&'a [u8]),
+    /// Writes the float luma, row-major (luma converted from colour, not rounded).
+    Floats(&'a dyn Fn(&mut [f32])),
+}
+
 struct Buffers {
     a: Vec<f32>,
     b: Vec<f32>,
     strip_in: Vec<f32>,
     strip_out: Vec<f32>,
     sums: Vec<f32>,
+    prefix: Vec<u32>,
+    sampled: Vec<f32>,
+    sampled_out: Vec<f32>,
 }
 
 thread_local! {
     // Frame-sized scratch reused across calls on one thread: a keyframe worker hashes frame after
     // frame of the same size, and fresh megabyte allocations would cost page faults each time.
     static BUFFERS: RefCell<Buffers> = const {
-        RefCell::new(Buffers { a: Vec::new(), b: Vec::new(), strip_in: Vec::new(), strip_out: Vec::new(), sums: Vec::new() })
+        RefCell::new(Buffers {
+            a: Vec::new(),
+            b: Vec::new(),
+            strip_in: Vec::new(),
+            strip_out: Vec::new(),
+            sums: Vec::new(),
+            prefix: Vec::new(),
+            sampled: Vec::new(),
+            sampled_out: Vec::new(),
+        })
     };
 }
 
-/// Runs the reference pipeline up to the 16x16 DCT; `fill` writes the float luma, row-major.
-/// Returns the DCT and the quality.
-fn dct_of(
-    rows: usize,
-    cols: usize,
-    skip_blur_at_64: bool,
-    fill: impl FnOnce(&mut [f32]),
-) -> (Dct16, u8) {
+/// Runs the reference pipeline up to the 16x16 DCT. Returns the DCT and the quality.
+///
+/// The reference blurs the whole image (box filters along rows, then columns, twice) and then
+/// samples 64x64 points of it. The same values come out here with less work, each computed by
+/// the very operations the reference performs on it:
+/// - from 8-bit luma, the first pass along rows is exact integer arithmetic ([`box_bytes`]);
+/// - the second pass along rows keeps only the 64 sampled columns, and the last pass along
+///   columns runs on those alone (a column's pass never reads another column).
+fn dct_of(rows: usize, cols: usize, skip_blur_at_64: bool, source: Source<'_>) -> (Dct16, u8) {
     if rows < MIN_HASHABLE_DIM || cols < MIN_HASHABLE_DIM {
         // The reference clears the hash; an all-zero DCT thresholds to all-zero bits.
         return ([0.0; 256], 0);
@@ -193,36 +217,120 @@ fn dct_of(
         let mut guard = cell.borrow_mut();
         let bufs = &mut *guard;
         let n = rows * cols;
-        // `fill` writes every element of `a`, and the first pass every element of `b`: what a
-        // buffer held from the last frame needs no clearing (two frame-sized memsets).
+        // Every pass writes every element of its output: what a buffer held from the last
+        // frame needs no clearing (frame-sized memsets).
         bufs.a.resize(n, 0.0);
-        fill(&mut bufs.a);
+        bufs.b.resize(n, 0.0);
         if skip_blur_at_64 && rows == 64 && cols == 64 {
+            match source {
+                Source::Bytes(px) => {
+                    for (o, &p) in bufs.a.iter_mut().zip(px) {
+                        *o = f32::from(p);
+                    }
+                }
+                Source::Floats(fill) => fill(&mut bufs.a),
+            }
             for (dst, src) in small.iter_mut().zip(bufs.a.chunks_exact(64)) {
                 dst.copy_from_slice(src);
             }
             return;
         }
-        bufs.b.resize(n, 0.0);
         let window_along_rows = jarosz_window(cols, 64);
         let window_along_cols = jarosz_window(rows, 64);
-        for _ in 0..JAROSZ_PASSES {
-            box_along_rows(
-                &bufs.a,
-                &mut bufs.b,
-                rows,
-                cols,
-                window_along_rows,
-                &mut bufs.strip_in,
-                &mut bufs.strip_out,
-                &mut bufs.sums,
-            );
-            box_along_cols(&bufs.b, &mut bufs.a, rows, cols, window_along_cols, &mut bufs.sums);
+        let keep = sample_indices(cols);
+        // First pass: rows into `b`, columns back into `a`.
+        match source {
+            Source::Bytes(px) => {
+                box_bytes(px, &mut bufs.b, cols, window_along_rows, &mut bufs.prefix);
+            }
+            Source::Floats(fill) => {
+                fill(&mut bufs.a);
+                box_along_rows(
+                    &bufs.a,
+                    &mut bufs.b,
+                    rows,
+                    cols,
+                    window_along_rows,
+                    None,
+                    &mut bufs.strip_in,
+                    &mut bufs.strip_out,
+                    &mut bufs.sums,
+                );
+            }
         }
-        decimate(&bufs.a, rows, cols, &mut small);
+        box_along_cols(&bufs.b, &mut bufs.a, rows, cols, window_along_cols, &mut bufs.sums);
+        // Second pass: rows, keeping the sampled columns (`rows x 64`), then those columns.
+        bufs.sampled.resize(rows * 64, 0.0);
+        bufs.sampled_out.resize(rows * 64, 0.0);
+        box_along_rows(
+            &bufs.a,
+            &mut bufs.sampled,
+            rows,
+            cols,
+            window_along_rows,
+            Some(&keep),
+            &mut bufs.strip_in,
+            &mut bufs.strip_out,
+            &mut bufs.sums,
+        );
+        box_along_cols(
+            &bufs.sampled,
+            &mut bufs.sampled_out,
+            rows,
+            64,
+            window_along_cols,
+            &mut bufs.sums,
+        );
+        for (out_row, i) in small.iter_mut().zip(sample_indices(rows)) {
+            out_row.copy_from_slice(&bufs.sampled_out[i * 64..(i + 1) * 64]);
+        }
     });
     let quality = quality_of(&small);
     (dct64_to_16(&small), quality)
+}
+
+/// `decimateFloat`'s sample positions along a side of `n` pixels: the centres of 64 cells.
+fn sample_indices(n: usize) -> [usize; 64] {
+    std::array::from_fn(|j| (((j as f64 + 0.5) * n as f64) / 64.0) as usize)
+}
+
+/// The reference's `box1DFloat` along every row of 8-bit luma (`cols` pixels per row), into
+/// `out`. With `half = (window + 2) / 2`, output `o` of a row is the mean of the row's pixels
+/// from `o + half - window` to `o + half - 1`, clipped to the row: what the reference's running
+/// sum holds when it writes `o` (its four phases grow the window, slide it, and shrink it). On
+/// whole numbers below 2^24 every one of the reference's additions and subtractions is exact,
+/// so its running sum *is* the integer sum, and one division by the same count gives the same
+/// float. Computed from integer prefix sums, with no sequential float chain and no transpose.
+fn box_bytes(px: &[u8], out: &mut [f32], cols: usize, window: usize, prefix: &mut Vec<u32>) {
+    let half = (window + 2) / 2;
+    prefix.resize(cols + 1, 0);
+    for (row, out) in px.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+        let mut total = 0u32;
+        for (p, &x) in prefix[1..].iter_mut().zip(row) {
+            total += u32::from(x);
+            *p = total;
+        }
+        let mean = |o: usize| {
+            let lo = (o + half).saturating_sub(window);
+            let hi = (o + half).min(cols);
+            (prefix[hi] - prefix[lo]) as f32 / (hi - lo) as f32
+        };
+        // The full windows, `o` in `window - half + 1 .. cols - half + 1`, as one branch-free
+        // loop over two shifted slices of the prefix sums.
+        let first = (window - half + 1).min(cols);
+        let last = (cols + 1 - half).max(first);
+        let full = window as f32;
+        for ((o, hi), lo) in out[first..last]
+            .iter_mut()
+            .zip(&prefix[first + half..])
+            .zip(&prefix[first + half - window..])
+        {
+            *o = (hi - lo) as f32 / full;
+        }
+        for o in (0..first).chain(last..cols) {
+            out[o] = mean(o);
+        }
+    }
 }
 
 /// `computeJaroszFilterWindowSize`: half the decimation step, rounded up.
@@ -307,6 +415,7 @@ fn box_along_cols(
 }
 
 /// Horizontal box filter: strips of rows are transposed so their running sums become lanes.
+/// With `keep`, only those columns of each row are written, as the row of a `rows x 64` output.
 #[allow(clippy::too_many_arguments)]
 fn box_along_rows(
     input: &[f32],
@@ -314,12 +423,14 @@ fn box_along_rows(
     rows: usize,
     cols: usize,
     window: usize,
+    keep: Option<&[usize; 64]>,
     strip_in: &mut Vec<f32>,
     strip_out: &mut Vec<f32>,
     sums: &mut Vec<f32>,
 ) {
     strip_in.resize(cols * STRIP, 0.0);
     strip_out.resize(cols * STRIP, 0.0);
+    let out_cols = keep.map_or(cols, |k| k.len());
     let mut r0 = 0;
     while r0 < rows {
         let h = STRIP.min(rows - r0);
@@ -331,25 +442,22 @@ fn box_along_rows(
         }
         let tout = &mut strip_out[..cols * h];
         box_lanes(tin, tout, cols, h, window, sums);
-        for (l, dst) in out[r0 * cols..(r0 + h) * cols].chunks_exact_mut(cols).enumerate() {
-            for (c, d) in dst.iter_mut().enumerate() {
-                *d = tout[c * h + l];
+        let dst = out[r0 * out_cols..(r0 + h) * out_cols].chunks_exact_mut(out_cols);
+        for (l, dst) in dst.enumerate() {
+            match keep {
+                Some(keep) => {
+                    for (d, &c) in dst.iter_mut().zip(keep) {
+                        *d = tout[c * h + l];
+                    }
+                }
+                None => {
+                    for (c, d) in dst.iter_mut().enumerate() {
+                        *d = tout[c * h + l];
+                    }
+                }
             }
         }
         r0 += h;
-    }
-}
-
-/// `decimateFloat`: sample the centres of a 64x64 grid of cells.
-fn decimate(input: &[f32], rows: usize, cols: usize, out: &mut [[f32; 64]; 64]) {
-    let col_index: [usize; 64] =
-        std::array::from_fn(|j| (((j as f64 + 0.5) * cols as f64) / 64.0) as usize);
-    for (i, out_row) in out.iter_mut().enumerate() {
-        let ini = (((i as f64 + 0.5) * rows as f64) / 64.0) as usize;
-        let src = &input[ini * cols..(ini + 1) * cols];
-        for (o, &j) in out_row.iter_mut().zip(&col_index) {
-            *o = src[j];
-        }
     }
 }
 
@@ -477,6 +585,77 @@ mod tests {
             .flat_map(|y| (0..width).map(move |x| ((x * 7 + y * 13 + (x * y) % 31) % 256) as u8))
             .collect();
         Luma::new(width, height, pixels).unwrap()
+    }
+
+    /// The reference's pipeline written out plainly: every pixel of the image blurred by
+    /// one-dimensional box filters (`box1DFloat`, one row or column at a time), two passes of
+    /// rows then columns, then the 64x64 centre samples.
+    fn reference_dct(img: &Luma) -> (Dct16, u8) {
+        let (rows, cols) = (img.height() as usize, img.width() as usize);
+        let mut a: Vec<f32> = img.pixels().iter().map(|&p| f32::from(p)).collect();
+        let mut sums = Vec::new();
+        let (wr, wc) = (jarosz_window(cols, 64), jarosz_window(rows, 64));
+        for _ in 0..2 {
+            for r in 0..rows {
+                let line = a[r * cols..(r + 1) * cols].to_vec();
+                box_lanes(&line, &mut a[r * cols..(r + 1) * cols], cols, 1, wr, &mut sums);
+            }
+            for c in 0..cols {
+                let line: Vec<f32> = (0..rows).map(|r| a[r * cols + c]).collect();
+                let mut out = vec![0.0; rows];
+                box_lanes(&line, &mut out, rows, 1, wc, &mut sums);
+                for (r, v) in out.into_iter().enumerate() {
+                    a[r * cols + c] = v;
+                }
+            }
+        }
+        let (ri, ci) = (sample_indices(rows), sample_indices(cols));
+        let small: [[f32; 64]; 64] =
+            std::array::from_fn(|i| std::array::from_fn(|j| a[ri[i] * cols + ci[j]]));
+        (dct64_to_16(&small), quality_of(&small))
+    }
+
+    #[test]
+    fn the_sampled_blur_gives_every_bit_of_the_whole_image_blur() {
+        // Noisy pictures (sums that are not round) of sizes whose windows, phases and sample
+        // positions all differ, the sizes keyframes are decoded to among them.
+        let mut state = 0x9e37_79b9_u32;
+        for (w, h) in [
+            (6, 5),
+            (5, 200),
+            (65, 63),
+            (127, 81),
+            (333, 517),
+            (640, 360),
+            (427, 240),
+            (1280, 720),
+            (97, 1000),
+        ] {
+            let px = (0..w * h)
+                .map(|i| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    ((i % w * 3 + i / w * 5) as u32 % 200 + (state >> 27)) as u8
+                })
+                .collect();
+            let img = Luma::new(w as u32, h as u32, px).unwrap();
+            let (want, want_quality) = reference_dct(&img);
+            let bytes = dct_of(h, w, false, Source::Bytes(img.pixels()));
+            let floats = dct_of(
+                h,
+                w,
+                false,
+                Source::Floats(&|out: &mut [f32]| {
+                    for (o, &p) in out.iter_mut().zip(img.pixels()) {
+                        *o = f32::from(p);
+                    }
+                }),
+            );
+            for (path, (dct, quality)) in [("bytes", bytes), ("floats", floats)] {
+                assert_eq!(quality, want_quality, "{w}x{h} {path}");
+                let bits = |d: &Dct16| d.map(f32::to_bits);
+                assert_eq!(bits(&dct), bits(&want), "{w}x{h} {path}");
+            }
+        }
     }
 
     #[test]

@@ -60,33 +60,36 @@ impl Edges {
     /// Edges between the rows of a `lines x len` row-major image (pass the transposed image for
     /// edges between columns).
     fn of(px: &[u8], lines: usize, len: usize) -> Edges {
+        // Every loop below runs along whole lines with no branch, so it vectorises (this runs
+        // on every keyframe, once per axis).
         // Step across the boundary before each line.
         let mut steps = vec![0u8; lines * len];
         for line in 2..lines.saturating_sub(1) {
             let row = |l: usize| &px[l * len..(l + 1) * len];
             let (a, b, c, d) = (row(line - 2), row(line - 1), row(line), row(line + 1));
-            for (i, s) in steps[line * len..(line + 1) * len].iter_mut().enumerate() {
-                *s = step(a[i], b[i], c[i], d[i]).min(255) as u8;
+            let out = &mut steps[line * len..(line + 1) * len];
+            for ((((s, &a), &b), &c), &d) in out.iter_mut().zip(a).zip(b).zip(c).zip(d) {
+                *s = step(a, b, c, d).min(255) as u8;
             }
         }
         // Thinned: an edge where the step is strong and the strongest of the neighbouring
         // boundaries (ties go to the first).
         let mut on = vec![false; lines * len];
         for line in 3..lines.saturating_sub(2) {
-            for pos in 0..len {
-                let s = steps[line * len + pos];
-                if i32::from(s) >= STEP
-                    && s >= steps[(line - 1) * len + pos]
-                    && s > steps[(line + 1) * len + pos]
-                {
-                    on[line * len + pos] = true;
-                }
+            let row = |l: usize| &steps[l * len..(l + 1) * len];
+            let (before, here, after) = (row(line - 1), row(line), row(line + 1));
+            let out = &mut on[line * len..(line + 1) * len];
+            for (((o, &s), &p), &n) in out.iter_mut().zip(here).zip(before).zip(after) {
+                *o = (i32::from(s) >= STEP) & (s >= p) & (s > n);
             }
         }
         let mut near = on.clone();
         for line in 1..lines.saturating_sub(1) {
-            for pos in 0..len {
-                near[line * len + pos] |= on[(line - 1) * len + pos] || on[(line + 1) * len + pos];
+            let (above, below) =
+                (&on[(line - 1) * len..line * len], &on[(line + 1) * len..(line + 2) * len]);
+            for ((n, &a), &b) in near[line * len..(line + 1) * len].iter_mut().zip(above).zip(below)
+            {
+                *n |= a | b;
             }
         }
         Edges { lines, len, near }
