@@ -171,6 +171,20 @@ enum Source<'a> {
     Floats(&'a dyn Fn(&mut [f32])),
 }
 
+impl Source<'_> {
+    /// Writes the float luma, row-major.
+    fn fill(&self, out: &mut [f32]) {
+        match self {
+            Source::Bytes(px) => {
+                for (o, &p) in out.iter_mut().zip(*px) {
+                    *o = f32::from(p);
+                }
+            }
+            Source::Floats(fill) => fill(out),
+        }
+    }
+}
+
 struct Buffers {
     a: Vec<f32>,
     b: Vec<f32>,
@@ -222,14 +236,7 @@ fn dct_of(rows: usize, cols: usize, skip_blur_at_64: bool, source: Source<'_>) -
         bufs.a.resize(n, 0.0);
         bufs.b.resize(n, 0.0);
         if skip_blur_at_64 && rows == 64 && cols == 64 {
-            match source {
-                Source::Bytes(px) => {
-                    for (o, &p) in bufs.a.iter_mut().zip(px) {
-                        *o = f32::from(p);
-                    }
-                }
-                Source::Floats(fill) => fill(&mut bufs.a),
-            }
+            source.fill(&mut bufs.a);
             for (dst, src) in small.iter_mut().zip(bufs.a.chunks_exact(64)) {
                 dst.copy_from_slice(src);
             }
@@ -240,11 +247,11 @@ fn dct_of(rows: usize, cols: usize, skip_blur_at_64: bool, source: Source<'_>) -
         let keep = sample_indices(cols);
         // First pass: rows into `b`, columns back into `a`.
         match source {
-            Source::Bytes(px) => {
+            Source::Bytes(px) if integer_sums_are_exact(window_along_rows) => {
                 box_bytes(px, &mut bufs.b, cols, window_along_rows, &mut bufs.prefix);
             }
-            Source::Floats(fill) => {
-                fill(&mut bufs.a);
+            _ => {
+                source.fill(&mut bufs.a);
                 box_along_rows(
                     &bufs.a,
                     &mut bufs.b,
@@ -287,6 +294,14 @@ fn dct_of(rows: usize, cols: usize, skip_blur_at_64: bool, source: Source<'_>) -
     });
     let quality = quality_of(&small);
     (dct64_to_16(&small), quality)
+}
+
+/// Whether the reference's running float sums over `window` 8-bit values are all exact (every
+/// partial sum a whole number below 2^24), so [`box_bytes`] gives its values. True for any
+/// image narrower than about 8.4 million pixels.
+fn integer_sums_are_exact(window: usize) -> bool {
+    // A running sum holds up to `window + 1` values between its addition and its subtraction.
+    (window + 1) * 255 < 1 << 24
 }
 
 /// `decimateFloat`'s sample positions along a side of `n` pixels: the centres of 64 cells.
@@ -613,6 +628,16 @@ mod tests {
         let small: [[f32; 64]; 64] =
             std::array::from_fn(|i| std::array::from_fn(|j| a[ri[i] * cols + ci[j]]));
         (dct64_to_16(&small), quality_of(&small))
+    }
+
+    #[test]
+    fn integer_row_sums_are_used_only_where_the_reference_sums_exactly() {
+        // A 1280-pixel row blurs over 10 pixels. The integer pass holds up to windows of
+        // 65,792 pixels (rows about 8.4 million wide): a running sum of 65,793 grey levels of
+        // 255 is 16,777,215, still below 2^24; one more and it is not.
+        assert!(integer_sums_are_exact(jarosz_window(1280, 64)));
+        assert!(integer_sums_are_exact(65_792));
+        assert!(!integer_sums_are_exact(65_793));
     }
 
     #[test]
