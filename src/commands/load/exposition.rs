@@ -1,10 +1,17 @@
 //! Reading the processes' `/metrics`: counters and histograms from the Prometheus text
 //! exposition, summed over every process, and quantiles as Prometheus computes them.
 
-/// Keyframes the workers have finished (`offside_keyframes_total`, all outcomes, every process).
+/// Keyframes the workers have finished (`offside_keyframes_total`, every process), to set
+/// against the keyframes published: every outcome but `ended`, which counts the stream-end
+/// messages handled (the load ends each killed pirate stream, so counting those would end the
+/// drain while keyframes are still queued).
 pub(super) fn processed(exposition: &str) -> f64 {
     // `+ 0.0`: a sum of nothing is -0.0 for floats, which would print as "-0".
-    samples(exposition, "offside_keyframes_total").map(|(_, v)| v).sum::<f64>() + 0.0
+    samples(exposition, "offside_keyframes_total")
+        .filter(|(labels, _)| !labels.contains("outcome=\"ended\""))
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        + 0.0
 }
 
 /// The samples of one metric in a Prometheus text exposition: (labels, value).
@@ -80,6 +87,7 @@ mod tests {
     const ONE: &str = "# HELP offside_keyframes_total x\n# TYPE offside_keyframes_total counter\n\
 offside_keyframes_total{outcome=\"no_match\"} 90\n\
 offside_keyframes_total{outcome=\"decided\"} 10\n\
+offside_keyframes_total{outcome=\"ended\"} 7\n\
 offside_keyframe_latency_seconds_bucket{le=\"0.01\"} 50\n\
 offside_keyframe_latency_seconds_bucket{le=\"0.02\"} 90\n\
 offside_keyframe_latency_seconds_bucket{le=\"+Inf\"} 100\n\
@@ -89,6 +97,7 @@ offside_keyframe_latency_seconds_count 100\n";
     #[test]
     fn counters_and_buckets_add_up_over_every_process() {
         let two = format!("{ONE}\n{}", ONE.replace(" 90\n", " 10\n"));
+        // Keyframes only: the 7 stream ends handled are not keyframes published.
         assert_eq!(processed(ONE), 100.0);
         // The second process: 10 no_match, and 10 keyframes in its 0.02 bucket.
         assert_eq!(processed(&two), 120.0);

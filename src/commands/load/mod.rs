@@ -13,8 +13,9 @@
 //!
 //! What it reports:
 //! - keyframes/s published (broker-confirmed or API-accepted) and processed
-//!   (`offside_keyframes_total`, summed over every `--metrics-url`: the `serve` and `worker`
-//!   processes of a scale-out deployment), and the backlog left when the load stopped;
+//!   (`offside_keyframes_total` but its stream ends, summed over every `--metrics-url`: the
+//!   `serve` and `worker` processes of a scale-out deployment), and the backlog left when the
+//!   load stopped;
 //! - keyframe-to-decision latency: the pipeline's `offside_keyframe_latency_seconds` histogram
 //!   (from the `captured_at_ms` the tool stamps at publication to the worker's outcome, queue
 //!   wait included), p50/p99 computed from its buckets as Prometheus's `histogram_quantile`
