@@ -234,7 +234,6 @@ fn dct_of(rows: usize, cols: usize, skip_blur_at_64: bool, source: Source<'_>) -
         // Every pass writes every element of its output: what a buffer held from the last
         // frame needs no clearing (frame-sized memsets).
         bufs.a.resize(n, 0.0);
-        bufs.b.resize(n, 0.0);
         if skip_blur_at_64 && rows == 64 && cols == 64 {
             source.fill(&mut bufs.a);
             for (dst, src) in small.iter_mut().zip(bufs.a.chunks_exact(64)) {
@@ -242,6 +241,7 @@ fn dct_of(rows: usize, cols: usize, skip_blur_at_64: bool, source: Source<'_>) -
             }
             return;
         }
+        bufs.b.resize(n, 0.0);
         let window_along_rows = jarosz_window(cols, 64);
         let window_along_cols = jarosz_window(rows, 64);
         let keep = sample_indices(cols);
@@ -457,19 +457,12 @@ fn box_along_rows(
         }
         let tout = &mut strip_out[..cols * h];
         box_lanes(tin, tout, cols, h, window, sums);
+        // The `k`-th column written: every column, or the kept ones.
+        let column = |k: usize| keep.map_or(k, |keep| keep[k]);
         let dst = out[r0 * out_cols..(r0 + h) * out_cols].chunks_exact_mut(out_cols);
         for (l, dst) in dst.enumerate() {
-            match keep {
-                Some(keep) => {
-                    for (d, &c) in dst.iter_mut().zip(keep) {
-                        *d = tout[c * h + l];
-                    }
-                }
-                None => {
-                    for (c, d) in dst.iter_mut().enumerate() {
-                        *d = tout[c * h + l];
-                    }
-                }
+            for (k, d) in dst.iter_mut().enumerate() {
+                *d = tout[column(k) * h + l];
             }
         }
         r0 += h;
@@ -665,16 +658,8 @@ mod tests {
             let img = Luma::new(w as u32, h as u32, px).unwrap();
             let (want, want_quality) = reference_dct(&img);
             let bytes = dct_of(h, w, false, Source::Bytes(img.pixels()));
-            let floats = dct_of(
-                h,
-                w,
-                false,
-                Source::Floats(&|out: &mut [f32]| {
-                    for (o, &p) in out.iter_mut().zip(img.pixels()) {
-                        *o = f32::from(p);
-                    }
-                }),
-            );
+            let as_floats = |out: &mut [f32]| Source::Bytes(img.pixels()).fill(out);
+            let floats = dct_of(h, w, false, Source::Floats(&as_floats));
             for (path, (dct, quality)) in [("bytes", bytes), ("floats", floats)] {
                 assert_eq!(quality, want_quality, "{w}x{h} {path}");
                 let bits = |d: &Dct16| d.map(f32::to_bits);
