@@ -37,30 +37,90 @@ pub(crate) struct Corner {
     pub(crate) score: u32,
 }
 
-/// True when `mask` (16 circle bits) has 9 consecutive set bits, wrapping around.
-#[inline]
-fn has_arc9(mask: u32) -> bool {
-    arc9(mask) != 0
-}
-
 /// Non-zero when the 16 circle bits of `mask` hold 9 consecutive set bits (with wraparound),
 /// by doubling runs: 2, 4, 8, then 9. Branch-free, so a loop of it vectorises.
 #[inline]
-fn arc9(mask: u32) -> u32 {
-    let m = (mask & 0xFFFF) | (mask << 16);
-    let r2 = m & (m >> 1);
-    let r4 = r2 & (r2 >> 2);
-    let r8 = r4 & (r4 >> 4);
-    r8 & (m >> 8)
+fn arc9(mask: u16) -> u16 {
+    let r2 = mask & mask.rotate_right(1);
+    let r4 = r2 & r2.rotate_right(2);
+    let r8 = r4 & r4.rotate_right(4);
+    r8 & mask.rotate_right(8)
+}
+
+/// Pixels whose corner test runs side by side: sixteen bytes, one SSE2 register.
+const LANES: usize = 16;
+
+/// The bright and dark circle masks of the `L` pixels from index `at` of `pixels`, whose
+/// circle lies at `ring` offsets from each centre: bit `k` of a pixel's bright (dark) mask is
+/// set when circle point `k` is brighter (darker) than the pixel by more than `t`. A point
+/// beyond a saturated bound (255 or 0) is never brighter or darker, exactly as in the
+/// unsaturated test.
+///
+/// Everything stays in registers: sixteen comparisons a side. A quick test on the four cardinal
+/// points comes first: nine consecutive circle points always include two neighbouring cardinal
+/// points, so a block where no pixel has two neighbouring cardinals beyond the same bound (most
+/// of a smooth frame) has no corner and gets empty masks.
+#[inline(always)]
+fn circle_masks<const L: usize>(
+    pixels: &[u8],
+    at: usize,
+    ring: &[isize; 16],
+    t: u8,
+) -> ([u16; L], [u16; L]) {
+    #[inline(always)]
+    fn add_point<const L: usize>(
+        planes: &mut [[[u8; L]; 2]; 2],
+        k: usize,
+        q: &[u8; L],
+        hi: &[u8; L],
+        lo: &[u8; L],
+    ) {
+        let bit = 1u8 << (k % 8);
+        for i in 0..L {
+            planes[0][k / 8][i] |= u8::from(q[i] > hi[i]).wrapping_neg() & bit;
+            planes[1][k / 8][i] |= u8::from(q[i] < lo[i]).wrapping_neg() & bit;
+        }
+    }
+    let block = |offset: isize| -> [u8; L] {
+        let start = (at as isize + offset) as usize;
+        pixels[start..start + L].try_into().expect("L bytes")
+    };
+    let centre = block(0);
+    let hi = centre.map(|v| v.saturating_add(t));
+    let lo = centre.map(|v| v.saturating_sub(t));
+    // Circle bits 0-7 and 8-15 in separate byte planes: a comparison of sixteen pixels sets
+    // one bit of sixteen bytes.
+    let mut planes = [[[0u8; L]; 2]; 2];
+    for k in [0, 4, 8, 12] {
+        add_point(&mut planes, k, &block(ring[k]), &hi, &lo);
+    }
+    // Neighbouring cardinals: bits 0 and 4 of the low plane, 0 and 4 of the high one (circle
+    // points 8 and 12), 4 of the low and 0 of the high (4 and 8), 4 of the high and 0 of the
+    // low (12 and 0).
+    let pairs = |[low, high]: &[[u8; L]; 2], i: usize| {
+        let (l, h) = (low[i], high[i]);
+        (l & l >> 4) | (h & h >> 4) | (l >> 4 & h) | (h >> 4 & l)
+    };
+    let any = (0..L).fold(0, |any, i| any | pairs(&planes[0], i) | pairs(&planes[1], i));
+    if any & 1 == 0 {
+        return ([0; L], [0; L]);
+    }
+    for k in [1, 2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15] {
+        add_point(&mut planes, k, &block(ring[k]), &hi, &lo);
+    }
+    let mask = |[low, high]: &[[u8; L]; 2]| {
+        std::array::from_fn(|i| u16::from(low[i]) | u16::from(high[i]) << 8)
+    };
+    (mask(&planes[0]), mask(&planes[1]))
 }
 
 /// FAST-9 corners with their score (the summed contrast of the circle pixels beyond the
 /// threshold, on the side that made it a corner), after 3x3 non-maximum suppression.
 ///
-/// Row at a time and branch-free until the corners are known, for speed: sixteen passes over
-/// the row (one per circle position) build each pixel's bright and dark circle masks in
-/// saturating 8-bit arithmetic, one more pass applies the arc test to all of them; loops of
-/// that shape vectorise. The contrast score is computed only for the few corners.
+/// Row at a time and branch-free until the corners are known, for speed: the circle masks of
+/// blocks of [`LANES`] pixels are built side by side ([`circle_masks`]; a row's last few pixels
+/// one at a time), then one pass applies the arc test to the row.
+/// The contrast score is computed only for the few corners.
 pub(crate) fn fast9(p: &Plane, threshold: u8) -> Vec<Corner> {
     let (w, h) = (p.width, p.height);
     if w <= 2 * BORDER || h <= 2 * BORDER {
@@ -72,72 +132,50 @@ pub(crate) fn fast9(p: &Plane, threshold: u8) -> Vec<Corner> {
     // Scores fit in 16 bits: at most 16 circle pixels times 255.
     let mut scores = vec![0u16; w * h];
     let mut found: Vec<usize> = Vec::new();
-    let mut hi = vec![0u8; n];
-    let mut lo = vec![0u8; n];
-    // Circle bits 0-7 and 8-15 in separate byte planes: 16 pixels per SSE2 operation.
-    let mut bright = [vec![0u8; n], vec![0u8; n]];
-    let mut dark = [vec![0u8; n], vec![0u8; n]];
+    let mut bright = vec![0u16; n];
+    let mut dark = vec![0u16; n];
     let mut corner = vec![0u8; n];
     // The circle as offsets from its centre in `p.pixels`.
     let ring = CIRCLE.map(|(dx, dy)| dy * w as isize + dx);
     let mut candidates: Vec<usize> = Vec::new();
     for y in BORDER..h - BORDER {
-        let row = |dy: isize| {
-            let r = (y as isize + dy) as usize;
-            &p.pixels[r * w..(r + 1) * w]
-        };
-        for ((v, h), l) in row(0)[x0..x1].iter().zip(hi.iter_mut()).zip(lo.iter_mut()) {
-            *h = v.saturating_add(t);
-            *l = v.saturating_sub(t);
+        let first = y * w + x0;
+        let blocks = n / LANES * LANES;
+        for (i, (b, d)) in
+            bright[..blocks].chunks_exact_mut(LANES).zip(dark.chunks_exact_mut(LANES)).enumerate()
+        {
+            let (bm, dm) = circle_masks::<LANES>(&p.pixels, first + i * LANES, &ring, t);
+            b.copy_from_slice(&bm);
+            d.copy_from_slice(&dm);
         }
-        for plane in bright.iter_mut().chain(dark.iter_mut()) {
-            plane.fill(0);
+        for i in blocks..n {
+            let (bm, dm) = circle_masks::<1>(&p.pixels, first + i, &ring, t);
+            (bright[i], dark[i]) = (bm[0], dm[0]);
         }
-        for (k, &(dx, dy)) in CIRCLE.iter().enumerate() {
-            let start = (x0 as isize + dx) as usize;
-            let ring = &row(dy)[start..start + n];
-            let bit = 1u8 << (k % 8);
-            let (b, d) = (&mut bright[k / 8][..n], &mut dark[k / 8][..n]);
-            let (hi, lo) = (&hi[..n], &lo[..n]);
-            for i in 0..n {
-                // A pixel beyond a saturated bound (255 or 0) can never be brighter or darker,
-                // exactly as in the unsaturated test.
-                b[i] |= u8::from(ring[i] > hi[i]).wrapping_neg() & bit;
-                d[i] |= u8::from(ring[i] < lo[i]).wrapping_neg() & bit;
-            }
+        for ((c, b), d) in corner.iter_mut().zip(&bright).zip(&dark) {
+            *c = u8::from((arc9(*b) | arc9(*d)) != 0);
         }
-        let mask = |planes: &[Vec<u8>; 2], i: usize| {
-            u32::from(planes[0][i]) | (u32::from(planes[1][i]) << 8)
-        };
-        let (b0, b1, d0, d1) = (&bright[0][..n], &bright[1][..n], &dark[0][..n], &dark[1][..n]);
-        for (i, c) in corner[..n].iter_mut().enumerate() {
-            let b = u32::from(b0[i]) | (u32::from(b1[i]) << 8);
-            let d = u32::from(d0[i]) | (u32::from(d1[i]) << 8);
-            *c = u8::from((arc9(b) | arc9(d)) != 0);
-        }
-        nonzero_positions(&corner[..n], &mut candidates);
+        nonzero_positions(&corner, &mut candidates);
         for &i in &candidates {
-            let x = x0 + i;
-            let centre = (y * w + x) as isize;
-            let v = i32::from(p.pixels[centre as usize]);
+            let centre = first + i;
+            let v = i32::from(p.pixels[centre]);
             let (hv, lv) = (v + i32::from(t), v - i32::from(t));
             // Branch-free: a circle pixel is beyond at most one of the two bounds.
             let (mut bs, mut ds) = (0i32, 0i32);
             for off in ring {
-                let q = i32::from(p.pixels[(centre + off) as usize]);
+                let q = i32::from(p.pixels[(centre as isize + off) as usize]);
                 bs += (q - hv).max(0);
                 ds += (lv - q).max(0);
             }
             let (bs, ds) = (bs as u32, ds as u32);
-            let score = match (has_arc9(mask(&bright, i)), has_arc9(mask(&dark, i))) {
+            let score = match (arc9(bright[i]) != 0, arc9(dark[i]) != 0) {
                 (true, true) => bs.max(ds),
                 (true, false) => bs,
                 _ => ds,
             };
-            let idx = centre as usize;
             // At least 1, so a corner is never confused with "no corner" in the NMS below.
-            scores[idx] = score.clamp(1, u32::from(u16::MAX)) as u16;
-            found.push(idx);
+            scores[centre] = score.clamp(1, u32::from(u16::MAX)) as u16;
+            found.push(centre);
         }
     }
     found
@@ -312,6 +350,7 @@ mod tests {
 
     #[test]
     fn arc_detection_needs_nine_consecutive_bits_with_wraparound() {
+        let has_arc9 = |m: u16| arc9(m) != 0;
         assert!(has_arc9(0b1_1111_1111));
         assert!(!has_arc9(0b1111_1111));
         assert!(has_arc9(0xF000 | 0x1F), "an arc across bit 15 and bit 0 counts");
@@ -383,10 +422,44 @@ mod tests {
                     if (x / 3 + y / 4) % 5 == 0 { v | 0xF0 } else { v & 0x3F }
                 })
                 .collect();
-            let plane = Plane { width: w, height: h, pixels };
-            let fast: Vec<(usize, usize, u32)> =
-                fast9(&plane, t).iter().map(|c| (c.x, c.y, c.score)).collect();
-            assert_eq!(fast, fast9_naive(&plane, t), "{w}x{h} threshold {t}");
+            // And a flat frame with a few small patches, where most blocks of pixels are
+            // passed over by the quick test on the cardinal points.
+            let mut sparse = vec![100u8; w * h];
+            for _ in 0..6 {
+                let (cx, cy, g) = (next() as usize % w, next() as usize % h, next() as u8);
+                for y in cy..(cy + 5).min(h) {
+                    sparse[y * w + cx..y * w + (cx + 4).min(w)].fill(g);
+                }
+            }
+            for (kind, pixels) in [("noise", pixels), ("sparse", sparse)] {
+                let plane = Plane { width: w, height: h, pixels };
+                let fast: Vec<(usize, usize, u32)> =
+                    fast9(&plane, t).iter().map(|c| (c.x, c.y, c.score)).collect();
+                assert_eq!(fast, fast9_naive(&plane, t), "{kind} {w}x{h} threshold {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lone_arc_is_found_wherever_it_starts_on_the_circle() {
+        // One arc of nine circle points on a flat frame: its block has no other corner, so only
+        // the quick test on the cardinal points stands between it and the full test.
+        let (w, h) = (80usize, 40usize);
+        for start in 0..16 {
+            for value in [0u8, 200] {
+                let mut pixels = vec![100u8; w * h];
+                let (cx, cy) = (BORDER + 5 + start, 20);
+                for k in start..start + 9 {
+                    let (dx, dy) = CIRCLE[k % 16];
+                    pixels[(cy as isize + dy) as usize * w + (cx as isize + dx) as usize] = value;
+                }
+                let plane = Plane { width: w, height: h, pixels };
+                let fast: Vec<(usize, usize, u32)> =
+                    fast9(&plane, 12).iter().map(|c| (c.x, c.y, c.score)).collect();
+                let naive = fast9_naive(&plane, 12);
+                assert!(naive.iter().any(|&(x, y, _)| (x, y) == (cx, cy)), "arc from {start}");
+                assert_eq!(fast, naive, "arc from {start}, value {value}");
+            }
         }
     }
 
