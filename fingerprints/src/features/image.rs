@@ -100,61 +100,40 @@ impl Plane {
     }
 }
 
-/// Bilinear resampling with pixel-centre alignment, in 8-bit fixed point. Separable: each
-/// source row is interpolated horizontally once (a downscale by 1.25 reads most source rows
-/// for two output rows), then pairs of such rows are blended in a loop that vectorises.
+/// Bilinear resampling with pixel-centre alignment, in 8-bit fixed point. Separable, rows
+/// first: each output row blends its two source rows in a loop that vectorises, then reads its
+/// pixels from that blend, so a downscale reads one pair of blended values per output pixel
+/// (where columns first would interpolate most source rows, a superset of the output's rows).
+/// The integer sums are those of columns first, term for term, so the order changes no value.
 fn bilinear(src: &Plane, w: usize, h: usize) -> Plane {
     let sx = src.width as f32 / w as f32;
     let sy = src.height as f32 / h as f32;
-    // Precompute the horizontal taps once; every row reuses them: a column and the weight
-    // (of 256) of the column after it. On the last column (weight 0 on a missing neighbour)
-    // the pair is moved one left with all the weight on its second column: the same value,
-    // and every pair lies inside the row, so one bounds check reads both pixels.
-    let xs: Vec<(u32, u32)> = (0..w)
-        .map(|x| {
-            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (src.width - 1) as f32);
-            let x0 = fx.floor() as usize;
-            let wx = ((fx - x0 as f32) * 256.0) as u32;
-            if x0 + 1 < src.width { (x0 as u32, wx) } else { (x0.saturating_sub(1) as u32, 256) }
-        })
-        .collect();
-    let horizontal = |y: usize, out: &mut Vec<u16>| {
-        let row = &src.pixels[y * src.width..(y + 1) * src.width];
-        out.clear();
-        if src.width == 1 {
-            out.extend(xs.iter().map(|_| u16::from(row[0]) << 8));
-            return;
-        }
-        // At most 255 * 256: fits 16 bits.
-        out.extend(xs.iter().map(|&(x0, wx)| {
-            let pair = &row[x0 as usize..x0 as usize + 2];
-            (u32::from(pair[0]) * (256 - wx) + u32::from(pair[1]) * wx) as u16
-        }));
+    let tap = |v: usize, scale: f32, n: usize| {
+        let f = ((v as f32 + 0.5) * scale - 0.5).clamp(0.0, (n - 1) as f32);
+        let i = f.floor() as usize;
+        (i, ((f - i as f32) * 256.0) as u32)
     };
-    let (mut top, mut bot) = (Vec::with_capacity(w), Vec::with_capacity(w));
-    let (mut top_y, mut bot_y) = (usize::MAX, usize::MAX);
+    // The horizontal taps, once for every row: a column and the weight (of 256) of the column
+    // after it. The blended row carries a copy of its last value after it, so every pair lies
+    // inside it (the weight on that copy is 0 or it equals the true neighbour: the last).
+    let xs: Vec<(usize, u32)> = (0..w).map(|x| tap(x, sx, src.width)).collect();
+    let mut blend = vec![0u16; src.width + 1];
     let mut out = vec![0u8; w * h];
     for (y, orow) in out.chunks_exact_mut(w).enumerate() {
-        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (src.height - 1) as f32);
-        let y0 = fy.floor() as usize;
+        let (y0, wy) = tap(y, sy, src.height);
         let y1 = (y0 + 1).min(src.height - 1);
-        let wy = ((fy - y0 as f32) * 256.0) as u32;
-        if top_y != y0 {
-            if bot_y == y0 {
-                std::mem::swap(&mut top, &mut bot);
-                top_y = y0;
-                bot_y = usize::MAX;
-            } else {
-                horizontal(y0, &mut top);
-                top_y = y0;
-            }
+        let top = &src.pixels[y0 * src.width..(y0 + 1) * src.width];
+        let bot = &src.pixels[y1 * src.width..(y1 + 1) * src.width];
+        // At most 255 * 256: 16-bit lanes hold every product and sum.
+        let (wt, wb) = ((256 - wy) as u16, wy as u16);
+        for ((v, &t), &b) in blend.iter_mut().zip(top).zip(bot) {
+            *v = u16::from(t) * wt + u16::from(b) * wb;
         }
-        if bot_y != y1 {
-            horizontal(y1, &mut bot);
-            bot_y = y1;
-        }
-        for ((o, &t), &b) in orow.iter_mut().zip(&top).zip(&bot) {
-            *o = ((u32::from(t) * (256 - wy) + u32::from(b) * wy + (1 << 15)) >> 16) as u8;
+        blend[src.width] = blend[src.width - 1];
+        for (o, &(x0, wx)) in orow.iter_mut().zip(&xs) {
+            let pair = &blend[x0..x0 + 2];
+            *o = ((u32::from(pair[0]) * (256 - wx) + u32::from(pair[1]) * wx + (1 << 15)) >> 16)
+                as u8;
         }
     }
     Plane { width: w, height: h, pixels: out }
