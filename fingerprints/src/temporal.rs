@@ -426,21 +426,25 @@ impl ReferenceHits {
             .map(|&(_, t)| t)
     }
 
-    /// Records that the keyframe at `stream_ts` hit `reference_ts`.
-    fn add(&mut self, stream_ts: i64, reference_ts: i64, cfg: &MatcherConfig) {
-        let hits = self.hits_of.entry(stream_ts).or_default();
-        if hits.contains(&reference_ts) {
-            return;
+    /// Records that the keyframe at `stream_ts` hit each of `reference_times`, then settles the
+    /// hub status of that keyframe and of those that saw the same moments: only they can change
+    /// it, and every status is a function of the recorded hits alone, so settling once after
+    /// the keyframe's last hit gives what settling after each hit would.
+    fn add(&mut self, stream_ts: i64, reference_times: &[i64], cfg: &MatcherConfig) {
+        let mut affected = vec![stream_ts];
+        for &reference_ts in reference_times {
+            let hits = self.hits_of.entry(stream_ts).or_default();
+            if hits.contains(&reference_ts) {
+                continue;
+            }
+            if hits.is_empty() {
+                self.keyframes.push_back(stream_ts);
+            }
+            hits.push(reference_ts);
+            let bucket = reference_ts.div_euclid(cfg.min_reference_gap_ms.max(1));
+            self.moments.entry(bucket).or_default().push((reference_ts, stream_ts));
+            affected.extend(self.revisits(stream_ts, reference_ts, cfg));
         }
-        if hits.is_empty() {
-            self.keyframes.push_back(stream_ts);
-        }
-        hits.push(reference_ts);
-        let bucket = reference_ts.div_euclid(cfg.min_reference_gap_ms.max(1));
-        self.moments.entry(bucket).or_default().push((reference_ts, stream_ts));
-        // Only this keyframe and those that saw the same moment can change their hub status.
-        let mut affected: Vec<i64> = self.revisits(stream_ts, reference_ts, cfg).collect();
-        affected.push(stream_ts);
         affected.sort_unstable();
         affected.dedup();
         for t in affected {
@@ -539,13 +543,15 @@ impl StreamMatcher {
         // (target, best hit) per cluster this keyframe supports.
         let mut clusters: Vec<(Target, Hit)> = Vec::new();
         let mut leftovers: Vec<Hit> = Vec::new();
+        // (reference, reference time) of every usable hit, recorded per reference at once.
+        let mut recorded: Vec<(u64, i64)> = Vec::new();
         for h in hits {
             // NaN fails `is_finite`, so the comparison below is total.
             if h.distance > cfg.max_distance || !h.weight.is_finite() || h.weight <= 0.0 {
                 continue;
             }
             let h = Hit { weight: h.weight.min(1.0), ..*h };
-            self.hit_keyframes.entry(h.reference).or_default().add(s, h.reference_ts_ms, cfg);
+            recorded.push((h.reference, h.reference_ts_ms));
             let offset = h.reference_ts_ms.saturating_sub(s);
             let owner = self
                 .candidates
@@ -572,6 +578,11 @@ impl StreamMatcher {
                 }
                 None => clusters.push((Target::Existing(i), h)),
             }
+        }
+        recorded.sort_by_key(|&(reference, _)| reference);
+        for group in recorded.chunk_by(|a, b| a.0 == b.0) {
+            let times: Vec<i64> = group.iter().map(|&(_, ts)| ts).collect();
+            self.hit_keyframes.entry(group[0].0).or_default().add(s, &times, cfg);
         }
         // Hits no candidate accepts seed new candidates, one per (reference, offset cluster).
         leftovers.sort_by_key(|h| (h.reference, h.reference_ts_ms));
@@ -734,6 +745,35 @@ mod tests {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
+    }
+
+    #[test]
+    fn hubs_settled_once_per_keyframe_are_those_settled_after_every_hit() {
+        // Static content: many keyframes hit a few moments at many offsets, so hubs come and go.
+        let cfg = MatcherConfig::default();
+        let mut rng = XorShift(0x5EED_0001);
+        let (mut batched, mut one_by_one) = (ReferenceHits::default(), ReferenceHits::default());
+        for k in 0..60 {
+            let s = k * 2_000;
+            let times: Vec<i64> =
+                (0..1 + rng.below(4)).map(|_| rng.below(80) as i64 * 700).collect();
+            batched.add(s, &times, &cfg);
+            for &r in &times {
+                one_by_one.add(s, &[r], &cfg);
+            }
+            if k % 20 == 19 {
+                batched.forget(s - 30_000, 25, &cfg);
+                one_by_one.forget(s - 30_000, 25, &cfg);
+            }
+            let sorted = |h: &HashSet<i64>| {
+                let mut v: Vec<i64> = h.iter().copied().collect();
+                v.sort_unstable();
+                v
+            };
+            assert_eq!(sorted(&batched.hubs), sorted(&one_by_one.hubs), "after keyframe {k}");
+        }
+        let (hubs, keyframes) = (batched.hubs.len(), batched.keyframes.len());
+        assert!(hubs > 0 && hubs < keyframes, "{hubs} hubs of {keyframes} keyframes");
     }
 
     #[test]
