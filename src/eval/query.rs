@@ -3,6 +3,7 @@
 //! and fed to one [`StreamRecognizer`] per choice of tiers, each stopping at its first decision.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -114,20 +115,25 @@ impl Run {
         Run { recognizer: StreamRecognizer::new(cfg), outcome: TierOutcome::default() }
     }
 
-    /// Feeds one keyframe's hits; `expected` is the positive's reference.
-    fn observe(&mut self, ts_ms: i64, hits: &[KeyframeHit], expected: Option<&str>) {
+    /// Feeds one keyframe's hits; `expected` is the positive's reference. Returns the time the
+    /// recognizer took to take them in and decide (ms), the worker's decision step.
+    fn observe(&mut self, ts_ms: i64, hits: &[KeyframeHit], expected: Option<&str>) -> f64 {
+        let started = Instant::now();
         self.recognizer.observe(ts_ms, hits);
+        let decision = self.recognizer.decision();
+        let decide_ms = started.elapsed().as_secs_f64() * 1000.0;
         let hit = match expected {
             Some(r) => hits.iter().any(|h| h.reference_id == r),
             None => !hits.is_empty(),
         };
         self.outcome.keyframes_hit += usize::from(hit);
         if self.outcome.flagged_as.is_none()
-            && let Some(m) = self.recognizer.decision()
+            && let Some(m) = decision
         {
             self.outcome.flagged_as = Some(m.reference_id);
             self.outcome.ttd_s = Some(ts_ms as f64 / 1000.0);
         }
+        decide_ms
     }
 }
 
@@ -195,7 +201,10 @@ pub fn run_query(
                     library.keyframe_hits(&alone, Tiers::Features)
                 }
             };
-            run.observe(*ts_ms, &hits, expected);
+            let decide_ms = run.observe(*ts_ms, &hits, expected);
+            if *tiers == Tiers::Both {
+                cost.decide_ms += decide_ms;
+            }
         }
         let pdq_hit = !found.hits.pdq.is_empty();
         for (quiet, run) in &mut joined {
@@ -206,7 +215,7 @@ pub fn run_query(
             };
             let hits = library.keyframe_hits(&hits, Tiers::Both);
             quiet.record(*ts_ms, looks, !hits.is_empty());
-            run.observe(*ts_ms, &hits, expected);
+            cost_mid_stream.decide_ms += run.observe(*ts_ms, &hits, expected);
             cost_mid_stream.add(&pdq_tier);
             if looks {
                 cost_mid_stream.add(&geometric);

@@ -301,7 +301,7 @@ impl Report {
                 continue;
             }
             s.push_str(&format!(
-                "Per {what} ({} keyframes; ms, one thread): {:.2} = decode {:.2}; PDQ tier {:.2} (hash {:.2} + lookup {:.2}); geometric tier {:.2} (features {:.2} + lookup and verification {:.2}) on {:.0} % of keyframes.\n",
+                "Per {what} ({} keyframes; ms, one thread): {:.2} = decode {:.2}; PDQ tier {:.2} (hash {:.2} + lookup {:.2}); geometric tier {:.2} (features {:.2} + lookup and verification {:.2}) on {:.0} % of keyframes; decision {:.2}.\n",
                 c.keyframes,
                 c.total_ms(),
                 c.decode_ms,
@@ -312,6 +312,7 @@ impl Report {
                 c.features_extract_ms,
                 c.features_lookup_ms,
                 100.0 * c.features_keyframes as f64 / c.keyframes.max(1) as f64,
+                c.decide_ms,
             ));
         }
         let schedule = &self.schedule;

@@ -28,6 +28,8 @@ pub struct KeyframeCost {
     pub features_extract_ms: f64,
     /// Feature index lookup and geometric verification.
     pub features_lookup_ms: f64,
+    /// The stream's temporal matcher: taking the keyframe's hits in and deciding.
+    pub decide_ms: f64,
 }
 
 impl KeyframeCost {
@@ -40,10 +42,11 @@ impl KeyframeCost {
         self.features_keyframes += o.features_keyframes;
         self.features_extract_ms += o.features_extract_ms;
         self.features_lookup_ms += o.features_lookup_ms;
+        self.decide_ms += o.decide_ms;
     }
 
-    /// This tally split in two: decoding and the PDQ tier (with the keyframe count), and the
-    /// geometric tier (with its count of keyframes looked at).
+    /// This tally split in two: decoding, the PDQ tier and the decision (with the keyframe
+    /// count), and the geometric tier (with its count of keyframes looked at).
     pub fn split(&self) -> (KeyframeCost, KeyframeCost) {
         let geometric = KeyframeCost {
             features_keyframes: self.features_keyframes,
@@ -67,6 +70,7 @@ impl KeyframeCost {
             + self.pdq_lookup_ms
             + self.features_extract_ms
             + self.features_lookup_ms
+            + self.decide_ms
     }
 
     /// The same times per keyframe.
@@ -80,6 +84,7 @@ impl KeyframeCost {
             features_keyframes: self.features_keyframes,
             features_extract_ms: self.features_extract_ms / n,
             features_lookup_ms: self.features_lookup_ms / n,
+            decide_ms: self.decide_ms / n,
         }
     }
 }
