@@ -88,6 +88,13 @@ pub struct EvalArgs {
     /// (largest over smallest local scale); 1 verifies with similarities only.
     #[arg(long)]
     pub max_perspective: Option<f32>,
+    /// Override the geometric tier's cap on full buckets: a bucket holding more than this many
+    /// features (and more than `--max-bucket-ratio` times the mean) is skipped.
+    #[arg(long)]
+    pub min_bucket_cap: Option<usize>,
+    /// Override the geometric tier's cap on full buckets as a multiple of the mean bucket.
+    #[arg(long)]
+    pub max_bucket_ratio: Option<f32>,
     /// Override the geometric tier's schedule: at most this much stream time (ms) between two
     /// geometric lookups on a stream without recent evidence; 0 looks at every keyframe.
     #[arg(long)]
@@ -148,6 +155,12 @@ impl EvalArgs {
         }
         if let Some(p) = self.max_perspective {
             v.max_perspective = p;
+        }
+        if let Some(c) = self.min_bucket_cap {
+            v.min_bucket_cap = c;
+        }
+        if let Some(r) = self.max_bucket_ratio {
+            v.max_bucket_ratio = r;
         }
         v
     }
