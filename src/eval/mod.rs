@@ -240,3 +240,40 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        eval: EvalArgs,
+    }
+
+    #[test]
+    fn the_geometric_tiers_overrides_reach_its_config_and_the_rest_keeps_the_defaults() {
+        let args = Cli::parse_from([
+            "eval",
+            "set",
+            "--min-bucket-cap",
+            "48",
+            "--max-bucket-ratio",
+            "6",
+            "--distinct-ratio",
+            "1.3",
+        ])
+        .eval;
+        let v = args.verify_config();
+        let default = fingerprints::features::VerifyConfig::default();
+        assert_eq!((v.min_bucket_cap, v.max_bucket_ratio, v.min_distinct_ratio), (48, 6.0, 1.3));
+        assert_eq!(
+            (v.min_inliers, v.max_perspective),
+            (default.min_inliers, default.max_perspective)
+        );
+        let none = Cli::parse_from(["eval", "set"]).eval.verify_config();
+        assert_eq!(none.min_bucket_cap, default.min_bucket_cap);
+        assert_eq!(none.max_bucket_ratio, default.max_bucket_ratio);
+    }
+}
