@@ -117,10 +117,10 @@ fn circle_masks<const L: usize>(
 /// FAST-9 corners with their score (the summed contrast of the circle pixels beyond the
 /// threshold, on the side that made it a corner), after 3x3 non-maximum suppression.
 ///
-/// Row at a time and branch-free until the corners are known, for speed: the circle masks of
-/// blocks of [`LANES`] pixels are built side by side ([`circle_masks`]; a row's last few pixels
-/// one at a time), then one pass applies the arc test to the row.
-/// The contrast score is computed only for the few corners.
+/// Row at a time, for speed: the circle masks of blocks of [`LANES`] pixels are built side by
+/// side with one branch a block, the quick test ([`circle_masks`]; a row's last few pixels one
+/// at a time), then one branch-free pass applies the arc test to the row. The contrast score is
+/// computed only for the few corners.
 pub(crate) fn fast9(p: &Plane, threshold: u8) -> Vec<Corner> {
     let (w, h) = (p.width, p.height);
     if w <= 2 * BORDER || h <= 2 * BORDER {
