@@ -430,9 +430,14 @@ impl ReferenceHits {
     /// hub status of that keyframe and of those that saw the same moments: only they can change
     /// it, and every status is a function of the recorded hits alone, so settling once after
     /// the keyframe's last hit gives what settling after each hit would.
-    fn add(&mut self, stream_ts: i64, reference_times: &[i64], cfg: &MatcherConfig) {
+    fn add(
+        &mut self,
+        stream_ts: i64,
+        reference_times: impl IntoIterator<Item = i64>,
+        cfg: &MatcherConfig,
+    ) {
         let mut affected = vec![stream_ts];
-        for &reference_ts in reference_times {
+        for reference_ts in reference_times {
             let hits = self.hits_of.entry(stream_ts).or_default();
             if hits.contains(&reference_ts) {
                 continue;
@@ -581,8 +586,8 @@ impl StreamMatcher {
         }
         recorded.sort_by_key(|&(reference, _)| reference);
         for group in recorded.chunk_by(|a, b| a.0 == b.0) {
-            let times: Vec<i64> = group.iter().map(|&(_, ts)| ts).collect();
-            self.hit_keyframes.entry(group[0].0).or_default().add(s, &times, cfg);
+            let times = group.iter().map(|&(_, ts)| ts);
+            self.hit_keyframes.entry(group[0].0).or_default().add(s, times, cfg);
         }
         // Hits no candidate accepts seed new candidates, one per (reference, offset cluster).
         leftovers.sort_by_key(|h| (h.reference, h.reference_ts_ms));
@@ -757,9 +762,9 @@ mod tests {
             let s = k * 2_000;
             let times: Vec<i64> =
                 (0..1 + rng.below(4)).map(|_| rng.below(80) as i64 * 700).collect();
-            batched.add(s, &times, &cfg);
+            batched.add(s, times.iter().copied(), &cfg);
             for &r in &times {
-                one_by_one.add(s, &[r], &cfg);
+                one_by_one.add(s, [r], &cfg);
             }
             if k % 20 == 19 {
                 batched.forget(s - 30_000, 25, &cfg);

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{Query, QueryKind};
 use crate::recognition::{
     KeyframeCost, KeyframeHit, Library, RecognitionConfig, StreamActivity, StreamRecognizer,
-    TierHits, Tiers, decode_keyframe_timed, look_up_features_timed, look_up_luma,
+    TierHits, Tiers, decode_keyframe_timed, look_up_features_timed, look_up_luma, ms_since,
 };
 
 /// What one choice of tiers decided for a query.
@@ -121,7 +121,7 @@ impl Run {
         let started = Instant::now();
         self.recognizer.observe(ts_ms, hits);
         let decision = self.recognizer.decision();
-        let decide_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let decide_ms = ms_since(started);
         let hit = match expected {
             Some(r) => hits.iter().any(|h| h.reference_id == r),
             None => !hits.is_empty(),

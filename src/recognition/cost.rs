@@ -89,7 +89,8 @@ impl KeyframeCost {
     }
 }
 
-fn ms_since(t: Instant) -> f64 {
+/// Milliseconds since `t`.
+pub(crate) fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 

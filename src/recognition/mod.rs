@@ -31,6 +31,7 @@ mod schedule;
 mod stream;
 pub(crate) mod weights;
 
+pub(crate) use cost::ms_since;
 pub use cost::{
     KeyframeCost, KeyframeLookup, decode_keyframe_timed, look_up_features_timed, look_up_luma,
 };
