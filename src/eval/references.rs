@@ -56,6 +56,7 @@ pub fn build_library_into(
         stats.video_seconds += duration_ms as f64 / 1000.0;
         stats.cached += usize::from(cached);
     }
+    library.compact();
     stats.wall_seconds = started.elapsed().as_secs_f64();
     let sizes = library.stats();
     stats.pdq_index_bytes = sizes.index_bytes;

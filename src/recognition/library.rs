@@ -327,6 +327,14 @@ impl Library {
         removed
     }
 
+    /// Compacts both file indexes after a bulk change (many references added or removed):
+    /// the same answers, from their compact form. Insertions compact on their own as they
+    /// accumulate.
+    pub fn compact(&mut self) {
+        self.index.compact();
+        self.features.compact();
+    }
+
     /// Whether file reference `id` is held.
     pub fn contains(&self, id: &str) -> bool {
         self.numbers.get(id).is_some_and(|n| self.files.contains_key(n))

@@ -113,6 +113,7 @@ impl IndexSync {
             let loaded = self.lock();
             loaded.keys().filter(|id| !wanted.contains_key(*id)).cloned().collect()
         };
+        let mut changed = !stale.is_empty();
         for id in stale {
             self.remove(&id);
         }
@@ -129,6 +130,11 @@ impl IndexSync {
             // (empty for hash imports, live archives and references hashed before features).
             let features = references::load_features(store.pool(), &id).await?;
             self.add(&id, &stored, &features);
+            changed = true;
+        }
+        if changed {
+            // A start-up load or another process's uploads: one bulk change.
+            self.library.write().unwrap_or_else(PoisonError::into_inner).compact();
         }
         Ok(())
     }

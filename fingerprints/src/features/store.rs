@@ -97,6 +97,10 @@ pub(crate) struct Table {
     dead: usize,
     head: Vec<u32>,
     log: Vec<Logged>,
+    /// Live items per key, wherever they sit (base or log).
+    live: Vec<u32>,
+    /// Live items in all.
+    total: usize,
 }
 
 impl Table {
@@ -108,18 +112,26 @@ impl Table {
             dead: 0,
             head: vec![NONE; keys],
             log: Vec::new(),
+            live: vec![0; keys],
+            total: 0,
         }
     }
 
-    /// Items (live or removed) in bucket `key` of the base; the log is not counted.
+    /// Live items in bucket `key`, in the base and the log alike, so the count does not depend
+    /// on the order the items came in. A merged table (no log, no removed items) reads it from
+    /// the base's bounds, which the scan reads next anyway.
     #[inline]
-    pub(crate) fn base_len(&self, key: usize) -> usize {
-        (self.offsets[key + 1] - self.offsets[key]) as usize
+    pub(crate) fn len(&self, key: usize) -> usize {
+        if self.log.is_empty() && self.dead == 0 {
+            (self.offsets[key + 1] - self.offsets[key]) as usize
+        } else {
+            self.live[key] as usize
+        }
     }
 
-    /// Mean number of base items per bucket.
+    /// Mean number of live items per bucket.
     pub(crate) fn mean_len(&self) -> f32 {
-        self.items.len() as f32 / self.head.len() as f32
+        self.total as f32 / self.head.len() as f32
     }
 
     /// Calls `f` on every live item of bucket `key`.
@@ -156,6 +168,8 @@ impl Table {
         }
         self.log.push(Logged { item, next: self.head[key] });
         self.head[key] = (self.log.len() - 1) as u32;
+        self.live[key] += 1;
+        self.total += 1;
         if merge && self.log.len() + self.dead >= self.threshold() {
             self.merge();
         }
@@ -167,6 +181,8 @@ impl Table {
         if let Some(it) = self.items[a..b].iter_mut().find(|it| it.slot == slot) {
             it.slot = FREE;
             self.dead += 1;
+            self.live[key] -= 1;
+            self.total -= 1;
             if merge && self.log.len() + self.dead >= self.threshold() {
                 self.merge();
             }
@@ -178,6 +194,8 @@ impl Table {
             if l.item.slot == slot {
                 // A removed log item stays in its chain until the next merge drops it.
                 l.item.slot = FREE;
+                self.live[key] -= 1;
+                self.total -= 1;
                 return true;
             }
             j = l.next;
@@ -193,6 +211,9 @@ impl Table {
 
     /// Folds the log into the base and drops removed items, in one pass over the keys.
     pub(crate) fn merge(&mut self) {
+        if self.log.is_empty() && self.dead == 0 {
+            return;
+        }
         let live = self.items.len() - self.dead + self.log.len();
         let mut items = Vec::with_capacity(live);
         let mut offsets = Vec::with_capacity(self.offsets.len());
@@ -223,6 +244,7 @@ impl Table {
             + self.items.capacity() * std::mem::size_of::<Item>()
             + self.head.capacity() * 4
             + self.log.capacity() * std::mem::size_of::<Logged>()
+            + self.live.capacity() * 4
     }
 }
 
@@ -254,14 +276,19 @@ mod tests {
                 }
             }
         }
+        // Items, and their count, whether they sit in the base or the log.
         for (key, slots) in truth.iter_mut().enumerate() {
             slots.sort_unstable();
             assert_eq!(&bucket(&t, key), slots);
+            assert_eq!(t.len(key), slots.len());
         }
         t.merge();
         for (key, slots) in truth.iter().enumerate() {
             assert_eq!(&bucket(&t, key), slots);
+            assert_eq!(t.len(key), slots.len());
         }
+        let live: usize = truth.iter().map(Vec::len).sum();
+        assert!((t.mean_len() - live as f32 / 256.0).abs() < 1e-6);
         assert!(!t.remove(0, 999_999, true));
     }
 
