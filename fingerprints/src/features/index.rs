@@ -265,6 +265,17 @@ struct FrameInfo {
     slots: Vec<u32>,
 }
 
+/// A query feature's vote for a reference frame: the frame's feature it matched (slab slot and
+/// packed position), their distance and the vote's weight.
+struct Vote {
+    frame: u32,
+    query: u32,
+    slot: u32,
+    pos: u32,
+    dist: u32,
+    weight: f32,
+}
+
 /// Bit positions of one table's key.
 #[derive(Clone, Debug)]
 struct Projection {
@@ -516,9 +527,9 @@ impl FeatureIndex {
     ) {
         // The check code samples an eighth of the descriptor's bits.
         let check_max = cfg.max_distance.div_ceil(8);
-        // Every vote, in query order: (frame, query index, slot, distance, weight). Only the
-        // few best-voted frames' votes are read back, so one flat list beats a map of lists.
-        let mut voted: Vec<(u32, u32, u32, u32, f32)> = Vec::new();
+        // Every vote, in query order. Only the few best-voted frames' votes are read back, so
+        // one flat list beats a map of lists.
+        let mut voted: Vec<Vote> = Vec::new();
         let mut votes: FxHashMap<u32, f32> = FxHashMap::default();
         let mut cands: Vec<u32> = Vec::new();
         let mut buckets: Vec<(&Table, usize)> = Vec::new();
@@ -608,11 +619,11 @@ impl FeatureIndex {
             if groups.len() > cfg.stop_groups {
                 continue;
             }
-            for (&(frame, dist, _, slot), &place) in near.iter().zip(&near_groups) {
+            for (&(frame, dist, pos, slot), &place) in near.iter().zip(&near_groups) {
                 let Some((_, n, size)) = place.map(|p| groups[p]) else { continue };
-                let w = specificity(n as f32, size as f32, cfg.burst);
-                *votes.entry(frame).or_insert(0.0) += w;
-                voted.push((frame, qi as u32, slot, dist, w));
+                let weight = specificity(n as f32, size as f32, cfg.burst);
+                *votes.entry(frame).or_insert(0.0) += weight;
+                voted.push(Vote { frame, query: qi as u32, slot, pos, dist, weight });
             }
         }
         let mut ranked: Vec<(u32, f32)> =
@@ -630,27 +641,23 @@ impl FeatureIndex {
         };
         for (frame, _) in ranked {
             let Some(info) = self.frames.get(&frame) else { continue };
-            let mut matches: Vec<(u32, u32, u32, f32)> = voted
-                .iter()
-                .filter(|v| v.0 == frame)
-                .map(|&(_, qi, slot, dist, w)| (qi, slot, dist, w))
-                .collect();
+            let mut matches: Vec<&Vote> = voted.iter().filter(|v| v.frame == frame).collect();
             // One match per reference feature (its closest query feature): several query
             // corners on one reference corner would otherwise count as several inliers.
-            matches.sort_unstable_by_key(|m| (m.1, m.2, m.0));
-            matches.dedup_by_key(|m| m.1);
+            matches.sort_unstable_by_key(|m| (m.slot, m.dist, m.query));
+            matches.dedup_by_key(|m| m.slot);
             if matches.len() < cfg.min_inliers {
                 continue;
             }
             // RANSAC samples in the pairs' order: by query feature and reference position, not
             // by slot, so the fit does not depend on the order frames were inserted in.
-            matches.sort_unstable_by_key(|m| (m.0, self.entries.get(m.1).pos));
+            matches.sort_unstable_by_key(|m| (m.query, m.pos));
             let pairs: Vec<Pair> = matches
                 .iter()
-                .map(|&(qi, slot, _, w)| {
-                    let k = &features.keypoints()[qi as usize];
-                    let (rx, ry, _) = unpack(self.entries.get(slot).pos);
-                    Pair { q: (k.x, k.y), r: (rx, ry), w }
+                .map(|m| {
+                    let k = &features.keypoints()[m.query as usize];
+                    let (rx, ry, _) = unpack(m.pos);
+                    Pair { q: (k.x, k.y), r: (rx, ry), w: m.weight }
                 })
                 .collect();
             let Some(fit) = fit_similarity_ransac(&pairs, &params) else { continue };
