@@ -97,7 +97,8 @@ pub(crate) struct Table {
     dead: usize,
     head: Vec<u32>,
     log: Vec<Logged>,
-    /// Live items per key, wherever they sit (base or log).
+    /// Live items per key, wherever they sit (base or log); empty while the table is merged
+    /// (no log, no removed items), when the base's bounds give the same counts.
     live: Vec<u32>,
     /// Live items in all.
     total: usize,
@@ -112,7 +113,7 @@ impl Table {
             dead: 0,
             head: vec![NONE; keys],
             log: Vec::new(),
-            live: vec![0; keys],
+            live: Vec::new(),
             total: 0,
         }
     }
@@ -122,11 +123,19 @@ impl Table {
     /// the base's bounds, which the scan reads next anyway.
     #[inline]
     pub(crate) fn len(&self, key: usize) -> usize {
-        if self.log.is_empty() && self.dead == 0 {
+        if self.live.is_empty() {
             (self.offsets[key + 1] - self.offsets[key]) as usize
         } else {
             self.live[key] as usize
         }
+    }
+
+    /// The live counts, taken from the base's bounds when the table was merged.
+    fn live_mut(&mut self) -> &mut [u32] {
+        if self.live.is_empty() {
+            self.live = self.offsets.windows(2).map(|w| w[1] - w[0]).collect();
+        }
+        &mut self.live
     }
 
     /// Mean number of live items per bucket.
@@ -168,7 +177,7 @@ impl Table {
         }
         self.log.push(Logged { item, next: self.head[key] });
         self.head[key] = (self.log.len() - 1) as u32;
-        self.live[key] += 1;
+        self.live_mut()[key] += 1;
         self.total += 1;
         if merge && self.log.len() + self.dead >= self.threshold() {
             self.merge();
@@ -181,7 +190,7 @@ impl Table {
         if let Some(it) = self.items[a..b].iter_mut().find(|it| it.slot == slot) {
             it.slot = FREE;
             self.dead += 1;
-            self.live[key] -= 1;
+            self.live_mut()[key] -= 1;
             self.total -= 1;
             if merge && self.log.len() + self.dead >= self.threshold() {
                 self.merge();
@@ -194,7 +203,7 @@ impl Table {
             if l.item.slot == slot {
                 // A removed log item stays in its chain until the next merge drops it.
                 l.item.slot = FREE;
-                self.live[key] -= 1;
+                self.live_mut()[key] -= 1;
                 self.total -= 1;
                 return true;
             }
@@ -237,6 +246,7 @@ impl Table {
         self.dead = 0;
         self.head.fill(NONE);
         self.log = Vec::new();
+        self.live = Vec::new();
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
