@@ -23,7 +23,9 @@ use std::collections::{BTreeSet, HashMap};
 use fingerprints::features::{FeatureIndex, Verified, VerifyConfig};
 use fingerprints::{CropVariant, HammingIndex, Hit, LiveIndex, broadness_weight};
 
-use super::weights::{AMBIGUITY_BITS, count_u32, detail_weight, feature_hits, merge_tiers};
+use super::weights::{
+    AMBIGUITY_BITS, count_u32, detail_weight, feature_hits, merge_tiers, weigh_weak_pdq_moments,
+};
 use super::{
     FeatureFrame, HitTier, KeyframeHashes, KeyframeHit, RecognitionConfig, ReferenceFrame, Tiers,
 };
@@ -595,6 +597,7 @@ impl Library {
                 weight: broad * detail_weight(quality),
             })
             .collect();
+        weigh_weak_pdq_moments(&mut hits, self.verify.distinct_ms);
         hits.sort_unstable_by_key(|h| (h.distance, h.reference, h.reference_ts_ms));
         hits.truncate(max_hits);
         hits

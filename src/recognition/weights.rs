@@ -56,6 +56,44 @@ pub(crate) fn moment_weight(v: &Verified) -> f32 {
     ((v.weight - v.rival_weight) / SPECIFIC_EXCESS).clamp(MOMENT_WEIGHT_FLOOR, 1.0)
 }
 
+/// A PDQ match at least this far (of the radius of 31) is weak: true copies of the sets'
+/// references match at a median of 12-18 bits, the same room filmed in another take (the hard
+/// negative) at 20-30. See [`weigh_weak_pdq_moments`].
+pub const WEAK_PDQ_BITS: u32 = 20;
+
+/// The PDQ tier's counterpart of [`moment_weight`]: where a keyframe's closest hits on a
+/// reference (within [`AMBIGUITY_BITS`] of its closest) are weak ([`WEAK_PDQ_BITS`] or more)
+/// and lie at different moments (`distinct_ms` or more apart), the keyframe looks like the
+/// reference's scene but cannot say which moment it shows, and its hits on that reference
+/// count [`MOMENT_WEIGHT_FLOOR`] times their weight, and such a stream needs about twice as
+/// many keyframes to be decided. Close matches count fully however many moments they fit, so a copy
+/// of a static shot is decided as soon as before. Measured in stop 32 on both sets at every
+/// library size (docs/EVALUATION.md): this removes the last false flags (the hard negative
+/// joined mid-stream at 18 references, one PDQ chance hit at 28 bits on two moments joining
+/// the geometric tier's), and decides 2-3 positives per set a keyframe later.
+pub(crate) fn weigh_weak_pdq_moments(hits: &mut [Hit], distinct_ms: i64) {
+    let mut references: Vec<u64> = hits.iter().map(|h| h.reference).collect();
+    references.sort_unstable();
+    references.dedup();
+    for reference in references {
+        let of_reference = || hits.iter().filter(move |h| h.reference == reference);
+        let Some(closest) = of_reference().map(|h| h.distance).min() else { continue };
+        if closest < WEAK_PDQ_BITS {
+            continue;
+        }
+        let (first, last) = of_reference()
+            .filter(|h| h.distance <= closest + AMBIGUITY_BITS)
+            .fold((i64::MAX, i64::MIN), |(lo, hi), h| {
+                (lo.min(h.reference_ts_ms), hi.max(h.reference_ts_ms))
+            });
+        if last.saturating_sub(first) >= distinct_ms {
+            for h in hits.iter_mut().filter(|h| h.reference == reference) {
+                h.weight *= MOMENT_WEIGHT_FLOOR;
+            }
+        }
+    }
+}
+
 /// The geometric tier's hits of one keyframe, from its verified frames as
 /// `(reference, reference time, verification)`. Each reference keeps its
 /// [`FEATURE_HITS_PER_REFERENCE`] strongest verified frames, each at [`Verified::distance`]
@@ -173,6 +211,51 @@ mod tests {
         // A copy of slow content whose every moment fits alike is still found, a keyframe
         // later.
         assert!(flagged_after(&[(12.0, 9.0); 6]).is_some_and(|k| k > 2));
+    }
+
+    fn pdq(reference: u64, reference_ts_ms: i64, distance: u32) -> Hit {
+        Hit { reference, reference_ts_ms, distance, weight: 1.0 }
+    }
+
+    #[test]
+    fn a_weak_pdq_match_on_several_moments_counts_at_the_floor_and_a_close_or_single_one_fully() {
+        let weighed = |mut hits: Vec<Hit>| {
+            weigh_weak_pdq_moments(&mut hits, 1_500);
+            hits.iter().map(|h| (h.reference, h.weight)).collect::<Vec<_>>()
+        };
+        // The same room in another take: 28 bits from two moments 3 s apart.
+        let floor = MOMENT_WEIGHT_FLOOR;
+        assert_eq!(weighed(vec![pdq(1, 26_280, 28), pdq(1, 29_240, 28)]), [(1, floor), (1, floor)]);
+        // A copy of a static shot: as close to several moments, but close.
+        assert_eq!(weighed(vec![pdq(1, 26_280, 12), pdq(1, 29_240, 13)]), [(1, 1.0), (1, 1.0)]);
+        // Weak, but one moment (neighbouring frames), or the other moment much farther.
+        assert_eq!(weighed(vec![pdq(1, 26_280, 28), pdq(1, 27_000, 28)]), [(1, 1.0), (1, 1.0)]);
+        assert_eq!(weighed(vec![pdq(1, 26_280, 24), pdq(1, 29_240, 30)]), [(1, 1.0), (1, 1.0)]);
+        // Each reference on its own.
+        assert_eq!(
+            weighed(vec![pdq(1, 0, 28), pdq(1, 5_000, 29), pdq(2, 0, 28)]),
+            [(1, floor), (1, floor), (2, 1.0)]
+        );
+    }
+
+    #[test]
+    fn weak_pdq_keyframes_that_fit_several_moments_decide_later_than_close_ones() {
+        let flagged_after = |keyframes: usize, distance: u32| {
+            let mut m = StreamMatcher::new(MatcherConfig::default());
+            (0..keyframes).find_map(|k| {
+                let t = i64::try_from(k).unwrap() * 2_000;
+                // Each keyframe fits the moment 2 s after the last, and another 3 s from it.
+                let mut hits = vec![pdq(1, 30_000 + t, distance), pdq(1, 33_000 + t, distance)];
+                weigh_weak_pdq_moments(&mut hits, 1_500);
+                m.observe(t, &hits);
+                m.conclusive().is_some().then_some(k + 1)
+            })
+        };
+        // Measured: close matches on two moments decide on the third keyframe (their votes
+        // are shared between the two offsets), weak ones on the sixth; without the floor, on
+        // the third as well.
+        assert_eq!(flagged_after(12, 12), Some(3), "close matches");
+        assert!(flagged_after(12, 28).is_some_and(|k| k >= 5), "{:?}", flagged_after(12, 28));
     }
 
     #[test]
