@@ -64,10 +64,10 @@ pub const WEAK_PDQ_BITS: u32 = 20;
 /// The PDQ tier's counterpart of [`moment_weight`]: where a keyframe's closest hits on a
 /// reference (within [`AMBIGUITY_BITS`] of its closest) are weak ([`WEAK_PDQ_BITS`] or more)
 /// and lie at different moments (`distinct_ms` or more apart), the keyframe looks like the
-/// reference's scene but cannot say which moment it shows, and its hits on that reference
-/// count [`MOMENT_WEIGHT_FLOOR`] times their weight, and such a stream needs about twice as
-/// many keyframes to be decided. Close matches count fully however many moments they fit, so a copy
-/// of a static shot is decided as soon as before. Measured in stop 32 on both sets at every
+/// reference's scene but cannot say which moment it shows: its hits on that reference count
+/// [`MOMENT_WEIGHT_FLOOR`] times their weight, so such a stream needs about twice as many
+/// keyframes to be decided. Close matches count fully however many moments they fit, so a
+/// copy of a static shot is decided as soon as before. Measured in stop 32 on both sets at every
 /// library size (docs/EVALUATION.md): this removes the last false flags (the hard negative
 /// joined mid-stream at 18 references, one PDQ chance hit at 28 bits on two moments joining
 /// the geometric tier's), and decides 2-3 positives per set a keyframe later.
