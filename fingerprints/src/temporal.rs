@@ -330,12 +330,24 @@ impl Candidate {
     /// reference is such a revisited moment (a hub: an odd frame of the reference that draws
     /// matches from anything alike) says nothing about the offset either way, and does not
     /// count against it in the window, as long as such keyframes are a minority of the
-    /// stream's keyframes on the reference; when they are most of them, the stream resembles
-    /// the reference rather than copies it, and every one counts.
+    /// stream's keyframes on the reference. When they are most of them, the stream may
+    /// resemble the reference rather than copy it, and a hub counts against every candidate
+    /// whose own stretch of the reference it saw (its counted reference times, widened by
+    /// [`MatcherConfig::offset_tolerance_ms`]): a copy airs that stretch once, at the
+    /// candidate's offset. A hub outside the stretch still says nothing about it: a blurred
+    /// frame that a filmed copy resembles throughout is most of the copy's hits on a slow
+    /// reference, and whether it held the copy back must not turn on one keyframe more or less.
     fn contradictions(&self, cfg: &MatcherConfig, hit_keyframes: &HitKeyframes) -> u32 {
         let Some(seen) = hit_keyframes.get(&self.reference) else { return 0 };
         let counted = |t: i64| self.hits.iter().any(|h| h.stream_ts_ms == t);
-        let neutral = |t: i64| 2 * seen.hubs.len() < seen.keyframes.len() && seen.hubs.contains(&t);
+        let times = self.hits.iter().map(|h| h.reference_ts_ms);
+        let stretch = times.clone().min().unwrap_or(0) - cfg.offset_tolerance_ms
+            ..=times.max().unwrap_or(0) + cfg.offset_tolerance_ms;
+        let minority = 2 * seen.hubs.len() < seen.keyframes.len();
+        let sees_stretch = |t: i64| {
+            seen.hits_of.get(&t).is_some_and(|times| times.iter().any(|r| stretch.contains(r)))
+        };
+        let neutral = |t: i64| seen.hubs.contains(&t) && (minority || !sees_stretch(t));
         // The window starts at the oldest hit still kept (hits trimmed off a long candidate
         // are no longer known, so the times around them must not count against it).
         let from = self.hits.front().map_or(self.first_stream_ts, |h| h.stream_ts_ms);
@@ -884,6 +896,43 @@ mod tests {
         m.observe(14_000, &[hit(1, 46_000, 12)]);
         let e = m.best().unwrap();
         assert!(e.contradicting_keyframes >= 2, "{e:?}");
+        assert!(m.conclusive().is_none(), "{e:?}");
+    }
+
+    #[test]
+    fn when_most_keyframes_are_hubs_only_those_in_a_candidates_stretch_count_against_it() {
+        // A filmed copy of a slow reference at offset 2.5 s whose first second is blurred:
+        // the blur fits five of its nine hit keyframes (hubs, most of them), three agree on
+        // the offset and one hits elsewhere. The blurred moment lies outside the copy's
+        // stretch of the reference, so only the one elsewhere counts against it.
+        let mut m = StreamMatcher::new(MatcherConfig::default());
+        let keyframes: [(i64, i64); 9] = [
+            (0, 0),
+            (6_000, 9_000),
+            (10_000, 0),
+            (12_000, 0),
+            (14_000, 0),
+            (16_000, 0),
+            (18_000, 30_000),
+            (20_000, 23_000),
+            (26_000, 28_000),
+        ];
+        for (s, r) in keyframes {
+            m.observe(s, &[hit(1, r, 12)]);
+        }
+        let e = m.conclusive().expect("a blurred moment outside the stretch says nothing");
+        assert_eq!((e.offset_ms, e.matched_keyframes, e.contradicting_keyframes), (3_000, 3, 1));
+        // A look-alike that keeps fitting one moment, then three keyframes that agree by
+        // chance on a stretch holding that moment: the hubs in the window count against it.
+        let mut m = StreamMatcher::new(MatcherConfig::default());
+        for s in [0, 4_000, 8_000, 12_000, 18_000, 20_000, 22_000] {
+            m.observe(s, &[hit(1, 41_000, 12)]);
+        }
+        for (s, r) in [(24_000, 36_000), (28_000, 40_000), (30_000, 42_000)] {
+            m.observe(s, &[hit(1, r, 12)]);
+        }
+        let e = m.best().unwrap();
+        assert_eq!((e.offset_ms, e.matched_keyframes, e.contradicting_keyframes), (12_000, 3, 3));
         assert!(m.conclusive().is_none(), "{e:?}");
     }
 
