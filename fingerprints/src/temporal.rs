@@ -345,7 +345,7 @@ impl Candidate {
             ..=times.max().unwrap_or(0) + cfg.offset_tolerance_ms;
         let minority = 2 * seen.hubs.len() < seen.keyframes.len();
         let sees_stretch = |t: i64| {
-            seen.hits_of.get(&t).is_some_and(|times| times.iter().any(|r| stretch.contains(r)))
+            seen.hits_of.get(&t).is_some_and(|moments| moments.iter().any(|r| stretch.contains(r)))
         };
         let neutral = |t: i64| seen.hubs.contains(&t) && (minority || !sees_stretch(t));
         // The window starts at the oldest hit still kept (hits trimmed off a long candidate
