@@ -861,24 +861,27 @@ mod tests {
         assert!(m.conclusive().is_some());
     }
 
+    /// A filmed copy at offset 3 s, as (stream time, reference time) of its one hit per
+    /// keyframe, whose exposure makes the reference's first second (an odd, blurred frame) fit
+    /// four of its nine hit keyframes; one keyframe hits elsewhere.
+    const FILMED_COPY: [(i64, i64); 9] = [
+        (0, 0),
+        (6_000, 9_000),
+        (10_000, 0),
+        (14_000, 0),
+        (16_000, 0),
+        (18_000, 30_000),
+        (20_000, 23_000),
+        (22_000, 25_000),
+        (26_000, 28_500),
+    ];
+
     #[test]
     fn an_odd_frame_the_stream_keeps_hitting_neither_holds_back_a_copy_nor_excuses_a_look_alike() {
-        // A filmed copy whose exposure makes the reference's first second (an odd frame) fit
-        // several of its keyframes: those keyframes say nothing about the offset, and four
+        // The odd frame's keyframes (a minority) say nothing about the offset, and four
         // agreeing keyframes against one real contradiction decide.
         let mut m = StreamMatcher::new(MatcherConfig::default());
-        let keyframes: [(i64, i64); 9] = [
-            (0, 0),
-            (6_000, 9_000),
-            (10_000, 0),
-            (14_000, 0),
-            (16_000, 0),
-            (18_000, 30_000),
-            (20_000, 23_000),
-            (22_000, 25_000),
-            (26_000, 28_500),
-        ];
-        for (s, r) in keyframes {
+        for (s, r) in FILMED_COPY {
             m.observe(s, &[hit(1, r, 12)]);
         }
         let e = m.conclusive().expect("the odd frame's keyframes do not count against the copy");
@@ -901,24 +904,13 @@ mod tests {
 
     #[test]
     fn when_most_keyframes_are_hubs_only_those_in_a_candidates_stretch_count_against_it() {
-        // A filmed copy of a slow reference at offset 2.5 s whose first second is blurred:
-        // the blur fits five of its nine hit keyframes (hubs, most of them), three agree on
-        // the offset and one hits elsewhere. The blurred moment lies outside the copy's
-        // stretch of the reference, so only the one elsewhere counts against it.
+        // The same copy with its keyframe at 22 s on the blurred frame instead of the true
+        // moment: the blur now fits five of nine (hubs, most of them), three agree on the
+        // offset and one hits elsewhere. The blurred moment lies outside the copy's stretch of
+        // the reference, so only the one elsewhere counts against it.
         let mut m = StreamMatcher::new(MatcherConfig::default());
-        let keyframes: [(i64, i64); 9] = [
-            (0, 0),
-            (6_000, 9_000),
-            (10_000, 0),
-            (12_000, 0),
-            (14_000, 0),
-            (16_000, 0),
-            (18_000, 30_000),
-            (20_000, 23_000),
-            (26_000, 28_000),
-        ];
-        for (s, r) in keyframes {
-            m.observe(s, &[hit(1, r, 12)]);
+        for (s, r) in FILMED_COPY {
+            m.observe(s, &[hit(1, if s == 22_000 { 0 } else { r }, 12)]);
         }
         let e = m.conclusive().expect("a blurred moment outside the stretch says nothing");
         assert_eq!((e.offset_ms, e.matched_keyframes, e.contradicting_keyframes), (3_000, 3, 1));
