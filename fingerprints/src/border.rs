@@ -119,15 +119,22 @@ const EDGE_EXTENT: f32 = 0.25;
 /// assert_eq!(content_rect(&img), Some(Rect { x: 64, y: 36, width: 512, height: 288 }));
 /// ```
 pub fn content_rect(img: &Luma) -> Option<Rect> {
+    picture_rect(img, Bars::Mirrored)
+}
+
+/// The picture inside bars above and below that relate as `rows` says, and mirrored bars left
+/// and right.
+fn picture_rect(img: &Luma, rows: Bars) -> Option<Rect> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w < MIN_SIDE || h < MIN_SIDE {
         return None;
     }
-    let (mut top, mut bottom) = find_bars(&Lines::rows(img, 0, w)).unwrap_or((0, 0));
-    let (left, right) = find_bars(&Lines::columns(img, top, h - bottom)).unwrap_or((0, 0));
+    let (mut top, mut bottom) = find_bars(&Lines::rows(img, 0, w), rows).unwrap_or((0, 0));
+    let (left, right) =
+        find_bars(&Lines::columns(img, top, h - bottom), Bars::Mirrored).unwrap_or((0, 0));
     if left + right > 0 {
         // Pillar bars dilute the row statistics; measure the rows again inside the picture.
-        if let Some((t, b)) = find_bars(&Lines::rows(img, left, w - right)) {
+        if let Some((t, b)) = find_bars(&Lines::rows(img, left, w - right), rows) {
             (top, bottom) = (t, b);
         }
     }
@@ -146,6 +153,42 @@ pub fn content_rect(img: &Luma) -> Option<Rect> {
         width: (w - left - right) as u32,
         height: (h - top - bottom) as u32,
     })
+}
+
+/// Finds a landscape picture laid out as a band across a portrait frame: the picture over a
+/// blurred fill or between plain bars, as [`content_rect`] finds it, but anywhere from the top
+/// to the bottom, not only centred (a phone stream's layout puts the picture where it leaves
+/// room for a face-cam or a chat). The bars above and below may differ, one may be absent, and
+/// each may cover up to 70 % of the frame; the picture between them has a landscape picture's
+/// shape (width over height from 1.15 to 2.5). Mirrored bars left and right inside the band (a
+/// 4:3 picture's own) are stripped as [`content_rect`] strips them.
+///
+/// Returns `None` for frames no taller than wide (a landscape frame's bars are padding, which
+/// [`content_rect`] finds), when no such band is found, and for images under 48 pixels on a
+/// side. Only the query side looks for bands: a reference is the picture itself.
+///
+/// ```
+/// use fingerprints::{Luma, Rect, layout_band};
+///
+/// // A textured 360x202 picture in a 360x640 portrait frame, its top at a fifth of the
+/// // height: black above, dark grey below.
+/// let px = (0..640usize)
+///     .flat_map(|y| (0..360usize).map(move |x| (x, y)))
+///     .map(|(x, y)| match y {
+///         0..128 => 0,
+///         128..330 => ((x * 7 + y * 13) % 97 + (x * y) % 61) as u8 + 40,
+///         _ => 30,
+///     })
+///     .collect();
+/// let img = Luma::new(360, 640, px).unwrap();
+/// assert_eq!(layout_band(&img), Some(Rect { x: 0, y: 128, width: 360, height: 202 }));
+/// ```
+pub fn layout_band(img: &Luma) -> Option<Rect> {
+    if img.height() <= img.width() {
+        return None;
+    }
+    // A band has a bar above or below it; pillar bars alone are padding.
+    picture_rect(img, Bars::Band).filter(|r| r.height < img.height())
 }
 
 /// A pixel brighter than this grey level is lit: the black of padding, of space or of a night
@@ -329,21 +372,54 @@ fn line_diff(lines: &Lines<'_>, a: usize, b: usize) -> f32 {
     s as f32 / lines.m as f32
 }
 
+/// How the two bars of an axis must relate to count as bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bars {
+    /// Padding: every padding filter centres the picture, so the two bars mirror each other
+    /// (within 1 % of the frame, at least 2 lines) and each is at most 40 % of the frame.
+    Mirrored,
+    /// A layout's band: the picture anywhere along the axis, so the bars may differ and either
+    /// may be absent, each up to 70 % of the frame; the picture between them must have a
+    /// landscape picture's shape ([`BAND_ASPECT`]), which is what tells a layout from a tall
+    /// picture with a plain sky or floor.
+    Band,
+}
+
+/// Width over height of a picture laid out as a band: a 4:3 to a 2.39:1 picture, with some
+/// slack.
+const BAND_ASPECT: std::ops::RangeInclusive<f32> = 1.15..=2.5;
+
 /// Bars at the start and end of `lines`: `(start, end)` thicknesses, or `None`.
-fn find_bars(lines: &Lines<'_>) -> Option<(usize, usize)> {
+fn find_bars(lines: &Lines<'_>, bars: Bars) -> Option<(usize, usize)> {
     let n = lines.n;
     if n < MIN_SIDE || lines.m < MIN_SIDE / 2 {
         return None;
     }
+    let max_bar = match bars {
+        Bars::Mirrored => n * 2 / 5,
+        Bars::Band => n * 7 / 10,
+    };
     // Bars can nest (a film's own black bars inside a pad or a blur fill, whose outer edge may
-    // be invisible on one side): take the outermost symmetric pair of candidate edges.
-    let starts = edges(lines, false);
-    let ends = edges(lines, true);
+    // be invisible on one side): take the outermost pair of candidate edges that fits.
+    let mut starts = edges(lines, false, max_bar);
+    let mut ends = edges(lines, true, max_bar);
+    if bars == Bars::Band {
+        // The picture may touch the frame's border on a side with no bar edge.
+        for side in [&mut starts, &mut ends] {
+            if side.is_empty() {
+                side.push(0);
+            }
+        }
+    }
     let tolerance = (n / 100).max(2);
+    let fits = |a: usize, b: usize| match bars {
+        Bars::Mirrored => a.abs_diff(b) <= tolerance,
+        Bars::Band => a + b > 0 && BAND_ASPECT.contains(&(lines.m as f32 / (n - a - b) as f32)),
+    };
     let (a, b) = starts
         .iter()
         .flat_map(|&a| ends.iter().map(move |&b| (a, b)))
-        .filter(|&(a, b)| a.abs_diff(b) <= tolerance && n - a - b >= n / 5)
+        .filter(|&(a, b)| a + b < n && n - a - b >= n / 5 && fits(a, b))
         .min_by_key(|&(a, b)| a + b)?;
     // The picture between the bars must have detail somewhere: a uniform frame with two faint
     // bands is not a padded picture.
@@ -354,11 +430,11 @@ fn find_bars(lines: &Lines<'_>) -> Option<(usize, usize)> {
 
 /// Up to three nested bar edges on one side (`from_end`: the last lines inward), outermost
 /// first, as bar thicknesses.
-fn edges(lines: &Lines<'_>, from_end: bool) -> Vec<usize> {
+fn edges(lines: &Lines<'_>, from_end: bool, max_bar: usize) -> Vec<usize> {
     let mut out = Vec::new();
     let mut begin = 0;
     while out.len() < 3
-        && let Some(k) = edge(lines, from_end, begin)
+        && let Some(k) = edge(lines, from_end, begin, max_bar)
     {
         out.push(k);
         begin = k;
@@ -367,8 +443,9 @@ fn edges(lines: &Lines<'_>, from_end: bool) -> Vec<usize> {
 }
 
 /// The bar edge on one side whose bar-like run starts at line `begin` from that side (0 for
-/// the frame's border, or a previous edge for a bar nested inside another).
-fn edge(lines: &Lines<'_>, from_end: bool, begin: usize) -> Option<usize> {
+/// the frame's border, or a previous edge for a bar nested inside another), for a bar of at
+/// most `max_bar` lines.
+fn edge(lines: &Lines<'_>, from_end: bool, begin: usize, max_bar: usize) -> Option<usize> {
     let n = lines.n;
     // The k-th line from this side, and the step between it and the (k-1)-th: the edge that
     // makes a bar of k lines.
@@ -376,7 +453,6 @@ fn edge(lines: &Lines<'_>, from_end: bool, begin: usize) -> Option<usize> {
     let step_at = |k: usize| if from_end { lines.step(n - k) } else { lines.step(k) };
     let step_seg_at = |k: usize| if from_end { lines.step_seg(n - k) } else { lines.step_seg(k) };
     let min_bar = (n / 50).max(2);
-    let max_bar = n * 2 / 5;
     // The run of bar-like lines from this side.
     let mut smooth = begin;
     while smooth < max_bar
@@ -515,27 +591,62 @@ mod tests {
         Luma::new(w as u32, h as u32, px.into_iter().map(|v| v.round() as u8).collect()).unwrap()
     }
 
-    #[test]
-    fn blurred_fill_bars_are_found_to_the_pixel() {
-        // As a vertical phone stream: the 16:9 picture over a blurred, darkened copy of its
-        // centre enlarged to fill the 9:16 canvas.
-        let content = texture(360, 202, 7);
-        let centre = content.crop(123, 0, 114, 202).unwrap();
-        let enlarged: Vec<u8> = (0..640)
-            .flat_map(|y| {
+    /// As a vertical phone stream: the 16:9 picture `content` with its top at row `y` of a
+    /// 9:16 canvas, over a blurred, darkened copy of its centre enlarged to fill the canvas.
+    fn blurred_fill(content: &Luma, y: u32) -> Luma {
+        let (cw, ch) = (content.width(), content.height());
+        let (w, h) = (cw, cw * 16 / 9);
+        let centre = content.crop(cw * 123 / 360, 0, cw * 114 / 360, ch).unwrap();
+        let enlarged: Vec<u8> = (0..h)
+            .flat_map(|row| {
                 let c = &centre;
-                (0..360).map(move |x| c.row(y * 202 / 640)[(x * 114 / 360) as usize])
+                (0..w).map(move |x| c.row(row * ch / h)[(x * c.width() / w) as usize])
             })
             .collect();
-        let blurred = box_blur(&Luma::new(360, 640, enlarged).unwrap(), 16, 2);
-        let dark: Vec<u8> = blurred.pixels().iter().map(|p| p.saturating_sub(20)).collect();
-        let mut px = dark;
-        for r in 0..202u32 {
-            let start = ((219 + r) * 360) as usize;
-            px[start..start + 360].copy_from_slice(content.row(r));
+        let blurred = box_blur(&Luma::new(w, h, enlarged).unwrap(), 16, 2);
+        let mut px: Vec<u8> = blurred.pixels().iter().map(|p| p.saturating_sub(20)).collect();
+        for r in 0..ch {
+            let start = ((y + r) * w) as usize;
+            px[start..start + w as usize].copy_from_slice(content.row(r));
         }
-        let img = Luma::new(360, 640, px).unwrap();
+        Luma::new(w, h, px).unwrap()
+    }
+
+    #[test]
+    fn blurred_fill_bars_are_found_to_the_pixel() {
+        let img = blurred_fill(&texture(360, 202, 7), 219);
         assert_eq!(content_rect(&img), Some(Rect { x: 0, y: 219, width: 360, height: 202 }));
+        // A centred band is the same picture to the layout finder.
+        assert_eq!(layout_band(&img), content_rect(&img));
+    }
+
+    #[test]
+    fn a_picture_laid_out_anywhere_in_a_portrait_frame_is_found_as_a_band() {
+        let picture = texture(360, 202, 7);
+        // From the top third to the very top: bars no longer mirror each other, so only the
+        // band finder sees them.
+        for y in [0, 30, 60, 112, 160] {
+            let img = blurred_fill(&picture, y);
+            assert_eq!(content_rect(&img), None, "top at {y}");
+            let band = Rect { x: 0, y, width: 360, height: 202 };
+            assert_eq!(layout_band(&img), Some(band), "top at {y}");
+        }
+        // Plain bars below a picture near the top.
+        let img = pad(&picture, 360, 640, 0, 70, 0);
+        assert_eq!(layout_band(&img), Some(Rect { x: 0, y: 70, width: 360, height: 202 }));
+    }
+
+    #[test]
+    fn a_tall_picture_with_a_plain_band_or_a_landscape_frame_is_not_a_band() {
+        // A portrait picture over a plain floor: the part above is taller than wide, not a
+        // landscape picture laid out in the frame.
+        let floor = pad(&texture(360, 420, 8), 360, 640, 0, 0, 40);
+        assert_eq!(layout_band(&floor), None);
+        // A landscape frame's bars are padding, centred: content_rect's business.
+        let boxed = pad(&texture(640, 240, 9), 640, 360, 0, 20, 0);
+        assert_eq!(layout_band(&boxed), None);
+        assert_eq!(layout_band(&texture(360, 640, 3)), None);
+        assert_eq!(layout_band(&Luma::new(360, 640, vec![16; 360 * 640]).unwrap()), None);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - [`content_rect`], [`Rect`]: letterbox and pillarbox detection (plain or blurred-fill bars),
 //!   so the picture inside a padded frame can be hashed on its own; [`dark_trim`], the box of
 //!   everything lit, for pictures whose own margins are as black as the bars; [`inner_pictures`],
-//!   both, as the reference and the query side hash them.
+//!   both, as the reference and the query side hash them; [`layout_band`], a landscape
+//!   picture laid out as a band anywhere in a portrait frame, for the query side.
 //! - [`picture_windows`]: a picture shown as a window of a re-streamer's layout (beside a chat
 //!   panel, picture-in-picture over another video), found by its four straight edges, so the
 //!   query side can hash it on its own.
@@ -44,7 +45,7 @@ mod pdq;
 mod temporal;
 mod window;
 
-pub use border::{Rect, content_rect, dark_trim, inner_pictures};
+pub use border::{Rect, content_rect, dark_trim, inner_pictures, layout_band};
 pub use crops::{CropVariant, centre_crop};
 pub use decode::{DecodeLimits, Rgb, decode_luma, decode_rgb};
 pub use error::{Error, ErrorKind};

@@ -2,7 +2,8 @@
 
 use fingerprints::features::{FeatureConfig, LocalFeatures};
 use fingerprints::{
-    DecodeLimits, Hash256, Luma, Rect, decode_luma, inner_pictures, pdq_dihedral, picture_windows,
+    DecodeLimits, Hash256, Luma, Rect, decode_luma, inner_pictures, layout_band, pdq_dihedral,
+    picture_windows,
 };
 
 /// Which view of the keyframe a query hash was computed from.
@@ -13,9 +14,9 @@ pub enum QueryView {
     /// The whole frame mirrored left to right (pirates flip pictures to dodge matching).
     FullMirror,
     /// A picture inside the frame: inside letterbox/pillarbox bars (black or blurred fill),
-    /// with its dark margins trimmed ([`fingerprints::inner_pictures`]), or a window of the
-    /// layout (a player beside a chat panel, a picture-in-picture:
-    /// [`fingerprints::picture_windows`]).
+    /// with its dark margins trimmed ([`fingerprints::inner_pictures`]), or where a layout puts
+    /// it (a band anywhere in a portrait frame: [`fingerprints::layout_band`]; a player beside
+    /// a chat panel, a picture-in-picture: [`fingerprints::picture_windows`]).
     Content,
     /// That picture, mirrored.
     ContentMirror,
@@ -132,11 +133,12 @@ pub fn hash_luma_pdq(luma: &Luma) -> KeyframeHashes {
 }
 
 /// The pictures inside a keyframe hashed on their own: [`inner_pictures`] (which the reference
-/// side hashes too) and the windows of a re-streamer's layout, a window left out when it is
-/// an inner picture give or take 1 % of the frame on every edge.
+/// side hashes too) and the places a re-streamer's layout puts a picture (a band across a
+/// portrait frame, [`layout_band`]; a window, [`picture_windows`]), each left out when it is
+/// one listed before it give or take 1 % of the frame on every edge.
 fn query_pictures(luma: &Luma) -> Vec<Rect> {
     let mut out = inner_pictures(luma);
-    for window in picture_windows(luma) {
+    for window in layout_band(luma).into_iter().chain(picture_windows(luma)) {
         if !out.iter().any(|r| r.near(&window, luma.width(), luma.height())) {
             out.push(window);
         }
@@ -213,6 +215,36 @@ mod tests {
             "{:?}",
             distance(QueryView::Full)
         );
+        assert!(distance(QueryView::Content).is_some_and(|d| d <= 16), "{hashes:?}");
+    }
+
+    #[test]
+    fn a_picture_laid_out_above_centre_in_a_portrait_frame_is_hashed_on_its_own() {
+        let path =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fingerprints/tests/data/pdq/camera_640x360.png");
+        let picture = decode_luma(&std::fs::read(path).unwrap(), &DecodeLimits::default()).unwrap();
+        let (pw, ph) = (picture.width(), picture.height());
+        // A phone layout: the picture across a 360x640 frame with its top at 90 (centred at a
+        // third of the height), a smooth dim gradient above and below where a blurred fill
+        // would be.
+        let (w, h, top, band) = (360u32, 640u32, 90u32, 202u32);
+        let px = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                if (top..top + band).contains(&y) {
+                    picture.row((y - top) * ph / band)[(x * pw / w) as usize]
+                } else {
+                    (30 + x / 24 + y / 40) as u8
+                }
+            })
+            .collect();
+        let layout = Luma::new(w, h, px).unwrap();
+        let truth = pdq_dihedral(&picture).0.original;
+        let hashes = hash_luma_pdq(&layout);
+        let distance = |view: QueryView| {
+            hashes.hashes.iter().filter(|h| h.view == view).map(|h| h.hash.distance(&truth)).min()
+        };
+        assert!(distance(QueryView::Full).is_none_or(|d| d > 31), "{hashes:?}");
         assert!(distance(QueryView::Content).is_some_and(|d| d <= 16), "{hashes:?}");
     }
 
