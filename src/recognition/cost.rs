@@ -170,7 +170,7 @@ pub fn look_up_features_timed<L: Deref<Target = Library>>(
     cost: &mut KeyframeCost,
 ) -> Vec<Hit> {
     let t = Instant::now();
-    hashes.features = Some(super::keyframe::query_features(luma));
+    hashes.features = Some(super::keyframe::query_features(luma, hashes.band));
     cost.features_extract_ms += ms_since(t);
     let t = Instant::now();
     let hits = library().lookup_features(hashes, live);

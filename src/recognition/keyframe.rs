@@ -58,10 +58,13 @@ pub struct KeyframeHashes {
     /// picture and its mirror when the frame has bars or dark margins. A dark frame whose
     /// whole is too flat to hash can still have a usable picture inside its black margins.
     pub hashes: Vec<QueryHash>,
-    /// Local features of the whole frame ([`FeatureConfig::query`]) for the geometric tier;
-    /// `None` for a keyframe known only by its hash. The mirrored query is derived from them
-    /// at lookup time.
+    /// Local features of the picture ([`query_features`]) for the geometric tier; `None` for a
+    /// keyframe known only by its hash, or until the tier looks. The mirrored query is derived
+    /// from them at lookup time.
     pub features: Option<LocalFeatures>,
+    /// The band of a portrait layout ([`layout_band`]), found while hashing: where the
+    /// geometric tier looks, when it looks. `None` for the whole frame.
+    pub band: Option<Rect>,
 }
 
 impl KeyframeHashes {
@@ -73,7 +76,7 @@ impl KeyframeHashes {
         } else {
             Vec::new()
         };
-        Self { hashes, features: None }
+        Self { hashes, features: None, band: None }
     }
 
     /// Whether the keyframe can be looked up at all: a PDQ view of usable quality, or local
@@ -100,11 +103,16 @@ pub fn decode_keyframe(bytes: &[u8]) -> Result<Luma, fingerprints::Error> {
     decode_luma(bytes, &DecodeLimits::default())
 }
 
-/// The local features of a whole keyframe ([`FeatureConfig::query`]), bars included: the
-/// verifier fits a similarity, so a picture inside bars or a window matches at its own scale
-/// and position.
-pub(crate) fn query_features(luma: &Luma) -> LocalFeatures {
-    LocalFeatures::extract(luma, &FeatureConfig::query())
+/// The local features of the picture a keyframe shows ([`FeatureConfig::query`]): its `band`
+/// ([`KeyframeHashes::band`]) when it has one, else the whole keyframe, bars
+/// included (the verifier fits a similarity, so a picture inside bars or a window matches at
+/// its own scale and position). A band is a third of a portrait frame's height: extracted on
+/// its own it gets the tier's full resolution and feature budget, where the whole frame would
+/// give it a third of the budget at a little over half the resolution, and the fill around it
+/// has nothing to match.
+pub(crate) fn query_features(luma: &Luma, band: Option<Rect>) -> LocalFeatures {
+    let band = band.and_then(|rect| rect.crop(luma));
+    LocalFeatures::extract(band.as_ref().unwrap_or(luma), &FeatureConfig::query())
 }
 
 /// Hashes a decoded keyframe: the whole frame and its mirror (one DCT gives both), each of
@@ -112,7 +120,7 @@ pub(crate) fn query_features(luma: &Luma) -> LocalFeatures {
 /// features.
 pub fn hash_luma(luma: &Luma) -> KeyframeHashes {
     let mut hashes = hash_luma_pdq(luma);
-    hashes.features = Some(query_features(luma));
+    hashes.features = Some(query_features(luma, hashes.band));
     hashes
 }
 
@@ -123,22 +131,24 @@ pub fn hash_luma_pdq(luma: &Luma) -> KeyframeHashes {
         QueryHash { hash: full.original, view: QueryView::Full, quality: full_quality },
         QueryHash { hash: full.mirror(), view: QueryView::FullMirror, quality: full_quality },
     ];
-    for inner in query_pictures(luma).iter().filter_map(|rect| rect.crop(luma)) {
+    let band = layout_band(luma);
+    for inner in query_pictures(luma, band).iter().filter_map(|rect| rect.crop(luma)) {
         let (d, quality) = pdq_dihedral(&inner);
         hashes.push(QueryHash { hash: d.original, view: QueryView::Content, quality });
         hashes.push(QueryHash { hash: d.mirror(), view: QueryView::ContentMirror, quality });
     }
     hashes.retain(|h| h.quality >= MIN_QUALITY);
-    KeyframeHashes { hashes, features: None }
+    KeyframeHashes { hashes, features: None, band }
 }
 
 /// The pictures inside a keyframe hashed on their own: [`inner_pictures`] (which the reference
 /// side hashes too) and the places a re-streamer's layout puts a picture (a band across a
 /// portrait frame, [`layout_band`]; a window, [`picture_windows`]), each left out when it is
-/// one listed before it give or take 1 % of the frame on every edge.
-fn query_pictures(luma: &Luma) -> Vec<Rect> {
+/// one listed before it give or take 1 % of the frame on every edge. `band` is the frame's
+/// [`layout_band`].
+fn query_pictures(luma: &Luma, band: Option<Rect>) -> Vec<Rect> {
     let mut out = inner_pictures(luma);
-    for window in layout_band(luma).into_iter().chain(picture_windows(luma)) {
+    for window in band.into_iter().chain(picture_windows(luma)) {
         if !out.iter().any(|r| r.near(&window, luma.width(), luma.height())) {
             out.push(window);
         }
@@ -218,15 +228,14 @@ mod tests {
         assert!(distance(QueryView::Content).is_some_and(|d| d <= 16), "{hashes:?}");
     }
 
-    #[test]
-    fn a_picture_laid_out_above_centre_in_a_portrait_frame_is_hashed_on_its_own() {
+    /// A picture and a phone layout of it: the picture across a 360x640 frame with its top at
+    /// 90 (centred at a third of the height), a smooth dim gradient above and below where a
+    /// blurred fill would be.
+    fn portrait_layout() -> (Luma, Luma) {
         let path =
             concat!(env!("CARGO_MANIFEST_DIR"), "/fingerprints/tests/data/pdq/camera_640x360.png");
         let picture = decode_luma(&std::fs::read(path).unwrap(), &DecodeLimits::default()).unwrap();
         let (pw, ph) = (picture.width(), picture.height());
-        // A phone layout: the picture across a 360x640 frame with its top at 90 (centred at a
-        // third of the height), a smooth dim gradient above and below where a blurred fill
-        // would be.
         let (w, h, top, band) = (360u32, 640u32, 90u32, 202u32);
         let px = (0..h)
             .flat_map(|y| (0..w).map(move |x| (x, y)))
@@ -238,7 +247,12 @@ mod tests {
                 }
             })
             .collect();
-        let layout = Luma::new(w, h, px).unwrap();
+        (picture, Luma::new(w, h, px).unwrap())
+    }
+
+    #[test]
+    fn a_picture_laid_out_above_centre_in_a_portrait_frame_is_hashed_on_its_own() {
+        let (picture, layout) = portrait_layout();
         let truth = pdq_dihedral(&picture).0.original;
         let hashes = hash_luma_pdq(&layout);
         let distance = |view: QueryView| {
@@ -246,6 +260,25 @@ mod tests {
         };
         assert!(distance(QueryView::Full).is_none_or(|d| d > 31), "{hashes:?}");
         assert!(distance(QueryView::Content).is_some_and(|d| d <= 16), "{hashes:?}");
+    }
+
+    #[test]
+    fn a_portrait_layouts_local_features_come_from_its_band_at_the_tiers_resolution() {
+        use fingerprints::features::{FeatureIndex, IndexConfig, VerifyConfig};
+        let (picture, layout) = portrait_layout();
+        let band = hash_luma(&layout).features.unwrap();
+        // The band on its own at the tier's 480 pixels, where the whole frame gives it 270.
+        assert_eq!(band.width(), 480, "{}x{}", band.width(), band.height());
+        let whole = LocalFeatures::extract(&layout, &FeatureConfig::query());
+        assert_eq!(whole.width(), 270);
+        // Against the picture as a reference frame, the band's features verify on more points.
+        let mut index = FeatureIndex::new(IndexConfig::default());
+        index.insert(1, 1, 0, &LocalFeatures::extract(&picture, &FeatureConfig::reference()));
+        let cfg = VerifyConfig::default();
+        let inliers =
+            |f: &LocalFeatures| index.query(f, &cfg).iter().map(|v| v.inliers).max().unwrap_or(0);
+        let (from_band, from_whole) = (inliers(&band), inliers(&whole));
+        assert!(from_band > from_whole, "inliers: band {from_band}, whole frame {from_whole}");
     }
 
     #[test]

@@ -653,6 +653,7 @@ mod tests {
         KeyframeHashes {
             hashes: vec![QueryHash { hash, view: QueryView::Full, quality: 100 }],
             features: None,
+            band: None,
         }
     }
 
