@@ -22,7 +22,8 @@
 //! The two bars of an axis must mirror each other (same thickness within 1 % of the frame:
 //! every padding filter centres the picture), the picture between them must have texture, and
 //! bars on all four sides may not leave a small box in the middle (a logo on a plain
-//! background).
+//! background). [`layout_band`] lets the bars above and below differ, on portrait frames only,
+//! where a re-streamer's layout rather than a padding filter places the picture.
 //!
 //! False bars cost matching (the caller would hash a wrong crop), so every test leans towards
 //! `None`. Pictures whose own margins are as flat as the bars (a planet in black space inside
